@@ -1,0 +1,280 @@
+"""The Python API. Each function reads top to bottom as the recipe of its job, composing the stages below it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from rich.console import Console
+
+from lmtune.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from lmtune.config import RunConfig, dump_config, load_config
+from lmtune.data.batching import pack, unpacked
+from lmtune.data.prepare import load_splits
+from lmtune.data.tokenize import (
+    IGNORE,
+    TokenStats,
+    encode,
+    render,
+    setup_chat_template,
+    special_affixes,
+    tokenize_examples,
+    trained_segments,
+    uses_chat,
+)
+from lmtune.errors import LmtuneError
+from lmtune.export import needs_base_copy, save_base, save_final
+from lmtune.loop import (
+    Hooks,
+    LoopState,
+    evaluate_loss,
+    graceful_interrupt,
+    make_optimizer,
+    resolve_mixed_precision,
+    total_steps,
+    train_loop,
+)
+from lmtune.methods import apply_method
+from lmtune.model import count_parameters, load_model, load_tokenizer
+from lmtune.rundir import MetricsLog, environment, prepare_run_dir, read_json, write_json
+
+ConfigLike = str | Path | dict[str, Any] | RunConfig
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    summary: dict[str, Any]
+
+
+def finetune(
+    config: ConfigLike,
+    *,
+    overrides: Sequence[str] = (),
+    output_dir: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    after_step: Sequence[Callable[[LoopState], None]] = (),
+    console: Console | None = None,
+) -> RunResult:
+    """Fine-tune a model as the config says and write the run directory. Returns its path and summary.
+
+    `config` is a YAML path, a dict or a RunConfig; `overrides` are `key.path=value` strings.
+    """
+    console = console or Console(stderr=True)
+    cfg = load_config(config, overrides, output_dir)
+
+    # 1. Where the run lives: refuse to clobber an existing run unless asked.
+    run_dir = prepare_run_dir(cfg.run_dir, resume=resume, overwrite=overwrite)
+    if resume:
+        _check_same_config(run_dir, cfg)
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.train.mixed_precision))
+    say = console.print if accelerator.is_main_process else (lambda *a, **k: None)
+    set_seed(cfg.seed)
+
+    # 2. Data: load, validate, split, render, tokenize (and pack).
+    tokenizer = load_tokenizer(cfg.model)
+    setup_chat_template(tokenizer, cfg.data.chat_template)
+    splits = load_splits(cfg.data, cfg.seed)
+    tokenize = dict(max_length=cfg.data.max_length, overlong=cfg.data.overlong, template=cfg.data.template)
+    train_tok, train_stats = tokenize_examples(splits.train, tokenizer, **tokenize)
+    val_tok, val_stats = tokenize_examples(splits.validation, tokenizer, **tokenize)
+    if not train_tok:
+        raise LmtuneError("no training example is left after tokenization", hint="check data.max_length and overlong")
+    rows = pack(train_tok, cfg.data.max_length) if cfg.data.packing else unpacked(train_tok)
+    val_rows = unpacked(val_tok)
+    chat = bool(splits.train) and uses_chat(splits.train[0], cfg.data.template)
+    _report_data(say, splits.format, chat, train_stats, val_stats, len(rows), cfg)
+
+    # 3. Model and method.
+    model = load_model(cfg.model)
+    if needs_base_copy(cfg) and not resume:
+        save_base(run_dir, model)
+    model = apply_method(model, cfg.method)
+    trainable, total = count_parameters(model)
+    say(
+        f"model {cfg.model.name} · method {cfg.method.name}: {trainable:,} trainable of {total:,} parameters "
+        f"({100 * trainable / total:.2f}%)"
+    )
+
+    # 4. Optimizer, schedule, accelerate.
+    steps = total_steps(len(rows), cfg.train, accelerator.num_processes)
+    optimizer, scheduler = make_optimizer(model, cfg.train, steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    # 5. The run directory's description, or the state to resume from.
+    metrics = MetricsLog(run_dir / "metrics.jsonl")
+    state = LoopState()
+    if resume:
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is None:
+            raise LmtuneError(f"--resume: {run_dir} has no checkpoint yet", hint="start again with --overwrite")
+        state = LoopState(**load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler))
+        if accelerator.is_main_process:
+            metrics.truncate_after(state.step)
+        say(f"resuming from {ckpt} (step {state.step} of {steps})")
+    elif accelerator.is_main_process:
+        (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+        info = {**splits.info}
+        info["train"].update(tokens=train_stats.as_dict(), rows=len(rows))
+        info.setdefault("validation", {}).update(tokens=val_stats.as_dict())
+        write_json(run_dir, "data.json", {"format": splits.format, "chat": chat, "splits": info})
+        write_json(run_dir, "env.json", environment())
+
+    eval_bs = cfg.train.eval_batch_size or cfg.train.batch_size
+    pad_id = tokenizer.pad_token_id
+
+    def on_eval(s: LoopState) -> dict[str, float]:
+        result = evaluate_loss(model, val_rows, eval_bs, pad_id, accelerator)
+        if s.best_val_loss is None or result["loss"] < s.best_val_loss:
+            s.best_val_loss = result["loss"]
+        if accelerator.is_main_process:
+            metrics.append({"split": "validation", "step": s.step, **result})
+        return result
+
+    def on_checkpoint(s: LoopState) -> None:
+        if accelerator.is_main_process:
+            save_checkpoint(
+                run_dir,
+                s.step,
+                accelerator.unwrap_model(model),
+                optimizer,
+                scheduler,
+                s.as_dict(),
+                cfg.train.keep_checkpoints,
+            )
+        accelerator.wait_for_everyone()
+
+    if val_rows and not resume:
+        before = on_eval(state)
+        say(f"validation loss before training: {before['loss']:.4f} (perplexity {before['perplexity']:.2f})")
+
+    # 6. Train.
+    hooks = Hooks(
+        on_log=metrics.append if accelerator.is_main_process else (lambda r: None),
+        on_eval=on_eval if val_rows else None,
+        on_checkpoint=on_checkpoint,
+        after_step=after_step,
+    )
+    with graceful_interrupt() as stop_requested:
+        hooks.stop_requested = stop_requested
+        train_loop(
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            accelerator=accelerator,
+            rows=rows,
+            pad_id=pad_id,
+            cfg=cfg.train,
+            seed=cfg.seed,
+            steps=steps,
+            state=state,
+            hooks=hooks,
+        )
+
+    # 7. Save the tuned model and summarise.
+    summary: dict[str, Any] = {}
+    if accelerator.is_main_process:
+        save_final(run_dir, accelerator.unwrap_model(model), tokenizer)
+        summary = summarize(run_dir, state, trainable, total)
+        write_json(run_dir, "summary.json", summary)
+    accelerator.wait_for_everyone()
+    return RunResult(run_dir, summary)
+
+
+@dataclass(frozen=True)
+class PreviewItem:
+    source: str
+    line: int
+    tokens: int
+    trained: int
+    segments: list[tuple[str, bool]]
+
+
+def preview(
+    config: ConfigLike, *, overrides: Sequence[str] = (), n: int = 3, split: str = "train"
+) -> list[PreviewItem]:
+    """The first n examples of a split as training renders them, split into trained and context segments."""
+    cfg = load_config(config, overrides)
+    tokenizer = load_tokenizer(cfg.model)
+    setup_chat_template(tokenizer, cfg.data.chat_template)
+    splits = load_splits(cfg.data, cfg.seed)
+    examples = splits.train if split == "train" else splits.validation
+    prefix, _ = special_affixes(tokenizer)
+    items = []
+    for ex in examples[:n]:
+        tok = encode(render(ex, tokenizer, cfg.data.template), tokenizer, prefix)
+        trained = sum(label != IGNORE for label in tok.labels[1:])
+        segments = trained_segments(tok, tokenizer)
+        items.append(PreviewItem(ex.source, ex.line, len(tok.input_ids), trained, segments))
+    return items
+
+
+def summarize(run_dir: Path, state: LoopState, trainable: int, total: int) -> dict[str, Any]:
+    records = MetricsLog(run_dir / "metrics.jsonl").read()
+    train = [r for r in records if r["split"] == "train"]
+    val = [r for r in records if r["split"] == "validation"]
+    out: dict[str, Any] = {
+        "steps": state.step,
+        "epochs": round(train[-1]["epoch"], 3) if train else 0,
+        "trained_tokens": state.tokens,
+        "train_time_s": round(state.elapsed, 3),
+        "tokens_per_s": round(state.tokens / state.elapsed, 1) if state.elapsed else None,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "first_train_loss": train[0]["loss"] if train else None,
+        "last_train_loss": train[-1]["loss"] if train else None,
+    }
+    if val:
+        best = min(val, key=lambda r: r["loss"])
+        out.update(
+            val_loss_before=val[0]["loss"] if val[0]["step"] == 0 else None,
+            val_loss_after=val[-1]["loss"],
+            best_val_loss=best["loss"],
+            best_val_step=best["step"],
+            val_perplexity_after=val[-1]["perplexity"],
+        )
+    return out
+
+
+def _check_same_config(run_dir: Path, cfg: RunConfig) -> None:
+    """Resuming with changed settings would silently mix two runs; only the run directory may differ."""
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.exists():
+        return
+    import yaml
+
+    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
+    now = cfg.model_dump(mode="json")
+    saved.pop("output_dir", None), now.pop("output_dir", None)
+    changed = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    if changed:
+        raise LmtuneError(
+            f"--resume: the config differs from the one {run_dir} was started with (sections: {', '.join(changed)})",
+            hint=f"resume with the saved config: lmtune train {saved_path} --resume",
+        )
+
+
+def _report_data(
+    say: Callable, fmt: str, chat: bool, tr: TokenStats, va: TokenStats, rows: int, cfg: RunConfig
+) -> None:
+    say(
+        f"data: {fmt} records rendered {'through the chat template' if chat else 'as raw text'}; "
+        f"train {tr.kept} examples ({tr.trained_tokens:,} trained of {tr.tokens:,} tokens)"
+        + (f" in {rows} packed rows" if cfg.data.packing else "")
+        + f", validation {va.kept}"
+    )
+    for name, st in (("train", tr), ("validation", va)):
+        if st.truncated or st.dropped:
+            say(
+                f"[yellow]{name}: {st.truncated} examples truncated and {st.dropped} dropped at "
+                f"max_length {cfg.data.max_length} (data.overlong={cfg.data.overlong})[/yellow]"
+            )
+
+
+def run_summary(run_dir: str | Path) -> dict[str, Any]:
+    return read_json(Path(run_dir), "summary.json")

@@ -1,0 +1,331 @@
+"""The run configuration: one YAML file validated once into a frozen, typed `RunConfig`.
+
+Every setting lives here as a field with its doc string; the CLI's `--set`, `lmtune config docs`, the README
+and the saved run all read it from this one place. Nothing of lmtune is imported here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lmtune.errors import LmtuneError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelConfig(_Section):
+    name: str = Field(
+        "preset:tiny-chat",
+        description="Hub model id (e.g. Qwen/Qwen2.5-0.5B-Instruct), a local model directory, or a built-in "
+        "preset ('preset:tiny-chat': a randomly initialised 2-layer Llama with a shipped tokenizer, for offline runs).",
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to load.")
+    tokenizer: str | None = Field(None, description="Where to load the tokenizer from; defaults to `model.name`.")
+    trust_remote_code: bool = Field(
+        False, description="Allow the hub repository to run its own Python code. Off: only enable for code you trust."
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Dtype the weights are loaded in. Mixed precision is `train.mixed_precision`."
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(
+        None, description="Attention kernel; None lets transformers choose (sdpa where available)."
+    )
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, slower.")
+
+
+class DataConfig(_Section):
+    train: str = Field(
+        ...,
+        description="Training data: a .jsonl/.json/.csv/.tsv/.parquet file, a directory saved with "
+        "`datasets.save_to_disk`, or a hub dataset name.",
+    )
+    validation: str | None = Field(
+        None, description="Validation data in the same forms; when unset, `val_fraction` of train is carved off."
+    )
+    val_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Share of train held out for validation when `validation` is unset (0: none)."
+    )
+    split: str = Field("train", description="Split to read from a hub dataset or a saved DatasetDict.")
+    validation_split: str = Field("validation", description="Split to read for `validation` from a DatasetDict/hub.")
+    subset: str | None = Field(None, description="Hub dataset configuration name, if it has several.")
+    format: Literal["auto", "text", "prompt_completion", "messages", "instruction"] = Field(
+        "auto", description="Record shape; 'auto' detects it from the keys of the first record."
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Map of canonical field -> your column, e.g. {prompt: dialogue, completion: summary}. "
+        "Canonical fields: text, prompt, completion, messages, instruction, input, output.",
+    )
+    prompt_template: str | None = Field(
+        None,
+        description="str.format template for the prompt of prompt_completion/instruction data; may name canonical "
+        "fields or any column, e.g. 'Summarize:\\n{dialogue}\\nSummary: '. Instruction data defaults to Alpaca's.",
+    )
+    template: Literal["auto", "chat", "raw"] = Field(
+        "auto",
+        description="How examples become text: 'chat' renders through the chat template (prompt/completion become a "
+        "user and an assistant turn), 'raw' concatenates prompt and completion; 'auto' is chat for messages data only.",
+    )
+    chat_template: str | None = Field(
+        None,
+        description="Chat template when the tokenizer has none (or to replace it): a built-in name "
+        "('chatml', 'plain') or a Jinja template string. Saved with the tuned tokenizer so inference matches.",
+    )
+    max_length: int = Field(512, gt=1, description="Longest example in tokens (after rendering).")
+    overlong: Literal["truncate", "drop"] = Field("truncate", description="What to do with examples over max_length.")
+    packing: bool = Field(
+        False,
+        description="Pack short examples into rows of max_length with per-example attention boundaries "
+        "(no cross-example attention).",
+    )
+    max_examples: int | None = Field(None, gt=0, description="Use only the first N training examples (quick tries).")
+
+
+class FullMethod(_Section):
+    name: Literal["full"] = "full"
+
+
+class LoraMethod(_Section):
+    name: Literal["lora"] = "lora"
+    r: int = Field(16, gt=0, description="LoRA rank.")
+    alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA branch input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt; 'all-linear' = every linear layer but the output head."
+    )
+    modules_to_save: list[str] = Field(
+        default_factory=list, description="Modules trained in full alongside the adapter (e.g. lm_head)."
+    )
+
+
+class FreezeMethod(_Section):
+    name: Literal["freeze"] = "freeze"
+    train_last_layers: int = Field(2, ge=0, description="Train the last N transformer blocks; the rest stay frozen.")
+    train_modules: list[str] = Field(
+        default_factory=list,
+        description="Also train parameters whose name matches one of these glob patterns (e.g. 'lm_head.*').",
+    )
+
+
+MethodConfig = Annotated[FullMethod | LoraMethod | FreezeMethod, Field(discriminator="name")]
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(1, gt=0, description="Passes over the training data (unless max_steps is set).")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps (overrides epochs).")
+    batch_size: int = Field(8, gt=0, description="Examples (or packed rows) per micro-batch per process.")
+    grad_accum: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
+    lr: float = Field(2e-4, gt=0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (not applied to biases and norms).")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="Learning-rate schedule.")
+    warmup_steps: int | None = Field(None, ge=0, description="Linear warmup steps (overrides warmup_fraction).")
+    warmup_fraction: float = Field(0.03, ge=0, lt=1, description="Warmup as a share of the total steps.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm to this; null disables.")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto", description="Autocast precision; 'auto' = bf16 where the GPU or CPU supports it, else no."
+    )
+    eval_every: int | None = Field(
+        None, gt=0, description="Validate every N steps (always before the first step and after the last)."
+    )
+    save_every: int | None = Field(None, gt=0, description="Checkpoint every N steps (always at the end).")
+    keep_checkpoints: int = Field(2, gt=0, description="How many recent checkpoints to keep.")
+    log_every: int = Field(1, gt=0, description="Append training metrics to metrics.jsonl every N steps.")
+    eval_batch_size: int | None = Field(None, gt=0, description="Validation batch size (default: batch_size).")
+
+
+class RunConfig(_Section):
+    name: str = Field("run", description="Run name; the run directory is output_dir or runs/<name>.")
+    task: Literal["sft"] = Field("sft", description="Training type.")
+    seed: int = Field(42, description="Seed for data order, splits, initialisation and dropout.")
+    output_dir: str | None = Field(None, description="Run directory (default runs/<name>).")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig
+    method: MethodConfig = Field(default_factory=LoraMethod, description="Fine-tuning method: full, lora or freeze.")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method_shorthand(cls, value: Any) -> Any:
+        # `method: lora` is the common case; expand it to the section with defaults.
+        return {"name": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> RunConfig:
+        if not re.fullmatch(r"[\w.-]+", self.name):
+            raise ValueError(f"name: use letters, digits, '.', '-' or '_' only, got {self.name!r}")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else Path("runs") / self.name
+
+
+_FRIENDLY = {
+    "greater_than": "must be > {gt:g}",
+    "greater_than_equal": "must be >= {ge:g}",
+    "less_than": "must be < {lt:g}",
+    "less_than_equal": "must be <= {le:g}",
+    "missing": "is required",
+}
+
+
+def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
+    """The pydantic model that owns the field at `loc`, skipping union tags (for the list of allowed keys)."""
+    model: type[BaseModel] = RunConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            continue
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            return model
+        model = nested[0]
+    return model
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per problem: `train.lr: must be > 0, got -1`, with the allowed keys for unknown ones."""
+    lines = []
+    method_tags = {"full", "lora", "freeze"}
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        if len(loc) > 1 and loc[0] == "method" and loc[1] in method_tags:
+            loc = [loc[0], *loc[2:]]  # drop the discriminated-union tag
+        path = ".".join(loc) or "(top level)"
+        kind = e["type"]
+        if kind == "extra_forbidden":
+            owner = _model_at(e["loc"][:-1])
+            if owner is RunConfig or len(loc) == 1:
+                allowed = sorted(RunConfig.model_fields)
+            elif loc[0] == "method":
+                allowed = sorted(_method_fields(e["loc"]))
+            else:
+                allowed = sorted(owner.model_fields) if owner else []
+            lines.append(f"{path}: unknown key; allowed here: {', '.join(allowed)}")
+            continue
+        if kind == "union_tag_invalid":
+            lines.append(f"{path}: must be one of {', '.join(sorted(method_tags))}, got {e['ctx']['tag']!r}")
+            continue
+        if kind in _FRIENDLY:
+            msg = _FRIENDLY[kind].format(**e.get("ctx", {}))
+        elif kind == "value_error":
+            msg = str(e["msg"]).removeprefix("Value error, ")
+            lines.append(msg if ":" in msg.split(" ")[0] else f"{path}: {msg}")
+            continue
+        else:
+            msg = str(e["msg"])
+            msg = msg[0].lower() + msg[1:] if msg else msg
+            msg = msg.replace("input should be", "must be")
+        if kind != "missing":
+            msg += f", got {e['input']!r}"
+        lines.append(f"{path}: {msg}")
+    return f"invalid config {source}:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _method_fields(loc: Sequence[Any]) -> set[str]:
+    tag = str(loc[1]) if len(loc) > 1 else "lora"
+    by_tag = {"full": FullMethod, "lora": LoraMethod, "freeze": FreezeMethod}
+    return set(by_tag.get(tag, LoraMethod).model_fields)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`train.lr=1e-4` -> (['train', 'lr'], 1e-4); the value is read as YAML so numbers, bools and lists work."""
+    if "=" not in item:
+        raise LmtuneError(f"--set {item!r}: expected KEY=VALUE", hint="e.g. --set train.lr=1e-4")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    # YAML 1.1 reads '1e-4' as a string; users mean a number.
+    if isinstance(value, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value):
+        value = float(value)
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    out = dict(raw)
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = out
+        for k in keys[:-1]:
+            child = node.get(k)
+            if isinstance(child, str) and k == "method":
+                child = {"name": child}
+            node[k] = dict(child) if isinstance(child, dict) else {}
+            node = node[k]
+        node[keys[-1]] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise LmtuneError(
+            f"config file not found: {p}", hint="pass the path of a YAML file, e.g. configs/quickstart.yaml"
+        )
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark else str(p)
+        raise LmtuneError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise LmtuneError(f"{p}: the top level must be a mapping of sections (model, data, method, train)")
+    return raw
+
+
+def load_config(
+    source: str | Path | dict[str, Any] | RunConfig, overrides: Sequence[str] = (), output_dir: str | None = None
+) -> RunConfig:
+    """Read a YAML path (or a dict), apply `--set` overrides, validate. Errors name the key path."""
+    if isinstance(source, RunConfig):
+        raw = source.model_dump(mode="json")
+        label = "(RunConfig)"
+    elif isinstance(source, dict):
+        raw, label = dict(source), "(dict)"
+    else:
+        raw, label = read_yaml(source), str(source)
+        raw.setdefault("name", Path(source).stem)
+    raw = apply_overrides(raw, overrides)
+    if output_dir is not None:
+        raw["output_dir"] = output_dir
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        raise LmtuneError(format_validation_error(e, label)) from None
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def iter_field_docs(model: type[BaseModel] = RunConfig, prefix: str = "") -> Iterator[tuple[str, str, str]]:
+    """(key path, default, description) for every setting: the source of `lmtune config docs`."""
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        nested = [c for c in (ann, *getattr(ann, "__args__", ())) if isinstance(c, type) and issubclass(c, BaseModel)]
+        if name == "method":
+            for sub in (FullMethod, LoraMethod, FreezeMethod):
+                tag = sub.model_fields["name"].default
+                yield f"method (name: {tag})", "", f"{tag} method settings"
+                for sub_name, sub_field in sub.model_fields.items():
+                    if sub_name != "name":
+                        default = repr(sub_field.get_default(call_default_factory=True))
+                        yield f"method.{sub_name}", default, sub_field.description or ""
+            continue
+        if nested:
+            yield from iter_field_docs(nested[0], f"{prefix}{name}.")
+            continue
+        default = "(required)" if field.is_required() else repr(field.get_default(call_default_factory=True))
+        yield f"{prefix}{name}", default, field.description or ""

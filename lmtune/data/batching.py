@@ -1,0 +1,82 @@
+"""Packing, batch order and collation of tokenized examples into model inputs.
+
+Packed rows carry `position_ids` that restart at 0 for every example and no attention mask: transformers then
+builds a block-diagonal causal mask from the position resets (masking_utils.find_packed_sequence_indices), so
+no example attends to another and the loss equals the unpacked one.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from lmtune.data.tokenize import IGNORE, Tokenized
+
+
+@dataclass(frozen=True)
+class Row:
+    input_ids: list[int]
+    labels: list[int]
+    position_ids: list[int] | None = None  # set for packed rows
+
+    @property
+    def trained_tokens(self) -> int:
+        return sum(label != IGNORE for label in self.labels[1:])
+
+
+def unpacked(examples: Sequence[Tokenized]) -> list[Row]:
+    return [Row(e.input_ids, e.labels) for e in examples]
+
+
+def pack(examples: Sequence[Tokenized], max_length: int) -> list[Row]:
+    """Greedy, order-keeping packing into rows of at most max_length tokens."""
+    rows: list[Row] = []
+    ids: list[int] = []
+    labels: list[int] = []
+    pos: list[int] = []
+
+    def flush() -> None:
+        if ids:
+            rows.append(Row(list(ids), list(labels), list(pos)))
+            ids.clear(), labels.clear(), pos.clear()
+
+    for ex in examples:
+        if len(ids) + len(ex.input_ids) > max_length:
+            flush()
+        ids.extend(ex.input_ids)
+        # The first token of an example would be "predicted" from the previous example's last one.
+        labels.extend([IGNORE, *ex.labels[1:]])
+        pos.extend(range(len(ex.input_ids)))
+    flush()
+    return rows
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True) -> list[list[int]]:
+    """Row indices of each micro-batch of an epoch: a seeded shuffle, so a resumed run sees the same order."""
+    order = list(range(n))
+    if shuffle:
+        random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def collate(rows: Sequence[Row], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch. Unpacked rows get an attention mask; packed rows get position ids instead."""
+    width = max(len(r.input_ids) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    packed = rows[0].position_ids is not None
+    extra = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r.input_ids)
+        input_ids[i, :n] = torch.tensor(r.input_ids)
+        labels[i, :n] = torch.tensor(r.labels)
+        if packed:
+            extra[i, :n] = torch.tensor(r.position_ids)
+            extra[i, n:] = torch.arange(width - n)  # padding forms its own (unattended-to) segment
+        else:
+            extra[i, :n] = 1
+    key = "position_ids" if packed else "attention_mask"
+    return {"input_ids": input_ids, "labels": labels, key: extra}

@@ -1,0 +1,208 @@
+"""Render examples to text, tokenize them and mark the tokens the loss is computed on.
+
+Why our own code: TRL's `assistant_only_loss` needs a template with `{% generation %}` markers that most chat
+templates lack, and masking by tokenizing pieces separately changes the tokens at the seams. Here the text is
+rendered once, exactly as inference will see it, tokenized once with character offsets, and a token is trained
+when it starts inside a trained character span (the completion, or an assistant turn with weight 1). For chat,
+the span of assistant turn i is found by rendering the conversation up to turn i with and without it, so any
+prefix-stable chat template works, and the end-of-turn marker is trained so the model learns to stop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from lmtune.data.formats import ChatExample, Example, Message, PromptCompletionExample, TextExample
+from lmtune.errors import DataError, LmtuneError
+
+IGNORE = -100
+
+CHAT_TEMPLATES = {
+    "chatml": (
+        "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+        "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    ),
+    "plain": (
+        "{{ bos_token if bos_token else '' }}{% for message in messages %}"
+        "{% if message['role'] == 'system' %}{{ message['content'] + '\\n\\n' }}"
+        "{% elif message['role'] == 'user' %}{{ '### User:\\n' + message['content'] + '\\n\\n' }}"
+        "{% else %}{{ '### Assistant:\\n' + message['content'] + eos_token + '\\n\\n' }}{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '### Assistant:\\n' }}{% endif %}"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    text: str
+    spans: tuple[tuple[int, int], ...]  # character ranges whose tokens are trained
+    chat: bool  # chat templates write their own special tokens; raw text gets the tokenizer's BOS/EOS
+    ends_trained: bool  # whether the appended EOS (if any) is trained
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    input_ids: list[int]
+    labels: list[int]
+
+
+@dataclass
+class TokenStats:
+    examples: int = 0
+    kept: int = 0
+    truncated: int = 0
+    dropped: int = 0
+    tokens: int = 0
+    trained_tokens: int = 0
+    lengths: list[int] = field(default_factory=list, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "lengths"}
+        if self.lengths:
+            ordered = sorted(self.lengths)
+            out["max_length_seen"] = ordered[-1]
+            out["median_length"] = ordered[len(ordered) // 2]
+        return out
+
+
+def setup_chat_template(tokenizer: PreTrainedTokenizerBase, chat_template: str | None) -> None:
+    """Install the configured template (a built-in name or Jinja text) on the tokenizer, which is saved with it."""
+    if chat_template is None:
+        return
+    tokenizer.chat_template = CHAT_TEMPLATES.get(chat_template, chat_template)
+
+
+def uses_chat(example: Example, template: str) -> bool:
+    if template == "auto":
+        return isinstance(example, ChatExample)
+    if template == "chat":
+        return not isinstance(example, TextExample)
+    if isinstance(example, ChatExample):
+        raise LmtuneError(
+            f"{example.source}: data.template is 'raw' but the data is chat messages",
+            hint="messages are rendered with a chat template: set data.template to 'auto' or 'chat'",
+        )
+    return False
+
+
+def _chat(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], generation_prompt: bool) -> str:
+    msgs = [{"role": m.role, "content": m.content} for m in messages]
+    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def render_chat(example: ChatExample, tokenizer: PreTrainedTokenizerBase) -> Rendered:
+    if not tokenizer.chat_template:
+        raise LmtuneError(
+            "the tokenizer has no chat template to render chat data with",
+            hint="set data.chat_template to a built-in template ('chatml' or 'plain') or a Jinja template",
+        )
+    messages = example.messages
+    full = _chat(tokenizer, messages, False)
+    spans = []
+    for i, m in enumerate(messages):
+        if m.role != "assistant" or m.weight == 0:
+            continue
+        before, upto = _chat(tokenizer, messages[:i], True), _chat(tokenizer, messages[: i + 1], False)
+        if not (full.startswith(upto) and upto.startswith(before)):
+            raise DataError(
+                example.source,
+                example.line,
+                f"messages[{i}]",
+                "the chat template does not render this conversation prefix-stably, so the assistant turn "
+                "cannot be located",
+                hint="set data.chat_template to 'chatml' or a template whose output for fewer turns is a prefix",
+            )
+        spans.append((len(before), len(upto)))
+    last = messages[-1]
+    return Rendered(full, tuple(spans), chat=True, ends_trained=last.role == "assistant" and last.weight != 0)
+
+
+def render(example: Example, tokenizer: PreTrainedTokenizerBase, template: str = "auto") -> Rendered:
+    """The text the model sees for one example and the character spans it is trained on."""
+    if isinstance(example, TextExample):
+        return Rendered(example.text, ((0, len(example.text)),), chat=False, ends_trained=True)
+    if uses_chat(example, template):
+        if isinstance(example, PromptCompletionExample):
+            example = ChatExample(
+                (Message("user", example.prompt), Message("assistant", example.completion)),
+                example.source,
+                example.line,
+            )
+        return render_chat(example, tokenizer)
+    assert isinstance(example, PromptCompletionExample)
+    text = example.prompt + example.completion
+    return Rendered(text, ((len(example.prompt), len(text)),), chat=False, ends_trained=True)
+
+
+def special_affixes(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+    """The token ids the tokenizer adds around raw text (e.g. Llama's BOS), found by asking it."""
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    start = full.index(bare[0]) if bare and bare[0] in full else 0
+    return full[:start], full[start + len(bare) :]
+
+
+def encode(rendered: Rendered, tokenizer: PreTrainedTokenizerBase, prefix: Sequence[int] = ()) -> Tokenized:
+    """Token ids and labels (IGNORE where not trained), with EOS appended when the text does not end in it."""
+    enc = tokenizer(rendered.text, add_special_tokens=False, return_offsets_mapping=True)
+    ids: list[int] = list(enc["input_ids"])
+    labels = [
+        tok if any(a <= start < b for a, b in rendered.spans) else IGNORE
+        for tok, (start, _end) in zip(ids, enc["offset_mapping"], strict=True)
+    ]
+    eos = tokenizer.eos_token
+    if eos and not rendered.text.rstrip().endswith(eos):
+        ids.append(tokenizer.eos_token_id)
+        labels.append(tokenizer.eos_token_id if rendered.ends_trained else IGNORE)
+    if not rendered.chat and prefix:
+        ids = [*prefix, *ids]
+        labels = [IGNORE] * len(prefix) + labels
+    return Tokenized(ids, labels)
+
+
+def tokenize_examples(
+    examples: Sequence[Example],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    max_length: int,
+    overlong: str = "truncate",
+    template: str = "auto",
+) -> tuple[list[Tokenized], TokenStats]:
+    """Render and tokenize every example; over-long ones are truncated or dropped, and counted."""
+    prefix, _ = special_affixes(tokenizer)
+    stats = TokenStats(examples=len(examples))
+    out = []
+    for ex in examples:
+        tok = encode(render(ex, tokenizer, template), tokenizer, prefix)
+        stats.lengths.append(len(tok.input_ids))
+        if len(tok.input_ids) > max_length:
+            if overlong == "drop":
+                stats.dropped += 1
+                continue
+            tok = Tokenized(tok.input_ids[:max_length], tok.labels[:max_length])
+            stats.truncated += 1
+        if all(label == IGNORE for label in tok.labels[1:]):
+            stats.dropped += 1  # nothing left to learn from (e.g. the completion was cut off)
+            continue
+        out.append(tok)
+        stats.kept += 1
+        stats.tokens += len(tok.input_ids)
+        stats.trained_tokens += sum(label != IGNORE for label in tok.labels[1:])
+    return out, stats
+
+
+def trained_segments(tok: Tokenized, tokenizer: PreTrainedTokenizerBase) -> list[tuple[str, bool]]:
+    """Decoded runs of consecutive tokens with whether the loss covers them (for `lmtune data preview`)."""
+    flags = [label != IGNORE for label in tok.labels]
+    flags[0] = False  # the first token is never predicted
+    segments: list[tuple[str, bool]] = []
+    start = 0
+    for i in range(1, len(flags) + 1):
+        if i == len(flags) or flags[i] != flags[start]:
+            segments.append((tokenizer.decode(tok.input_ids[start:i]), flags[start]))
+            start = i
+    return segments

@@ -1,0 +1,72 @@
+"""Save the tuned model of a run and load it back (full weights, or an adapter on its base model)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from lmtune.config import RunConfig
+from lmtune.errors import LmtuneError
+from lmtune.model import is_preset, load_model, load_tokenizer
+
+FINAL = "final"
+BASE_MODEL = "base_model"
+
+
+def needs_base_copy(cfg: RunConfig) -> bool:
+    """A preset base has no home on disk to load an adapter onto, so the run keeps its own copy."""
+    return cfg.method.name == "lora" and is_preset(cfg.model.name)
+
+
+def save_base(run_dir: Path, base: PreTrainedModel) -> None:
+    """Save the untouched base weights (call before the method wraps the model)."""
+    tmp = run_dir / f".{BASE_MODEL}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    base.save_pretrained(tmp, safe_serialization=True)
+    shutil.rmtree(run_dir / BASE_MODEL, ignore_errors=True)
+    tmp.replace(run_dir / BASE_MODEL)
+
+
+def save_final(run_dir: Path, model: Any, tokenizer: PreTrainedTokenizerBase) -> Path:
+    """Write the tuned model (or LoRA adapter) and its tokenizer to `final/` in safetensors, atomically."""
+    out = run_dir / FINAL
+    tmp = run_dir / f".{FINAL}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.replace(out)
+    return out
+
+
+def read_run_config(run_dir: Path) -> RunConfig:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise LmtuneError(f"{run_dir} is not a run directory (no config.yaml)", hint="pass runs/<name>")
+    return RunConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+def load_tuned(run_dir: Path) -> tuple[Any, PreTrainedTokenizerBase, RunConfig]:
+    """The tuned model of a run in eval mode, its tokenizer (with the training chat template) and config."""
+    cfg = read_run_config(run_dir)
+    final = run_dir / FINAL
+    if not final.is_dir():
+        raise LmtuneError(f"{run_dir} has no final model yet", hint="finish the run (lmtune train CONFIG --resume)")
+    tokenizer = load_tokenizer(cfg.model.model_copy(update={"name": str(final), "tokenizer": None, "revision": None}))
+    if (final / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        base_dir = run_dir / BASE_MODEL
+        if base_dir.is_dir():
+            base = AutoModelForCausalLM.from_pretrained(base_dir, use_safetensors=True)
+        else:
+            base = load_model(cfg.model.model_copy(update={"gradient_checkpointing": False}))
+        model = PeftModel.from_pretrained(base, final)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(final, use_safetensors=True)
+    model.eval()
+    return model, tokenizer, cfg

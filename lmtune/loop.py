@@ -1,0 +1,242 @@
+"""The training loop: one explicit loop on accelerate (so DDP/FSDP/DeepSpeed are configuration, not rewrites).
+
+Each optimizer step takes `grad_accum` micro-batches per process and normalises the summed loss by the target
+tokens of the whole step across processes, so every trained token weighs the same however the micro-batches
+are padded or packed (torchtune's recipe does the same). Data order is a seeded shuffle per epoch, so the loop
+position (epoch, micro-batch) is all a checkpoint needs to resume on the exact same batches.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from lmtune.config import TrainConfig
+from lmtune.data.batching import Row, collate, epoch_batches
+from lmtune.data.tokenize import IGNORE
+from lmtune.objectives import causal_lm_loss
+
+
+@dataclass
+class LoopState:
+    step: int = 0
+    epoch: int = 0
+    batches_done: int = 0  # micro-batches of the current epoch already consumed (all processes)
+    tokens: int = 0  # trained (target) tokens so far
+    elapsed: float = 0.0  # seconds of training, summed over resumed segments
+    best_val_loss: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Interrupted(Exception):
+    """Raised after Ctrl-C once a checkpoint of the last finished step is safely on disk."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        super().__init__(f"interrupted after step {step}")
+
+
+def resolve_mixed_precision(choice: str) -> str:
+    """'auto' -> bf16 where the hardware computes it natively (a GPU with bf16, or a CPU with AVX512-BF16/AMX)."""
+    if choice != "auto":
+        return choice
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "no"
+    return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "no"
+
+
+def total_steps(n_rows: int, cfg: TrainConfig, num_processes: int = 1) -> int:
+    if cfg.max_steps is not None:
+        return cfg.max_steps
+    micro = math.ceil(n_rows / cfg.batch_size)
+    per_step = cfg.grad_accum * num_processes
+    return max(1, math.ceil(micro / per_step)) * cfg.epochs
+
+
+def warmup_steps(cfg: TrainConfig, steps: int) -> int:
+    return cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_fraction * steps)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, steps: int) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW without weight decay on biases and norms (1-D tensors), plus the warmup + decay schedule."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas)
+    name = "constant_with_warmup" if cfg.scheduler == "constant" else cfg.scheduler
+    scheduler = get_scheduler(
+        name, optimizer, num_warmup_steps=warmup_steps(cfg, steps), num_training_steps=max(steps, 1)
+    )
+    return optimizer, scheduler
+
+
+def _forward_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device) -> tuple:
+    inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs, use_cache=False).logits
+    return causal_lm_loss(logits, batch["labels"].to(device))
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: torch.nn.Module, rows: Sequence[Row], batch_size: int, pad_id: int, accelerator: Accelerator
+) -> dict[str, float]:
+    """Token-weighted mean loss and perplexity over rows (each process takes its share)."""
+    was_training = model.training
+    model.eval()
+    mine = list(rows)[accelerator.process_index :: accelerator.num_processes]
+    total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+    for i in range(0, len(mine), batch_size):
+        with accelerator.autocast():
+            loss, n = _forward_loss(model, collate(mine[i : i + batch_size], pad_id), accelerator.device)
+        total += torch.tensor([float(loss), n], dtype=torch.float64, device=accelerator.device)
+    total = accelerator.reduce(total, reduction="sum")
+    model.train(was_training)
+    loss_sum, n = float(total[0]), int(total[1])
+    mean = loss_sum / max(n, 1)
+    return {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "tokens": n}
+
+
+@contextmanager
+def graceful_interrupt() -> Iterator[Callable[[], bool]]:
+    """The first Ctrl-C asks the loop to stop after the current step (and checkpoint); a second one kills."""
+    requested = False
+
+    def handler(signum: int, frame: Any) -> None:
+        nonlocal requested
+        if requested:
+            raise KeyboardInterrupt
+        requested = True
+        tqdm.write("Interrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort now)...")
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield lambda: False
+        return
+    try:
+        yield lambda: requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@dataclass
+class Hooks:
+    """What the recipe does around the loop; every callback is optional."""
+
+    on_log: Callable[[dict[str, Any]], None] = lambda record: None
+    on_eval: Callable[[LoopState], dict[str, float]] | None = None
+    on_checkpoint: Callable[[LoopState], None] = lambda state: None
+    after_step: Sequence[Callable[[LoopState], None]] = ()
+    stop_requested: Callable[[], bool] = lambda: False
+
+
+def train_loop(
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    accelerator: Accelerator,
+    rows: Sequence[Row],
+    pad_id: int,
+    cfg: TrainConfig,
+    seed: int,
+    steps: int,
+    state: LoopState,
+    hooks: Hooks,
+) -> LoopState:
+    world, rank = accelerator.num_processes, accelerator.process_index
+    per_step = cfg.grad_accum * world
+    params = [p for p in model.parameters() if p.requires_grad]
+    bar = tqdm(total=steps, initial=state.step, desc="train", unit="step", disable=not accelerator.is_main_process)
+    model.train()
+    window_tokens, window_time = 0, 0.0
+    while state.step < steps:
+        batches = epoch_batches(len(rows), cfg.batch_size, seed, state.epoch)
+        chunks = [batches[i : i + per_step] for i in range(state.batches_done, len(batches), per_step)]
+        if world > 1:
+            chunks = [c for c in chunks if len(c) == per_step]  # every process needs a share of each step
+        for chunk in chunks:
+            t0 = time.perf_counter()
+            micro = [collate([rows[i] for i in idx], pad_id) for idx in chunk[rank::world]]
+            local_n = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro)
+            counts = accelerator.reduce(torch.tensor([local_n], device=accelerator.device), reduction="sum")
+            global_n = max(int(counts.item()), 1)
+            loss_sum = 0.0
+            for j, batch in enumerate(micro):
+                sync = j == len(micro) - 1
+                with nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
+                    loss, _ = _forward_loss(model, batch, accelerator.device)
+                # DDP averages gradients over processes, so scale by world to get the global token mean.
+                accelerator.backward(loss * (world / global_n))
+                loss_sum += float(loss.detach())
+            grad_norm = None
+            if cfg.max_grad_norm is not None:
+                grad_norm = float(accelerator.clip_grad_norm_(params, cfg.max_grad_norm))
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            total = accelerator.reduce(torch.tensor([loss_sum], device=accelerator.device), reduction="sum")
+            dt = time.perf_counter() - t0
+            state.step += 1
+            state.batches_done += len(chunk)
+            state.tokens += global_n
+            state.elapsed += dt
+            window_tokens, window_time = window_tokens + global_n, window_time + dt
+            step_loss = float(total.item()) / global_n
+            tok_s = window_tokens / max(window_time, 1e-9)
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:.0f}")
+            if state.step % cfg.log_every == 0 or state.step == steps:
+                hooks.on_log(
+                    {
+                        "split": "train",
+                        "step": state.step,
+                        "epoch": state.epoch + state.batches_done / max(len(batches), 1),
+                        "loss": step_loss,
+                        "lr": lr,
+                        "grad_norm": grad_norm,
+                        "tokens": state.tokens,
+                        "tokens_per_s": tok_s,
+                        "time": state.elapsed,
+                    }
+                )
+                window_tokens, window_time = 0, 0.0
+            last = state.step >= steps
+            if hooks.on_eval is not None and (last or (cfg.eval_every and state.step % cfg.eval_every == 0)):
+                hooks.on_eval(state)
+                model.train()
+            for hook in hooks.after_step:
+                hook(state)
+            stop = hooks.stop_requested()
+            if last or stop or (cfg.save_every and state.step % cfg.save_every == 0):
+                hooks.on_checkpoint(state)
+            if stop:
+                bar.close()
+                raise Interrupted(state.step)
+            if last:
+                break
+        else:
+            state.epoch += 1
+            state.batches_done = 0
+    bar.close()
+    return state

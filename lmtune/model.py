@@ -1,0 +1,99 @@
+"""Load the tokenizer and the base model for a run: hub id, local directory, or a built-in preset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from lmtune.config import ModelConfig
+from lmtune.errors import LmtuneError
+
+PRESET_PREFIX = "preset:"
+PRESETS_DIR = Path(__file__).parent / "presets"
+# A preset has no weights file: it is initialised from this seed, so every run starts from the same base model.
+PRESET_INIT_SEED = 0
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def is_preset(name: str) -> bool:
+    return name.startswith(PRESET_PREFIX)
+
+
+def preset_dir(name: str) -> Path:
+    key = name.removeprefix(PRESET_PREFIX)
+    path = PRESETS_DIR / key
+    if not (path / "config.json").is_file():
+        known = sorted(p.name for p in PRESETS_DIR.iterdir() if (p / "config.json").is_file())
+        raise LmtuneError(f"model.name: unknown preset {name!r}", hint=f"built-in presets: {', '.join(known)}")
+    return path
+
+
+def _source(name: str) -> str:
+    return str(preset_dir(name)) if is_preset(name) else name
+
+
+def _load_error(what: str, name: str, err: Exception) -> LmtuneError:
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    local = Path(name).exists()
+    hint = (
+        "check the directory holds a transformers model (config.json and weights)"
+        if local
+        else "check the model id, your network and HF token; offline, use a local directory or 'preset:tiny-chat'"
+    )
+    return LmtuneError(f"could not load {what} {name!r}: {reason}", hint=hint)
+
+
+def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
+    """The tokenizer, with a pad token (the EOS token when it has none: padding is masked out of the loss)."""
+    name = cfg.tokenizer or cfg.name
+    try:
+        tok = AutoTokenizer.from_pretrained(
+            _source(name), revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+        )
+    except (OSError, ValueError) as e:
+        raise _load_error("tokenizer", name, e) from None
+    if not tok.is_fast:
+        raise LmtuneError(
+            f"tokenizer of {name!r} is a slow (Python) tokenizer",
+            hint="lmtune needs a fast tokenizer for exact loss masks (offsets); install `tokenizers` or convert it",
+        )
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(cfg: ModelConfig) -> PreTrainedModel:
+    """The causal LM in the configured dtype. Presets are built from their config with a fixed seed."""
+    dtype = _DTYPES[cfg.dtype]
+    kwargs = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
+    if is_preset(cfg.name):
+        config = AutoConfig.from_pretrained(preset_dir(cfg.name))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(PRESET_INIT_SEED)
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype, **kwargs)
+    else:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                cfg.name,
+                revision=cfg.revision,
+                dtype=dtype,
+                trust_remote_code=cfg.trust_remote_code,
+                use_safetensors=True,  # never unpickle weights from the hub
+                **kwargs,
+            )
+        except (OSError, ValueError) as e:
+            raise _load_error("model", cfg.name, e) from None
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    return model
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters, counting tied weights once."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total

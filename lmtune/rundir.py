@@ -1,0 +1,105 @@
+"""The run directory: created once, never overwritten silently, and self-describing.
+
+Layout of `runs/<name>/`:
+  config.yaml      the resolved config            env.json      python, platform, library versions, device
+  data.json        fingerprints + counts per split metrics.jsonl one JSON object per train log / evaluation
+  checkpoints/     step-NNNNNN/ (see checkpoint)   final/        the tuned model (or adapter) + tokenizer
+  base_model/      only for LoRA on a preset        summary.json  steps, tokens, time, losses
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from lmtune.checkpoint import atomic_write_json
+from lmtune.errors import LmtuneError
+
+LIBRARIES = (
+    "lmtune",
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "datasets",
+    "tokenizers",
+    "safetensors",
+    "pydantic",
+)
+
+
+def prepare_run_dir(path: Path, *, resume: bool, overwrite: bool) -> Path:
+    """Make sure we may write to `path`: a fresh run never lands in a used directory without --overwrite."""
+    used = path.exists() and any(path.iterdir())
+    if resume:
+        if not used:
+            raise LmtuneError(f"--resume: there is no run at {path} to resume", hint="start it without --resume")
+        return path
+    if used:
+        if not overwrite:
+            raise LmtuneError(
+                f"run directory {path} already exists and is not empty",
+                hint="continue it with --resume, replace it with --overwrite, or pick another --output-dir",
+            )
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    versions = {}
+    for lib in LIBRARIES:
+        try:
+            versions[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            versions[lib] = None
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "cuda": torch.version.cuda,
+        "libraries": versions,
+    }
+
+
+class MetricsLog:
+    """Appends one JSON line per record to metrics.jsonl (flushed, so a crash keeps what was logged)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, record: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def truncate_after(self, step: int) -> None:
+        """On resume, forget what was logged after the checkpoint we go back to (it will be logged again)."""
+        kept = [r for r in self.read() if r.get("step", 0) <= step]
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(self.path)
+
+
+def write_json(run_dir: Path, name: str, obj: Any) -> None:
+    atomic_write_json(run_dir / name, obj)
+
+
+def read_json(run_dir: Path, name: str) -> Any:
+    path = run_dir / name
+    if not path.exists():
+        raise LmtuneError(f"{path} not found", hint="is this a run directory written by `lmtune train`?")
+    return json.loads(path.read_text(encoding="utf-8"))
