@@ -11,7 +11,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from rich.console import Console
 
-from lmtune.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from lmtune.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, save_checkpoint
 from lmtune.config import RunConfig, dump_config, load_config
 from lmtune.data.batching import pack, unpacked
 from lmtune.data.prepare import load_splits
@@ -65,7 +65,7 @@ def finetune(
 
     `config` is a YAML path, a dict or a RunConfig; `overrides` are `key.path=value` strings.
     """
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, soft_wrap=True)
     cfg = load_config(config, overrides, output_dir)
 
     # 1. Where the run lives: refuse to clobber an existing run unless asked.
@@ -80,6 +80,8 @@ def finetune(
     tokenizer = load_tokenizer(cfg.model)
     setup_chat_template(tokenizer, cfg.data.chat_template)
     splits = load_splits(cfg.data, cfg.seed)
+    if resume:
+        _check_same_data(run_dir, splits.info)
     tokenize = dict(max_length=cfg.data.max_length, overlong=cfg.data.overlong, template=cfg.data.template)
     train_tok, train_stats = tokenize_examples(splits.train, tokenizer, **tokenize)
     val_tok, val_stats = tokenize_examples(splits.validation, tokenizer, **tokenize)
@@ -118,7 +120,7 @@ def finetune(
             metrics.truncate_after(state.step)
         say(f"resuming from {ckpt} (step {state.step} of {steps})")
     elif accelerator.is_main_process:
-        (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+        atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
         info = {**splits.info}
         info["train"].update(tokens=train_stats.as_dict(), rows=len(rows))
         info.setdefault("validation", {}).update(tokens=val_stats.as_dict())
@@ -256,6 +258,25 @@ def _check_same_config(run_dir: Path, cfg: RunConfig) -> None:
         raise LmtuneError(
             f"--resume: the config differs from the one {run_dir} was started with (sections: {', '.join(changed)})",
             hint=f"resume with the saved config: lmtune train {saved_path} --resume",
+        )
+
+
+def _check_same_data(run_dir: Path, info: dict[str, dict[str, Any]]) -> None:
+    """The config names the data files, not their contents: a resumed run must also see the same examples."""
+    saved_path = run_dir / "data.json"
+    if not saved_path.exists():
+        return
+    saved = read_json(run_dir, "data.json").get("splits", {})
+    changed = [
+        name
+        for name in sorted(set(saved) | set(info))
+        if saved.get(name, {}).get("fingerprint") != info.get(name, {}).get("fingerprint")
+    ]
+    if changed:
+        raise LmtuneError(
+            f"--resume: the {' and '.join(changed)} data differ from the data {run_dir} was started with "
+            f"(content fingerprints in {saved_path} do not match)",
+            hint="restore the original data files, or start a new run (--overwrite or another --output-dir)",
         )
 
 

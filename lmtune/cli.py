@@ -25,8 +25,8 @@ config_app = typer.Typer(help="Config reference and resolution.", no_args_is_hel
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config key: --set train.lr=1e-4")]
 
@@ -50,10 +50,20 @@ def train(
     """Fine-tune as CONFIG says; writes runs/<name>/ (config, data fingerprints, metrics, checkpoints, model)."""
     _quiet_libraries()
     from lmtune.api import finetune
+    from lmtune.loop import Interrupted
 
-    result = finetune(
-        config, overrides=set_ or [], output_dir=output_dir, resume=resume, overwrite=overwrite, console=err
-    )
+    try:
+        result = finetune(
+            config, overrides=set_ or [], output_dir=output_dir, resume=resume, overwrite=overwrite, console=err
+        )
+    except Interrupted as e:
+        # Ctrl-C: the loop finished the step and saved its checkpoint; say how to continue, without a traceback.
+        err.print(
+            f"interrupted: stopped after step {e.step} and saved its checkpoint; continue the run by repeating "
+            "this command with --resume",
+            highlight=False,
+        )
+        raise typer.Exit(130) from None
     s = result.summary
     if not s:
         return
@@ -151,6 +161,9 @@ def main() -> None:
     except json.JSONDecodeError as e:
         err.print(f"[bold red]error:[/bold red] {e}")
         sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("aborted (Ctrl-C); a training run continues from its last checkpoint with --resume")
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,12 @@ class ModelConfig(_Section):
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, slower.")
 
+    @field_validator("name")
+    @classmethod
+    def _absolute_local_path(cls, value: str) -> str:
+        # A local model directory is saved as an absolute path, so the run loads it from anywhere later.
+        return str(Path(value).expanduser().resolve()) if Path(value).expanduser().is_dir() else value
+
 
 class DataConfig(_Section):
     train: str = Field(
@@ -141,6 +147,11 @@ class TrainConfig(_Section):
     log_every: int = Field(1, gt=0, description="Append training metrics to metrics.jsonl every N steps.")
     eval_batch_size: int | None = Field(None, gt=0, description="Validation batch size (default: batch_size).")
 
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        return "no" if value is False else value  # YAML 1.1 reads a bare `no` as false
+
 
 class RunConfig(_Section):
     name: str = Field("run", description="Run name; the run directory is output_dir or runs/<name>.")
@@ -155,8 +166,13 @@ class RunConfig(_Section):
     @field_validator("method", mode="before")
     @classmethod
     def _method_shorthand(cls, value: Any) -> Any:
-        # `method: lora` is the common case; expand it to the section with defaults.
-        return {"name": value} if isinstance(value, str) else value
+        # `method: lora` is the common case; expand it to the section with defaults. A section without a name
+        # (`method: {r: 8}`, or `--set method.r=8` on a config that has no method section) is the default, lora.
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and "name" not in value:
+            return {"name": "lora", **value}
+        return value
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:

@@ -25,6 +25,7 @@ from transformers import get_scheduler
 from lmtune.config import TrainConfig
 from lmtune.data.batching import Row, collate, epoch_batches
 from lmtune.data.tokenize import IGNORE
+from lmtune.errors import LmtuneError
 from lmtune.objectives import causal_lm_loss
 
 
@@ -63,11 +64,19 @@ def resolve_mixed_precision(choice: str) -> str:
 
 
 def total_steps(n_rows: int, cfg: TrainConfig, num_processes: int = 1) -> int:
-    if cfg.max_steps is not None:
-        return cfg.max_steps
     micro = math.ceil(n_rows / cfg.batch_size)
     per_step = cfg.grad_accum * num_processes
-    return max(1, math.ceil(micro / per_step)) * cfg.epochs
+    # With several processes `train_loop` skips an epoch's last incomplete step (every process needs a share).
+    per_epoch = math.ceil(micro / per_step) if num_processes == 1 else micro // per_step
+    if per_epoch == 0:  # the loop would never complete a step
+        raise LmtuneError(
+            f"{n_rows} training rows make {micro} micro-batches of train.batch_size {cfg.batch_size}, fewer than "
+            f"the {per_step} one optimizer step takes (train.grad_accum {cfg.grad_accum} x {num_processes} processes)",
+            hint="lower train.batch_size or train.grad_accum, or add training data",
+        )
+    if cfg.max_steps is not None:
+        return cfg.max_steps
+    return per_epoch * cfg.epochs
 
 
 def warmup_steps(cfg: TrainConfig, steps: int) -> int:
@@ -174,6 +183,11 @@ def train_loop(
         chunks = [batches[i : i + per_step] for i in range(state.batches_done, len(batches), per_step)]
         if world > 1:
             chunks = [c for c in chunks if len(c) == per_step]  # every process needs a share of each step
+        if not chunks and state.batches_done == 0:
+            raise LmtuneError(
+                f"{len(rows)} training rows are too few for one optimizer step",
+                hint="lower train.batch_size or train.grad_accum, or add training data",
+            )
         for chunk in chunks:
             t0 = time.perf_counter()
             micro = [collate([rows[i] for i in idx], pad_id) for idx in chunk[rank::world]]

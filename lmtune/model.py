@@ -35,7 +35,19 @@ def _source(name: str) -> str:
     return str(preset_dir(name)) if is_preset(name) else name
 
 
+def _looks_like_path(name: str) -> bool:
+    # Hub ids are 'name' or 'org/name'; anything else with a separator is meant as a directory.
+    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or "\\" in name
+
+
 def _load_error(what: str, name: str, err: Exception) -> LmtuneError:
+    if not Path(name).exists() and _looks_like_path(name):
+        # transformers would report a malformed hub repo id here, which misleads.
+        return LmtuneError(
+            f"could not load {what} {name!r}: no such directory",
+            hint="give the path of a directory holding a transformers model (config.json and weights), "
+            "or a hub id like org/model",
+        )
     reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     local = Path(name).exists()
     hint = (
@@ -87,7 +99,7 @@ def load_model(cfg: ModelConfig) -> PreTrainedModel:
         except (OSError, ValueError) as e:
             raise _load_error("model", cfg.name, e) from None
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     return model
 

@@ -46,9 +46,33 @@ def prepare_run_dir(path: Path, *, resume: bool, overwrite: bool) -> Path:
                 f"run directory {path} already exists and is not empty",
                 hint="continue it with --resume, replace it with --overwrite, or pick another --output-dir",
             )
+        _check_deletable(path)
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# Entries of a run directory (a run that crashed early may hold only some of them, e.g. just base_model/).
+_RUN_ENTRIES = {"config.yaml", "data.json", "env.json", "metrics.jsonl", "metrics.tmp", "summary.json"}
+_RUN_ENTRIES |= {"checkpoints", "final", ".final.tmp", "base_model", ".base_model.tmp"}
+
+
+def _check_deletable(path: Path) -> None:
+    """--overwrite deletes a whole directory: only ever one that an lmtune run wrote (never e.g. `-o .`)."""
+    resolved, cwd = path.resolve(), Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents or resolved == Path.home().resolve():
+        raise LmtuneError(
+            f"--overwrite would delete {path}, which holds the current directory (or is your home directory)",
+            hint="give the run its own directory, e.g. --output-dir runs/<name>",
+        )
+    started = (path / "config.yaml").is_file() and (path / "env.json").is_file()
+    is_run = started or {p.name for p in path.iterdir()} <= _RUN_ENTRIES
+    if not is_run:
+        raise LmtuneError(
+            f"--overwrite: {path} is not empty and is not an lmtune run directory (no config.yaml and env.json); "
+            "refusing to delete it",
+            hint="pick another --output-dir, or empty that directory yourself",
+        )
 
 
 def environment() -> dict[str, Any]:

@@ -12,6 +12,7 @@ from lmtune.config import DataConfig
 from lmtune.data.formats import Example, detect_format, normalize
 from lmtune.data.load import load_records
 from lmtune.data.split import carve_validation
+from lmtune.errors import LmtuneError
 
 
 @dataclass
@@ -58,7 +59,14 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
         "train": {"source": cfg.train, "file_sha256": file_sha256(cfg.train), "records": n_train}
     }
     if cfg.validation is not None:
-        validation, _, n_val = _load(cfg, cfg.validation, cfg.validation_split)
+        validation, val_fmt, n_val = _load(cfg, cfg.validation, cfg.validation_split)
+        if val_fmt != fmt:
+            # Each shape renders differently (chat vs raw text): the validation loss would measure something else.
+            raise LmtuneError(
+                f"data.validation {cfg.validation} holds {val_fmt} records but data.train {cfg.train} holds {fmt} "
+                "records",
+                hint="give both splits the same record shape (data.format applies to both)",
+            )
         info["validation"] = {"source": cfg.validation, "file_sha256": file_sha256(cfg.validation), "records": n_val}
     elif cfg.val_fraction > 0:
         train, validation = carve_validation(train, cfg.val_fraction, seed)

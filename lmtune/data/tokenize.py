@@ -3,7 +3,8 @@
 Why our own code: TRL's `assistant_only_loss` needs a template with `{% generation %}` markers that most chat
 templates lack, and masking by tokenizing pieces separately changes the tokens at the seams. Here the text is
 rendered once, exactly as inference will see it, tokenized once with character offsets, and a token is trained
-when it starts inside a trained character span (the completion, or an assistant turn with weight 1). For chat,
+when it overlaps a trained character span (the completion, or an assistant turn with weight 1): a prompt ending
+in a space ('Summary: ') merges with the completion's first word (' A'), and that token must be trained. For chat,
 the span of assistant turn i is found by rendering the conversation up to turn i with and without it, so any
 prefix-stable chat template works, and the end-of-turn marker is trained so the model learns to stop.
 """
@@ -116,7 +117,8 @@ def render_chat(example: ChatExample, tokenizer: PreTrainedTokenizerBase) -> Ren
                 "cannot be located",
                 hint="set data.chat_template to 'chatml' or a template whose output for fewer turns is a prefix",
             )
-        spans.append((len(before), len(upto)))
+        # The end-of-turn marker is trained; the whitespace a template writes after it is not.
+        spans.append((len(before), max(len(before), len(upto.rstrip()))))
     last = messages[-1]
     return Rendered(full, tuple(spans), chat=True, ends_trained=last.role == "assistant" and last.weight != 0)
 
@@ -150,9 +152,10 @@ def encode(rendered: Rendered, tokenizer: PreTrainedTokenizerBase, prefix: Seque
     """Token ids and labels (IGNORE where not trained), with EOS appended when the text does not end in it."""
     enc = tokenizer(rendered.text, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = list(enc["input_ids"])
+    # A token is trained when any of its characters is (a zero-width token: when it sits inside a span).
     labels = [
-        tok if any(a <= start < b for a, b in rendered.spans) else IGNORE
-        for tok, (start, _end) in zip(ids, enc["offset_mapping"], strict=True)
+        tok if any(start < b and a < max(end, start + 1) for a, b in rendered.spans) else IGNORE
+        for tok, (start, end) in zip(ids, enc["offset_mapping"], strict=True)
     ]
     eos = tokenizer.eos_token
     if eos and not rendered.text.rstrip().endswith(eos):
@@ -179,15 +182,16 @@ def tokenize_examples(
     for ex in examples:
         tok = encode(render(ex, tokenizer, template), tokenizer, prefix)
         stats.lengths.append(len(tok.input_ids))
-        if len(tok.input_ids) > max_length:
+        truncated = len(tok.input_ids) > max_length
+        if truncated:
             if overlong == "drop":
                 stats.dropped += 1
                 continue
             tok = Tokenized(tok.input_ids[:max_length], tok.labels[:max_length])
-            stats.truncated += 1
         if all(label == IGNORE for label in tok.labels[1:]):
             stats.dropped += 1  # nothing left to learn from (e.g. the completion was cut off)
             continue
+        stats.truncated += int(truncated)  # counted among the kept: kept + dropped == examples
         out.append(tok)
         stats.kept += 1
         stats.tokens += len(tok.input_ids)

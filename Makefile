@@ -1,0 +1,43 @@
+# The two commands of the README: `make quickstart` and `make test`. Both create/reuse .venv on their own.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.lmtune-installed
+
+.PHONY: install quickstart test test-slow lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch goes in first and is pinned by constraints.txt, so nothing later pulls a CUDA build over it.
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job on the built-in default (offline): replaces runs/quickstart each time it is run.
+quickstart: install
+	@echo "== lmtune quickstart: fine-tuning preset:tiny-chat on examples/quickstart (runs/quickstart is replaced) =="
+	$(BIN)/lmtune train configs/quickstart.yaml --overwrite
+	$(BIN)/lmtune generate runs/quickstart --prompt "What is the capital of France?"
+
+test: install lint
+	$(BIN)/pytest
+
+# Acceptance tests on real pretrained weights (../shared/models/stories260K); slower.
+test-slow: install
+	$(BIN)/pytest -m slow
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,117 @@
+"""Acceptance: fine-tuning real pretrained weights (Karpathy's stories260K) actually learns.
+
+The model lives outside the repository at ../shared/models/stories260K (see its README); the tests skip when it is
+missing. The slow test runs the shipped config through the CLI exactly as its first line says (from the repository
+root, as its relative paths expect); the fast one takes a few steps through the Python API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from lmtune.api import finetune
+from lmtune.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = (Path(__file__).parents[1] / "../shared/models/stories260K").resolve()
+CONFIG = REPO / "configs" / "stories260k-lora.yaml"
+
+needs_model = pytest.mark.skipif(
+    not (MODEL / "config.json").is_file(),
+    reason=f"the stories260K model is not at {MODEL} (the real-weights acceptance tests need it; no download)",
+)
+
+
+def lmtune(*args: str | Path, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "HF_HUB_OFFLINE": "1", "PYTHONIOENCODING": "utf-8"}
+    return subprocess.run(
+        [sys.executable, "-m", "lmtune.cli", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=timeout,
+    )
+
+
+def test_the_shipped_config_is_headed_by_its_command_and_points_at_the_model():
+    first = CONFIG.read_text(encoding="utf-8").splitlines()[0]
+    assert first == "# lmtune train configs/stories260k-lora.yaml"
+    cfg = load_config(CONFIG)
+    assert (REPO / cfg.model.name).resolve() == MODEL
+    assert cfg.method.name == "lora" and cfg.method.r == 8 and cfg.method.target_modules == "all-linear"
+    assert cfg.data.max_length == 256 and cfg.train.eval_every
+    for split in (cfg.data.train, cfg.data.validation):
+        assert (REPO / split).is_file(), f"{split}: run examples/stories/make_stories.py"
+
+
+def test_the_stories_data_is_what_its_generator_writes(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_stories", REPO / "examples" / "stories" / "make_stories.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    train, validation = module.make()
+    assert (len(train), len(validation)) == (300, 60)
+    assert not set(train) & set(validation)
+    for name, texts in (("train", train), ("validation", validation)):
+        lines = (REPO / "examples" / "stories" / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()
+        assert [json.loads(line)["text"] for line in lines] == texts, f"{name}.jsonl is stale: rerun the generator"
+    assert all(40 <= len(t.split()) <= 90 and "lighthouse" in t.lower() for t in train + validation)
+
+
+@needs_model
+def test_a_few_lora_steps_on_stories260k_lower_the_loss(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # the config's paths are relative to the repository root
+    run = tmp_path / "run"
+    overrides = [
+        "data.max_examples=48",
+        "train.max_steps=5",
+        "train.batch_size=8",
+        "train.lr=3e-3",
+        "train.mixed_precision='no'",  # quoted: YAML reads a bare no as false
+        "train.eval_every=null",
+        "train.save_every=null",
+        "train.eval_batch_size=30",
+    ]
+    summary = finetune(CONFIG, overrides=overrides, output_dir=str(run)).summary
+    assert summary["steps"] == 5
+    assert summary["trainable_parameters"] < summary["total_parameters"] / 4
+    assert summary["val_loss_after"] < 0.9 * summary["val_loss_before"], summary
+    assert summary["last_train_loss"] < summary["first_train_loss"]
+
+    adapter = load_file(str(run / "final" / "adapter_model.safetensors"))
+    assert adapter and all("lora_" in name for name in adapter)
+    assert json.loads((run / "final" / "adapter_config.json").read_text())["r"] == 8
+    assert not (run / "base_model").exists()  # a model on disk is not copied: the adapter refers to it
+    # stories260K has no pad token: lmtune pads with EOS, and the saved tokenizer keeps that.
+    tokenizer_cfg = json.loads((run / "final" / "tokenizer_config.json").read_text())
+    assert tokenizer_cfg.get("pad_token") == "</s>"
+
+
+@pytest.mark.slow
+@needs_model
+def test_stories260k_lora_learns_the_lighthouse_domain(tmp_path):
+    run = tmp_path / "stories"
+    proc = lmtune("train", CONFIG.relative_to(REPO), "-o", run)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    match = re.search(r"held-out loss before training: (\d+\.\d+)\s+after: (\d+\.\d+)", proc.stdout)
+    assert match, proc.stdout
+    before, after = map(float, match.groups())
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["val_loss_before"] == pytest.approx(before, abs=1e-4)
+    assert after <= 0.9 * before, f"held-out loss fell only from {before} to {after}"
+    print(f"stories260K + LoRA: held-out loss {before:.4f} -> {after:.4f} in {summary['train_time_s']:.1f}s")
+
+    gen = lmtune("generate", run, "--prompt", "Once upon a time", "--max-new-tokens", "60")
+    assert gen.returncode == 0, gen.stderr[-3000:]
+    assert gen.stdout.strip()

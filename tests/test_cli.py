@@ -1,0 +1,345 @@
+"""End-to-end tests of the `lmtune` command, run the way a user runs it.
+
+The train -> rerun -> overwrite -> resume -> generate flow runs `python -m lmtune.cli` in a subprocess, so it
+checks exit codes and what a user sees on stdout and stderr. The bad-input cases call `lmtune.cli.main` (the
+console script's entry point) in-process with the same arguments, which keeps them fast; one of them also runs
+in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lmtune import cli
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def chat_record(i: int) -> dict[str, Any]:
+    a, b = i % 7 + 1, i % 5 + 2
+    return {
+        "messages": [
+            {"role": "system", "content": "You are a concise assistant."},
+            {"role": "user", "content": f"What is {a} plus {b}?"},
+            {"role": "assistant", "content": f"{a} plus {b} is {a + b}."},
+        ]
+    }
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def write_config(path: Path, train_file: Path, **extra: Any) -> Path:
+    cfg: dict[str, Any] = {
+        "name": "cli-test",
+        "seed": 7,
+        "data": {"train": str(train_file), "val_fraction": 0.2, "max_length": 64},
+        "method": "full",
+        "train": {"batch_size": 4, "lr": 3e-3, "mixed_precision": "no"},
+    }
+    cfg.update(extra)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def lmtune(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run `python -m lmtune.cli ARGS` as a user would (offline, wide terminal so rich does not wrap)."""
+    env = {**os.environ, "COLUMNS": "200", "HF_HUB_OFFLINE": "1", "PYTHONIOENCODING": "utf-8"}
+    return subprocess.run(
+        [sys.executable, "-m", "lmtune.cli", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
+    )
+
+
+def run_main(monkeypatch, capsys, *args: str | Path) -> tuple[int, str, str]:
+    """Call the console-script entry point in-process; returns (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["lmtune", *map(str, args)])
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    captured = capsys.readouterr()
+    code = info.value.code
+    return (0 if code is None else code if isinstance(code, int) else 1), captured.out, captured.err
+
+
+def assert_clean_error(stderr: str, *needles: str) -> None:
+    """A user error: one `error:` line (plus an optional hint), no Python traceback."""
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1, stderr
+    for needle in needles:
+        assert needle in stderr, f"{needle!r} not in:\n{stderr}"
+
+
+HELD_OUT = re.compile(r"held-out loss before training: (\d+\.\d+)\s+after: (\d+\.\d+)")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    data = write_jsonl(root / "chat.jsonl", [chat_record(i) for i in range(40)])
+    write_config(root / "cfg.yaml", data)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(workspace) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """`lmtune train cfg.yaml -o run --set train.max_steps=3`, once for the module."""
+    proc = lmtune("train", "cfg.yaml", "-o", "run", "--set", "train.max_steps=3", cwd=workspace)
+    return workspace / "run", proc
+
+
+# --- train, rerun, overwrite, resume ------------------------------------------------------------
+
+
+def test_train_prints_the_held_out_loss_and_writes_the_run(trained):
+    run, proc = trained
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    match = HELD_OUT.search(proc.stdout)
+    assert match, proc.stdout
+    before, after = map(float, match.groups())
+    assert after < before
+    assert f"run directory: {run.name}" in proc.stdout
+    for name in ("config.yaml", "data.json", "env.json", "metrics.jsonl", "summary.json"):
+        assert (run / name).is_file(), name
+    assert (run / "final" / "model.safetensors").is_file()
+    assert (run / "checkpoints" / "step-000003" / "trainable.safetensors").is_file()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 3
+    assert summary["val_loss_before"] == pytest.approx(before, abs=1e-4)
+    assert summary["val_loss_after"] == pytest.approx(after, abs=1e-4)
+
+
+def test_rerun_is_refused_then_overwrite_and_resume_work(trained, tmp_path):
+    src, proc = trained
+    assert proc.returncode == 0, proc.stderr
+    shutil.copy(src.parent / "cfg.yaml", tmp_path / "cfg.yaml")
+    shutil.copytree(src, tmp_path / "run")
+    run = tmp_path / "run"
+    summary = (run / "summary.json").read_text()
+
+    again = lmtune("train", "cfg.yaml", "-o", "run", "--set", "train.max_steps=3", cwd=tmp_path)
+    assert again.returncode != 0
+    assert_clean_error(again.stderr, "already exists", "--resume", "--overwrite")
+    assert (run / "summary.json").read_text() == summary  # untouched
+
+    # Resuming a finished run with the same settings finds nothing left to do and keeps the run's history.
+    resumed = lmtune("train", "cfg.yaml", "-o", "run", "--set", "train.max_steps=3", "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stderr
+    assert json.loads((run / "summary.json").read_text()) == json.loads(summary)
+    assert "held-out loss before training" in resumed.stdout
+
+    # Resuming with other settings is refused, and says how to resume properly.
+    changed = lmtune("train", "cfg.yaml", "-o", "run", "--set", "train.max_steps=5", "--resume", cwd=tmp_path)
+    assert changed.returncode == 2
+    assert_clean_error(changed.stderr, "config differs", "config.yaml --resume")
+
+    (run / "stale.txt").write_text("left over")
+    over = lmtune("train", "cfg.yaml", "-o", "run", "--set", "train.max_steps=2", "--overwrite", cwd=tmp_path)
+    assert over.returncode == 0, over.stderr
+    assert not (run / "stale.txt").exists()
+    assert json.loads((run / "summary.json").read_text())["steps"] == 2
+    assert "run directory:" in over.stdout
+
+
+def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(workspace, tmp_path):
+    env = {**os.environ, "COLUMNS": "200", "HF_HUB_OFFLINE": "1", "PYTHONIOENCODING": "utf-8"}
+    args = ["train", workspace / "cfg.yaml", "-o", tmp_path / "run", "--set", "train.max_steps=100000"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lmtune.cli", *map(str, args)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    seen = b""
+    try:
+        while b"train:" not in seen:  # the progress bar shows once the loop (and its Ctrl-C handler) runs
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            assert chunk, seen.decode(errors="replace")
+            seen += chunk
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    stderr = (seen + err).decode("utf-8", errors="replace")
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    match = re.search(r"stopped after step (\d+) and saved its checkpoint.*--resume", stderr)
+    assert match, stderr[-3000:]
+    step = int(match.group(1))
+    ckpt = tmp_path / "run" / "checkpoints" / f"step-{step:06d}"
+    assert json.loads((ckpt / "loop_state.json").read_text())["step"] == step
+
+
+# --- generate -----------------------------------------------------------------------------------
+
+
+def test_generate_from_a_prompt_and_from_messages(trained, tmp_path):
+    run, proc = trained
+    assert proc.returncode == 0, proc.stderr
+    # Three steps leave the model near random; sampling (seeded) makes sure it prints visible text.
+    sampling = ("--temperature", "1.0", "--seed", "0", "--max-new-tokens", "12")
+    gen = lmtune("generate", run, "--prompt", "What is 3 plus 4?", *sampling, cwd=tmp_path)
+    assert gen.returncode == 0, gen.stderr
+    assert gen.stdout.strip()
+
+    messages = tmp_path / "chat.json"
+    messages.write_text(
+        json.dumps(
+            [
+                {"role": "system", "content": "You are a concise assistant."},
+                {"role": "user", "content": "What is 2 plus 2?"},
+            ]
+        ),
+        encoding="utf-8",
+    )
+    gen = lmtune("generate", run, "--messages", messages, *sampling, cwd=tmp_path)
+    assert gen.returncode == 0, gen.stderr
+    assert gen.stdout.strip()
+
+
+def test_generate_with_bad_messages_is_a_clean_error(trained, tmp_path, monkeypatch, capsys):
+    run, _ = trained
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"role": "robot", "content": "hi"}]), encoding="utf-8")
+    code, _, err = run_main(monkeypatch, capsys, "generate", run, "--messages", bad)
+    assert code == 2
+    assert_clean_error(err, "bad.json", "messages[0]", "role")
+
+
+# --- data preview and config --------------------------------------------------------------------
+
+
+def test_data_preview_marks_only_the_assistant_text(workspace):
+    proc = lmtune("data", "preview", "cfg.yaml", "-n", "2", cwd=workspace)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "chat.jsonl:1" in out and "chat.jsonl:2" in out and "chat.jsonl:3" not in out
+    marked = [m for m in re.findall(r"⟦(.*?)⟧", out, flags=re.S) if m != "…"]
+    assert len(marked) == 2
+    for i, text in enumerate(marked):
+        answer = chat_record(i)["messages"][2]["content"]
+        assert text.startswith(answer), text
+        # Only the answer and the end-of-turn marker are trained: no prompt, no system text, no role header.
+        rest = text.removeprefix(answer)
+        assert "What is" not in rest and "concise" not in rest and "assistant" not in rest and "user" not in rest
+    # The context (system prompt and question) is shown, outside the markers.
+    assert "You are a concise assistant." in out and "What is 1 plus 2?" in out
+
+
+def test_config_docs_lists_every_key(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = run_main(monkeypatch, capsys, "config", "docs")
+    assert code == 0
+    for key in ("train.lr", "data.train", "data.packing", "method.r", "model.name"):
+        assert key in out, key
+
+
+def test_config_show_applies_overrides(workspace, monkeypatch, capsys):
+    code, out, _ = run_main(monkeypatch, capsys, "config", "show", workspace / "cfg.yaml", "--set", "train.lr=0.001")
+    assert code == 0
+    shown = yaml.safe_load(out)
+    assert shown["train"]["lr"] == 0.001
+    assert shown["train"]["batch_size"] == 4  # from the file
+    assert shown["train"]["epochs"] == 1  # a default, written out
+
+
+# --- bad input: exit code 2, no traceback, the message says where ---------------------------------
+
+
+@pytest.fixture
+def bad_inputs(tmp_path: Path) -> Path:
+    good = [json.dumps(chat_record(i)) for i in range(6)]
+    broken = [*good[:2], '{"messages": [{"role": "user", "content": "hi"}', *good[2:]]
+    (tmp_path / "broken.jsonl").write_text("\n".join(broken) + "\n", encoding="utf-8")
+    bad_role = chat_record(1)
+    bad_role["messages"][2]["role"] = "robot"
+    write_jsonl(tmp_path / "role.jsonl", [chat_record(0), bad_role, *map(chat_record, range(2, 6))])
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("data_file", "needles"),
+    [
+        ("broken.jsonl", ["broken.jsonl:3", "invalid JSON"]),
+        ("role.jsonl", ["role.jsonl:2", "messages[2].role", "robot"]),
+        ("missing.jsonl", ["data file not found", "missing.jsonl"]),
+    ],
+)
+def test_bad_data_is_reported_by_file_line_and_field(bad_inputs, monkeypatch, capsys, data_file, needles):
+    monkeypatch.chdir(bad_inputs)
+    cfg = write_config(bad_inputs / "cfg.yaml", bad_inputs / data_file)
+    code, _, err = run_main(monkeypatch, capsys, "train", cfg, "-o", bad_inputs / "run")
+    assert code == 2
+    assert_clean_error(err, *needles)
+    assert not any((bad_inputs / "run").glob("*"))  # nothing written: fixing the data and rerunning just works
+
+
+def test_bad_data_through_the_real_command(bad_inputs):
+    cfg = write_config(bad_inputs / "cfg.yaml", bad_inputs / "role.jsonl")
+    proc = lmtune("data", "preview", cfg, cwd=bad_inputs)
+    assert proc.returncode == 2
+    assert_clean_error(proc.stderr, "role.jsonl:2", "messages[2].role")
+
+
+def test_an_unknown_config_key_names_the_file_and_the_key(bad_inputs, monkeypatch, capsys):
+    cfg = write_config(bad_inputs / "cfg.yaml", bad_inputs / "role.jsonl", optimizer={"lr": 1})
+    code, _, err = run_main(monkeypatch, capsys, "config", "show", cfg)
+    assert code == 2
+    assert_clean_error(err, "cfg.yaml", "optimizer", "unknown key")
+
+    cfg.write_text(cfg.read_text().replace("batch_size: 4", "batch_sise: 4"), encoding="utf-8")
+    code, _, err = run_main(monkeypatch, capsys, "train", cfg, "-o", bad_inputs / "run")
+    assert code == 2
+    assert_clean_error(err, "cfg.yaml", "train.batch_sise", "unknown key", "batch_size")
+
+
+def test_invalid_yaml_names_the_line(bad_inputs, monkeypatch, capsys):
+    cfg = bad_inputs / "cfg.yaml"
+    cfg.write_text("data:\n  train: x.jsonl\ntrain: [1,\n", encoding="utf-8")
+    code, _, err = run_main(monkeypatch, capsys, "config", "show", cfg)
+    assert code == 2
+    assert_clean_error(err, "cfg.yaml:", "not valid YAML")
+
+
+@pytest.mark.parametrize(
+    ("override", "needles"),
+    [
+        ("train.lr", ["--set", "train.lr", "KEY=VALUE"]),
+        ("train.lr=-1", ["train.lr", "must be > 0"]),
+        ("train.lr=fast", ["train.lr", "fast"]),
+        ("train.nope=1", ["train.nope", "unknown key"]),
+        ("method.name=magic", ["method", "magic"]),
+    ],
+)
+def test_an_invalid_set_is_reported(workspace, monkeypatch, capsys, override, needles):
+    code, _, err = run_main(monkeypatch, capsys, "config", "show", workspace / "cfg.yaml", "--set", override)
+    assert code == 2
+    assert_clean_error(err, *needles)
+
+
+def test_a_missing_config_file(tmp_path, monkeypatch, capsys):
+    code, _, err = run_main(monkeypatch, capsys, "train", tmp_path / "nope.yaml", "-o", tmp_path / "run")
+    assert code == 2
+    assert_clean_error(err, "config file not found", "nope.yaml")
