@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from rich.console import Console
@@ -40,7 +41,7 @@ from lmtune.loop import (
 )
 from lmtune.methods import apply_method
 from lmtune.model import count_parameters, load_model, load_tokenizer
-from lmtune.rundir import MetricsLog, environment, prepare_run_dir, read_json, write_json
+from lmtune.rundir import MetricsLog, check_run_dir, environment, prepare_run_dir, read_json, write_json
 
 ConfigLike = str | Path | dict[str, Any] | RunConfig
 
@@ -68,12 +69,20 @@ def finetune(
     console = console or Console(stderr=True, soft_wrap=True)
     cfg = load_config(config, overrides, output_dir)
 
-    # 1. Where the run lives: refuse to clobber an existing run unless asked.
-    run_dir = prepare_run_dir(cfg.run_dir, resume=resume, overwrite=overwrite)
+    # 1. Where the run lives: refuse to clobber an existing run unless asked (checked on every process,
+    #    changed by the main one only).
+    # accelerate recognises a CPU-only torchrun/`accelerate launch` job as distributed only when told cpu=True.
+    cpu_only = not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.train.mixed_precision), cpu=cpu_only)
+    say = console.print if accelerator.is_main_process else (lambda *a, **k: None)
+    run_dir = cfg.run_dir
+    check_run_dir(run_dir, resume=resume, overwrite=overwrite)
     if resume:
         _check_same_config(run_dir, cfg)
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.train.mixed_precision))
-    say = console.print if accelerator.is_main_process else (lambda *a, **k: None)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    accelerator.wait_for_everyone()
     set_seed(cfg.seed)
 
     # 2. Data: load, validate, split, render, tokenize (and pack).
@@ -94,7 +103,7 @@ def finetune(
 
     # 3. Model and method.
     model = load_model(cfg.model)
-    if needs_base_copy(cfg) and not resume:
+    if needs_base_copy(cfg) and not resume and accelerator.is_main_process:
         save_base(run_dir, model)
     model = apply_method(model, cfg.method)
     trainable, total = count_parameters(model)

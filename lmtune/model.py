@@ -8,6 +8,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lmtune.config import ModelConfig
+from lmtune.data.load import looks_like_path
 from lmtune.errors import LmtuneError
 
 PRESET_PREFIX = "preset:"
@@ -35,13 +36,8 @@ def _source(name: str) -> str:
     return str(preset_dir(name)) if is_preset(name) else name
 
 
-def _looks_like_path(name: str) -> bool:
-    # Hub ids are 'name' or 'org/name'; anything else with a separator is meant as a directory.
-    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or "\\" in name
-
-
 def _load_error(what: str, name: str, err: Exception) -> LmtuneError:
-    if not Path(name).exists() and _looks_like_path(name):
+    if not Path(name).exists() and looks_like_path(name):
         # transformers would report a malformed hub repo id here, which misleads.
         return LmtuneError(
             f"could not load {what} {name!r}: no such directory",

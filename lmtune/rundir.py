@@ -33,13 +33,14 @@ LIBRARIES = (
 )
 
 
-def prepare_run_dir(path: Path, *, resume: bool, overwrite: bool) -> Path:
-    """Make sure we may write to `path`: a fresh run never lands in a used directory without --overwrite."""
+def check_run_dir(path: Path, *, resume: bool, overwrite: bool) -> bool:
+    """Whether `path` must be emptied first; raises when we may not write there. Changes nothing, so every
+    process of a distributed run reaches the same verdict before the main one acts on it."""
     used = path.exists() and any(path.iterdir())
     if resume:
         if not used:
             raise LmtuneError(f"--resume: there is no run at {path} to resume", hint="start it without --resume")
-        return path
+        return False
     if used:
         if not overwrite:
             raise LmtuneError(
@@ -47,6 +48,12 @@ def prepare_run_dir(path: Path, *, resume: bool, overwrite: bool) -> Path:
                 hint="continue it with --resume, replace it with --overwrite, or pick another --output-dir",
             )
         _check_deletable(path)
+    return used
+
+
+def prepare_run_dir(path: Path, *, resume: bool, overwrite: bool) -> Path:
+    """Make sure we may write to `path`: a fresh run never lands in a used directory without --overwrite."""
+    if check_run_dir(path, resume=resume, overwrite=overwrite):
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -67,7 +67,7 @@ def load_records(source: str, *, split: str = "train", subset: str | None = None
                 records = _parse_json(text, source)
             else:
                 records = _parse_csv(text, source, delimiter="\t" if suffix == ".tsv" else ",")
-    elif _looks_like_path(source):
+    elif looks_like_path(source):
         raise LmtuneError(
             f"data file not found: {source}",
             hint=f"check the path (relative paths are resolved from {Path.cwd()})",
@@ -79,8 +79,8 @@ def load_records(source: str, *, split: str = "train", subset: str | None = None
     return records
 
 
-def _looks_like_path(source: str) -> bool:
-    """A missing file should say "not found", not "could not download from the hub".
+def looks_like_path(source: str) -> bool:
+    """A missing file (or model directory) should say "not found", not "could not download from the hub".
 
     Hub names are ``name`` or ``owner/name`` and may contain dots (``teknium/OpenHermes-2.5``), so only a
     data-file suffix or an unmistakable path shape marks ``source`` as a local path.
