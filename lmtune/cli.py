@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -37,6 +38,8 @@ def _quiet_libraries() -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    # peft still calls transformers' deprecated gradient-checkpointing helpers; nothing a user can act on.
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 
 
 @app.command()

@@ -8,19 +8,16 @@ root, as its relative paths expect); the fast one takes a few steps through the 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
+from support import REPO, run_cli
 
 from lmtune.api import finetune
 from lmtune.config import load_config
 
-REPO = Path(__file__).resolve().parents[1]
 MODEL = (Path(__file__).parents[1] / "../shared/models/stories260K").resolve()
 CONFIG = REPO / "configs" / "stories260k-lora.yaml"
 
@@ -28,19 +25,6 @@ needs_model = pytest.mark.skipif(
     not (MODEL / "config.json").is_file(),
     reason=f"the stories260K model is not at {MODEL} (the real-weights acceptance tests need it; no download)",
 )
-
-
-def lmtune(*args: str | Path, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "HF_HUB_OFFLINE": "1", "PYTHONIOENCODING": "utf-8"}
-    return subprocess.run(
-        [sys.executable, "-m", "lmtune.cli", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=timeout,
-    )
 
 
 def test_the_shipped_config_is_headed_by_its_command_and_points_at_the_model():
@@ -102,7 +86,7 @@ def test_a_few_lora_steps_on_stories260k_lower_the_loss(tmp_path, monkeypatch):
 @needs_model
 def test_stories260k_lora_learns_the_lighthouse_domain(tmp_path):
     run = tmp_path / "stories"
-    proc = lmtune("train", CONFIG.relative_to(REPO), "-o", run)
+    proc = run_cli("train", CONFIG.relative_to(REPO), "-o", run)
     assert proc.returncode == 0, proc.stderr[-3000:]
     match = re.search(r"held-out loss before training: (\d+\.\d+)\s+after: (\d+\.\d+)", proc.stdout)
     assert match, proc.stdout
@@ -112,6 +96,6 @@ def test_stories260k_lora_learns_the_lighthouse_domain(tmp_path):
     assert after <= 0.9 * before, f"held-out loss fell only from {before} to {after}"
     print(f"stories260K + LoRA: held-out loss {before:.4f} -> {after:.4f} in {summary['train_time_s']:.1f}s")
 
-    gen = lmtune("generate", run, "--prompt", "Once upon a time", "--max-new-tokens", "60")
+    gen = run_cli("generate", run, "--prompt", "Once upon a time", "--max-new-tokens", "60")
     assert gen.returncode == 0, gen.stderr[-3000:]
     assert gen.stdout.strip()

@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from support import chat_record, write_jsonl
 
 from lmtune.api import finetune
 from lmtune.config import ModelConfig, load_config
@@ -26,22 +27,6 @@ from lmtune.loop import LoopState
 from lmtune.model import load_model
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def chat_record(i: int) -> dict[str, Any]:
-    a, b = i % 7 + 1, i % 5 + 2
-    return {
-        "messages": [
-            {"role": "system", "content": "You are a concise assistant."},
-            {"role": "user", "content": f"What is {a} plus {b}?"},
-            {"role": "assistant", "content": f"{a} plus {b} is {a + b}."},
-        ]
-    }
-
-
-def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return path
 
 
 @pytest.fixture

@@ -20,26 +20,12 @@ from typing import Any
 
 import pytest
 import yaml
+from support import chat_record, write_jsonl
+from support import run_cli as lmtune_cli
 
 from lmtune import cli
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def chat_record(i: int) -> dict[str, Any]:
-    a, b = i % 7 + 1, i % 5 + 2
-    return {
-        "messages": [
-            {"role": "system", "content": "You are a concise assistant."},
-            {"role": "user", "content": f"What is {a} plus {b}?"},
-            {"role": "assistant", "content": f"{a} plus {b} is {a + b}."},
-        ]
-    }
-
-
-def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return path
 
 
 def write_config(path: Path, train_file: Path, **extra: Any) -> Path:
@@ -53,20 +39,6 @@ def write_config(path: Path, train_file: Path, **extra: Any) -> Path:
     cfg.update(extra)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return path
-
-
-def lmtune(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run `python -m lmtune.cli ARGS` as a user would (offline, wide terminal so rich does not wrap)."""
-    env = {**os.environ, "COLUMNS": "200", "HF_HUB_OFFLINE": "1", "PYTHONIOENCODING": "utf-8"}
-    return subprocess.run(
-        [sys.executable, "-m", "lmtune.cli", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=300,
-    )
 
 
 def run_main(monkeypatch, capsys, *args: str | Path) -> tuple[int, str, str]:
@@ -103,7 +75,7 @@ def workspace(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(workspace) -> tuple[Path, subprocess.CompletedProcess[str]]:
     """`lmtune train cfg.yaml -o run --set train.max_steps=3`, once for the module."""
-    proc = lmtune("train", "cfg.yaml", "-o", "run", "--set", "train.max_steps=3", cwd=workspace)
+    proc = lmtune_cli("train", "cfg.yaml", "-o", "run", "--set", "train.max_steps=3", cwd=workspace)
     return workspace / "run", proc
 
 
@@ -137,25 +109,25 @@ def test_rerun_is_refused_then_overwrite_and_resume_work(trained, tmp_path):
     run = tmp_path / "run"
     summary = (run / "summary.json").read_text()
 
-    again = lmtune("train", "cfg.yaml", "-o", "run", "--set", "train.max_steps=3", cwd=tmp_path)
+    again = lmtune_cli("train", "cfg.yaml", "-o", "run", "--set", "train.max_steps=3", cwd=tmp_path)
     assert again.returncode != 0
     assert_clean_error(again.stderr, "already exists", "--resume", "--overwrite")
     assert (run / "summary.json").read_text() == summary  # untouched
 
     # Resuming a finished run with the same settings finds nothing left to do and keeps the run's history.
-    resumed = lmtune("train", "cfg.yaml", "-o", "run", "--set", "train.max_steps=3", "--resume", cwd=tmp_path)
+    resumed = lmtune_cli("train", "cfg.yaml", "-o", "run", "--set", "train.max_steps=3", "--resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from" in resumed.stderr
     assert json.loads((run / "summary.json").read_text()) == json.loads(summary)
     assert "held-out loss before training" in resumed.stdout
 
     # Resuming with other settings is refused, and says how to resume properly.
-    changed = lmtune("train", "cfg.yaml", "-o", "run", "--set", "train.max_steps=5", "--resume", cwd=tmp_path)
+    changed = lmtune_cli("train", "cfg.yaml", "-o", "run", "--set", "train.max_steps=5", "--resume", cwd=tmp_path)
     assert changed.returncode == 2
     assert_clean_error(changed.stderr, "config differs", "config.yaml --resume")
 
     (run / "stale.txt").write_text("left over")
-    over = lmtune("train", "cfg.yaml", "-o", "run", "--set", "train.max_steps=2", "--overwrite", cwd=tmp_path)
+    over = lmtune_cli("train", "cfg.yaml", "-o", "run", "--set", "train.max_steps=2", "--overwrite", cwd=tmp_path)
     assert over.returncode == 0, over.stderr
     assert not (run / "stale.txt").exists()
     assert json.loads((run / "summary.json").read_text())["steps"] == 2
@@ -200,7 +172,7 @@ def test_generate_from_a_prompt_and_from_messages(trained, tmp_path):
     assert proc.returncode == 0, proc.stderr
     # Three steps leave the model near random; sampling (seeded) makes sure it prints visible text.
     sampling = ("--temperature", "1.0", "--seed", "0", "--max-new-tokens", "12")
-    gen = lmtune("generate", run, "--prompt", "What is 3 plus 4?", *sampling, cwd=tmp_path)
+    gen = lmtune_cli("generate", run, "--prompt", "What is 3 plus 4?", *sampling, cwd=tmp_path)
     assert gen.returncode == 0, gen.stderr
     assert gen.stdout.strip()
 
@@ -214,7 +186,7 @@ def test_generate_from_a_prompt_and_from_messages(trained, tmp_path):
         ),
         encoding="utf-8",
     )
-    gen = lmtune("generate", run, "--messages", messages, *sampling, cwd=tmp_path)
+    gen = lmtune_cli("generate", run, "--messages", messages, *sampling, cwd=tmp_path)
     assert gen.returncode == 0, gen.stderr
     assert gen.stdout.strip()
 
@@ -232,7 +204,7 @@ def test_generate_with_bad_messages_is_a_clean_error(trained, tmp_path, monkeypa
 
 
 def test_data_preview_marks_only_the_assistant_text(workspace):
-    proc = lmtune("data", "preview", "cfg.yaml", "-n", "2", cwd=workspace)
+    proc = lmtune_cli("data", "preview", "cfg.yaml", "-n", "2", cwd=workspace)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "chat.jsonl:1" in out and "chat.jsonl:2" in out and "chat.jsonl:3" not in out
@@ -298,7 +270,7 @@ def test_bad_data_is_reported_by_file_line_and_field(bad_inputs, monkeypatch, ca
 
 def test_bad_data_through_the_real_command(bad_inputs):
     cfg = write_config(bad_inputs / "cfg.yaml", bad_inputs / "role.jsonl")
-    proc = lmtune("data", "preview", cfg, cwd=bad_inputs)
+    proc = lmtune_cli("data", "preview", cfg, cwd=bad_inputs)
     assert proc.returncode == 2
     assert_clean_error(proc.stderr, "role.jsonl:2", "messages[2].role")
 
