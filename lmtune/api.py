@@ -28,7 +28,7 @@ from lmtune.data.tokenize import (
     uses_chat,
 )
 from lmtune.errors import LmtuneError
-from lmtune.export import needs_base_copy, save_base, save_final
+from lmtune.export import needs_base_copy, read_run_config, save_base, save_final
 from lmtune.loop import (
     Hooks,
     LoopState,
@@ -257,9 +257,7 @@ def _check_same_config(run_dir: Path, cfg: RunConfig) -> None:
     saved_path = run_dir / "config.yaml"
     if not saved_path.exists():
         return
-    import yaml
-
-    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
+    saved = read_run_config(run_dir).model_dump(mode="json")
     now = cfg.model_dump(mode="json")
     saved.pop("output_dir", None), now.pop("output_dir", None)
     changed = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
@@ -304,7 +302,3 @@ def _report_data(
                 f"[yellow]{name}: {st.truncated} examples truncated and {st.dropped} dropped at "
                 f"max_length {cfg.data.max_length} (data.overlong={cfg.data.overlong})[/yellow]"
             )
-
-
-def run_summary(run_dir: str | Path) -> dict[str, Any]:
-    return read_json(Path(run_dir), "summary.json")

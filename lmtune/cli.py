@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import warnings
@@ -160,9 +159,6 @@ def main() -> None:
         app()
     except LmtuneError as e:
         err.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except json.JSONDecodeError as e:
-        err.print(f"[bold red]error:[/bold red] {e}")
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("aborted (Ctrl-C); a training run continues from its last checkpoint with --resume")

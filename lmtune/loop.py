@@ -63,20 +63,25 @@ def resolve_mixed_precision(choice: str) -> str:
     return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "no"
 
 
-def total_steps(n_rows: int, cfg: TrainConfig, num_processes: int = 1) -> int:
+def steps_per_epoch(n_rows: int, cfg: TrainConfig, num_processes: int = 1) -> int:
+    """Optimizer steps in one pass over n_rows; raises when not even one step fits."""
     micro = math.ceil(n_rows / cfg.batch_size)
     per_step = cfg.grad_accum * num_processes
     # With several processes `train_loop` skips an epoch's last incomplete step (every process needs a share).
     per_epoch = math.ceil(micro / per_step) if num_processes == 1 else micro // per_step
     if per_epoch == 0:  # the loop would never complete a step
         raise LmtuneError(
-            f"{n_rows} training rows make {micro} micro-batches of train.batch_size {cfg.batch_size}, fewer than "
-            f"the {per_step} one optimizer step takes (train.grad_accum {cfg.grad_accum} x {num_processes} processes)",
+            f"{n_rows} training rows are too few for one optimizer step: they make {micro} micro-batches of "
+            f"train.batch_size {cfg.batch_size}, fewer than the {per_step} a step takes "
+            f"(train.grad_accum {cfg.grad_accum} x {num_processes} processes)",
             hint="lower train.batch_size or train.grad_accum, or add training data",
         )
-    if cfg.max_steps is not None:
-        return cfg.max_steps
-    return per_epoch * cfg.epochs
+    return per_epoch
+
+
+def total_steps(n_rows: int, cfg: TrainConfig, num_processes: int = 1) -> int:
+    per_epoch = steps_per_epoch(n_rows, cfg, num_processes)
+    return cfg.max_steps if cfg.max_steps is not None else per_epoch * cfg.epochs
 
 
 def warmup_steps(cfg: TrainConfig, steps: int) -> int:
@@ -174,6 +179,7 @@ def train_loop(
 ) -> LoopState:
     world, rank = accelerator.num_processes, accelerator.process_index
     per_step = cfg.grad_accum * world
+    steps_per_epoch(len(rows), cfg, world)  # an epoch without a full step would loop forever
     params = [p for p in model.parameters() if p.requires_grad]
     bar = tqdm(total=steps, initial=state.step, desc="train", unit="step", disable=not accelerator.is_main_process)
     model.train()
@@ -183,11 +189,6 @@ def train_loop(
         chunks = [batches[i : i + per_step] for i in range(state.batches_done, len(batches), per_step)]
         if world > 1:
             chunks = [c for c in chunks if len(c) == per_step]  # every process needs a share of each step
-        if not chunks and state.batches_done == 0:
-            raise LmtuneError(
-                f"{len(rows)} training rows are too few for one optimizer step",
-                hint="lower train.batch_size or train.grad_accum, or add training data",
-            )
         for chunk in chunks:
             t0 = time.perf_counter()
             micro = [collate([rows[i] for i in idx], pad_id) for idx in chunk[rank::world]]

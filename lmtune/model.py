@@ -37,7 +37,8 @@ def _source(name: str) -> str:
 
 
 def _load_error(what: str, name: str, err: Exception) -> LmtuneError:
-    if not Path(name).exists() and looks_like_path(name):
+    local = Path(name).exists()
+    if not local and looks_like_path(name):
         # transformers would report a malformed hub repo id here, which misleads.
         return LmtuneError(
             f"could not load {what} {name!r}: no such directory",
@@ -45,7 +46,6 @@ def _load_error(what: str, name: str, err: Exception) -> LmtuneError:
             "or a hub id like org/model",
         )
     reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    local = Path(name).exists()
     hint = (
         "check the directory holds a transformers model (config.json and weights)"
         if local
