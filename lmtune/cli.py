@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import warnings
@@ -79,6 +80,11 @@ def train(
             f"(best {s['best_val_loss']:.4f} at step {s['best_val_step']})"
         )
     out.print(f"run directory: {result.run_dir}")
+
+
+def emit_json(obj: object) -> None:
+    """`--json`: exactly one JSON object on stdout (progress and messages go to stderr)."""
+    print(json.dumps(obj, ensure_ascii=False, default=str), flush=True)
 
 
 def _fmt(v: object) -> str:

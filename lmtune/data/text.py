@@ -1,0 +1,62 @@
+"""The text of an example as the data checks see it: whole, or its input side, and a normalised form for hashing.
+
+Duplicate, near-duplicate and leakage checks compare `Doc`s, so they work the same for every record shape and
+every finding points back at its file and line.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from lmtune.data.formats import ChatExample, Example, PromptCompletionExample, TextExample
+
+_SPACE = re.compile(r"\s+")
+_PUNCT = re.compile(r"[^\w\s]")
+
+
+@dataclass(frozen=True)
+class Doc:
+    """A piece of text to compare, and where it came from (1-based line)."""
+
+    text: str
+    source: str
+    line: int
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}:{self.line}"
+
+
+def example_text(example: Example) -> str:
+    """Everything the model reads and writes for this example, turns joined by blank lines."""
+    if isinstance(example, TextExample):
+        return example.text
+    if isinstance(example, PromptCompletionExample):
+        return f"{example.prompt}\n\n{example.completion}"
+    assert isinstance(example, ChatExample)
+    return "\n\n".join(m.content for m in example.messages)
+
+
+def example_input(example: Example) -> str:
+    """What the model is given (the prompt, or the system and user turns); raw text is all input."""
+    if isinstance(example, TextExample):
+        return example.text
+    if isinstance(example, PromptCompletionExample):
+        return example.prompt
+    assert isinstance(example, ChatExample)
+    return "\n\n".join(m.content for m in example.messages if m.role != "assistant")
+
+
+def as_docs(examples: Sequence[Example], part: Literal["all", "input"] = "all") -> list[Doc]:
+    text = example_text if part == "all" else example_input
+    return [Doc(text(ex), ex.source, ex.line) for ex in examples]
+
+
+def normalize_text(text: str) -> str:
+    """Case, Unicode form, punctuation and whitespace removed: the key two 'exact' duplicates share."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return _SPACE.sub(" ", _PUNCT.sub(" ", text)).strip()
