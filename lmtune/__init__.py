@@ -6,6 +6,8 @@ Public API (imported lazily, so `import lmtune` stays light)::
     result = lmtune.finetune("configs/quickstart.yaml", overrides=["train.lr=1e-3"])
     print(result.run_dir, result.summary["val_loss_after"])
     print(lmtune.generate(result.run_dir, prompt="What is 2 + 3?"))
+    report = lmtune.check_data("configs/quickstart.yaml")   # data pre-flight; also split_file, dedup_file,
+    print(report.exit_code(), len(report.findings))          # leakage_report, redact_file, augment, estimate
 """
 
 from __future__ import annotations
@@ -13,11 +15,32 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["LmtuneError", "RunConfig", "finetune", "generate", "load_config", "preview"]
+__all__ = [
+    "LmtuneError",
+    "RunConfig",
+    "augment",
+    "check_data",
+    "dedup_file",
+    "estimate",
+    "finetune",
+    "generate",
+    "leakage_report",
+    "load_config",
+    "preview",
+    "redact_file",
+    "split_file",
+]
 
 _EXPORTS = {
     "finetune": "lmtune.api",
     "preview": "lmtune.api",
+    "check_data": "lmtune.api",
+    "augment": "lmtune.api",
+    "estimate": "lmtune.api",
+    "split_file": "lmtune.data.split",
+    "dedup_file": "lmtune.data.dedup",
+    "leakage_report": "lmtune.data.leakage",
+    "redact_file": "lmtune.data.pii",
     "generate": "lmtune.evaluate.generate",
     "load_config": "lmtune.config",
     "RunConfig": "lmtune.config",

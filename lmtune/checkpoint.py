@@ -23,24 +23,6 @@ CHECKPOINTS = "checkpoints"
 _PREFIX = "step-"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     # named_parameters() lists a tied weight once, which safetensors requires.
     return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}

@@ -93,6 +93,12 @@ class DataConfig(_Section):
         "(no cross-example attention).",
     )
     max_examples: int | None = Field(None, gt=0, description="Use only the first N training examples (quick tries).")
+    leakage: Literal["warn", "error", "off"] = Field(
+        "warn",
+        description="Before training, look for validation examples that are also in train (exact after normalising "
+        "case, punctuation and whitespace, whole or input side): 'warn', 'error' (refuse to train) or 'off'. "
+        "`lmtune data leakage` runs the full near-duplicate and n-gram check.",
+    )
 
 
 class FullMethod(_Section):
@@ -183,6 +189,10 @@ class RunConfig(_Section):
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) if self.output_dir else Path("runs") / self.name
+
+
+# What the API accepts as a config: a YAML path, a dict of sections, or a RunConfig.
+ConfigLike = str | Path | dict[str, Any] | RunConfig
 
 
 _FRIENDLY = {

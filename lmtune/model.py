@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    GenerationConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from lmtune.config import ModelConfig
 from lmtune.data.load import looks_like_path
@@ -98,6 +106,49 @@ def load_model(cfg: ModelConfig) -> PreTrainedModel:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     return model
+
+
+def stop_token_ids(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The tokens generation stops on: the tokenizer's EOS and the model's generation config, when it has one."""
+    ids = {tokenizer.eos_token_id}
+    try:
+        gen = GenerationConfig.from_pretrained(_source(cfg.name), revision=cfg.revision)
+    except (OSError, ValueError):
+        gen = None  # no generation_config.json (or offline): generation falls back to the tokenizer's EOS
+    eos = getattr(gen, "eos_token_id", None)
+    ids.update(eos if isinstance(eos, list) else [eos])
+    return sorted(i for i in ids if i is not None)
+
+
+def load_generation_model(
+    name: str, *, trust_remote_code: bool = False, dtype: str = "float32"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A model to generate with, and its tokenizer: a causal LM, or a seq2seq model (T5, BART) when its config
+    says ``is_encoder_decoder``. Hub id, local directory or preset; weights from safetensors only.
+
+    Augmentation (paraphrase, back-translation) and evaluation name models that are not the run's base model,
+    and translation models are often encoder-decoders, which ``load_model`` does not load.
+    """
+    cfg = ModelConfig(name=name, trust_remote_code=trust_remote_code, dtype=dtype)
+    try:
+        config = AutoConfig.from_pretrained(_source(cfg.name), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise _load_error("model", name, e) from None
+    tokenizer = load_tokenizer(cfg)
+    if not getattr(config, "is_encoder_decoder", False):
+        model = load_model(cfg)
+    elif is_preset(cfg.name):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(PRESET_INIT_SEED)
+            model = AutoModelForSeq2SeqLM.from_config(config, dtype=_DTYPES[dtype])
+    else:
+        try:
+            model = AutoModelForSeq2SeqLM.from_pretrained(
+                cfg.name, dtype=_DTYPES[dtype], trust_remote_code=trust_remote_code, use_safetensors=True
+            )
+        except (OSError, ValueError) as e:
+            raise _load_error("model", name, e) from None
+    return model.eval(), tokenizer
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

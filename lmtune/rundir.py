@@ -17,8 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from lmtune.checkpoint import atomic_write_json
 from lmtune.errors import LmtuneError
+from lmtune.fileio import atomic_write_json
 
 LIBRARIES = (
     "lmtune",

@@ -41,3 +41,17 @@ def run_cli(*args: str | Path, cwd: Path = REPO, timeout: int = 600) -> subproce
         encoding="utf-8",
         timeout=timeout,
     )
+
+
+def run_main(monkeypatch: Any, capsys: Any, *args: str | Path) -> tuple[int, str, str]:
+    """Call the console-script entry point in-process (fast); returns (exit code, stdout, stderr)."""
+    from lmtune import cli
+
+    monkeypatch.setattr(sys, "argv", ["lmtune", *map(str, args)])
+    try:
+        cli.main()
+        code: Any = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return (0 if code is None else code if isinstance(code, int) else 1), captured.out, captured.err

@@ -258,6 +258,25 @@ def test_a_validation_file_of_another_shape_is_refused(tmp_path, chat_data):
         finetune(cfg, output_dir=str(tmp_path / "run"))
 
 
+def test_leaked_validation_examples_warn_or_refuse(tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", [chat_record(i) for i in range(12)])
+    leaked = chat_record(3)
+    leaked["messages"][1]["content"] = leaked["messages"][1]["content"].upper() + "  "  # same after normalising
+    same_question = chat_record(5)
+    same_question["messages"][2]["content"] = "A different answer."
+    val = write_jsonl(tmp_path / "val.jsonl", [leaked, chat_record(30), same_question])
+    cfg = make_config(train, data={"validation": str(val)}, train={"max_steps": 1})
+    with pytest.raises(
+        LmtuneError,
+        match=r"2 validation examples also appear in train \(.*val\.jsonl:1 = .*train\.jsonl:4 \(exact\); .*val\.jsonl:3 = .*train\.jsonl:6 \(input-exact\)",
+    ):
+        finetune({**cfg, "data": {**cfg["data"], "leakage": "error"}}, output_dir=str(tmp_path / "run"))
+    # The refused run left nothing behind that blocks a new one; 'warn' trains and records what it found.
+    result = finetune(cfg, output_dir=str(tmp_path / "run"))
+    leakage = json.loads((result.run_dir / "data.json").read_text())["leakage"]
+    assert leakage == {"checked": True, "leaked_examples": 2, "kinds": {"input-exact": 1, "exact": 1}}
+
+
 def test_resume_without_a_checkpoint_is_refused(tmp_path, chat_data):
     with pytest.raises(LmtuneError, match="no run at"):
         finetune(make_config(chat_data), output_dir=str(tmp_path / "nothing"), resume=True)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 
 import pytest
@@ -9,8 +8,6 @@ import torch
 from safetensors.torch import load_file
 
 from lmtune.checkpoint import (
-    atomic_write_json,
-    atomic_write_text,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -47,32 +44,6 @@ def assert_same_tree(a, b, path="") -> None:
         assert torch.equal(a, b), path
     else:
         assert a == b, path
-
-
-# --- atomic writes -------------------------------------------------------------------------------
-
-
-def test_atomic_write_json_writes_and_leaves_no_temp_files(tmp_path):
-    path = tmp_path / "sub" / "state.json"
-    atomic_write_json(path, {"step": 3, "loss": 1.5})
-    atomic_write_json(path, {"step": 4})
-    assert json.loads(path.read_text(encoding="utf-8")) == {"step": 4}
-    assert os.listdir(path.parent) == ["state.json"]
-
-
-def test_failed_atomic_write_keeps_the_old_file_and_cleans_up(tmp_path, monkeypatch):
-    path = tmp_path / "state.json"
-    atomic_write_json(path, {"step": 1})
-
-    def broken_replace(src, dst):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk full"):
-        atomic_write_text(path, '{"step": 2}')
-    monkeypatch.undo()
-    assert json.loads(path.read_text(encoding="utf-8")) == {"step": 1}
-    assert os.listdir(tmp_path) == ["state.json"]
 
 
 # --- save / load ---------------------------------------------------------------------------------

@@ -20,10 +20,8 @@ from typing import Any
 
 import pytest
 import yaml
-from support import chat_record, write_jsonl
+from support import chat_record, run_main, write_jsonl
 from support import run_cli as lmtune_cli
-
-from lmtune import cli
 
 # --- helpers ------------------------------------------------------------------------------------
 
@@ -39,16 +37,6 @@ def write_config(path: Path, train_file: Path, **extra: Any) -> Path:
     cfg.update(extra)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return path
-
-
-def run_main(monkeypatch, capsys, *args: str | Path) -> tuple[int, str, str]:
-    """Call the console-script entry point in-process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["lmtune", *map(str, args)])
-    with pytest.raises(SystemExit) as info:
-        cli.main()
-    captured = capsys.readouterr()
-    code = info.value.code
-    return (0 if code is None else code if isinstance(code, int) else 1), captured.out, captured.err
 
 
 def assert_clean_error(stderr: str, *needles: str) -> None:

@@ -52,6 +52,8 @@ Example = TextExample | PromptCompletionExample | ChatExample
 FORMATS = ("auto", "text", "prompt_completion", "messages", "instruction")
 CANONICAL_FIELDS = ("text", "prompt", "completion", "messages", "instruction", "input", "output")
 ROLES = ("system", "user", "assistant")
+# Set by `lmtune data augment` on every copy it writes: {"strategy", "source", "line", "of": key of the original}.
+AUGMENTATION_FIELD = "augmentation"
 
 # Stanford Alpaca's prompt (tatsu-lab/stanford_alpaca, train.py), ending in a newline so the response starts a line.
 ALPACA_TEMPLATE: Mapping[str, str] = MappingProxyType(
@@ -112,6 +114,24 @@ def normalize(
     ``prompt_template`` is a ``str.format`` template for prompt_completion and instruction data; its
     placeholders may name canonical fields (``{prompt}``, ``{instruction}``, ``{input}``) or any column.
     """
+    examples, problems = convert_records(records, format=format, columns=columns, prompt_template=prompt_template)
+    if problems:
+        raise _problems_error(problems, max_errors)
+    return [example for example in examples if example is not None]
+
+
+def convert_records(
+    records: Sequence[Record],
+    *,
+    format: str = "auto",
+    columns: Mapping[str, str] | None = None,
+    prompt_template: str | None = None,
+) -> tuple[list[Example | None], list[DataError]]:
+    """Each record as an example (None where it is bad) and every problem found, without raising on bad records.
+
+    This is what `lmtune data check` reports from; `normalize` raises on the same problems. Settings that make
+    no sense for any record (unknown format, columns or template fields) still raise at once.
+    """
     columns = dict(columns or {})
     if format not in FORMATS:
         raise LmtuneError(f"unknown data format '{format}'", hint=f"use one of {', '.join(FORMATS)}")
@@ -122,16 +142,13 @@ def normalize(
             hint=f"its keys are canonical names ({', '.join(CANONICAL_FIELDS)}); its values are your column names",
         )
     if not records:
-        return []
+        return [], []
     shape = detect_format(records[0], columns) if format == "auto" else format
     if prompt_template is not None:
         _check_template(prompt_template, shape, records[0], columns)
-
     problems: list[DataError] = []  # collected, not raised, so one run reports every bad record
     examples = [_convert(record, shape, columns, prompt_template, problems) for record in records]
-    if problems:
-        raise _problems_error(problems, max_errors)
-    return [example for example in examples if example is not None]
+    return examples, problems
 
 
 def _convert(

@@ -41,11 +41,15 @@ class Record:
     line: int
 
 
-def load_records(source: str, *, split: str = "train", subset: str | None = None) -> list[Record]:
+def load_records(
+    source: str, *, split: str = "train", subset: str | None = None, skipped: list[DataError] | None = None
+) -> list[Record]:
     """Load every record of ``source``: a data file, a ``save_to_disk`` directory or a hub dataset name.
 
     ``split`` picks the split of a saved ``DatasetDict`` or of a hub dataset; ``subset`` is the hub
-    dataset's configuration name (e.g. ``"main"`` for gsm8k).
+    dataset's configuration name (e.g. ``"main"`` for gsm8k). Given a ``skipped`` list, a JSONL file's
+    unreadable lines (bad JSON, bad UTF-8, not an object) are added to it and skipped instead of raised, so
+    `lmtune data check` reports them all; the other formats have no independent lines to skip to.
     """
     path = Path(source).expanduser()
     if path.is_dir():
@@ -59,6 +63,8 @@ def load_records(source: str, *, split: str = "train", subset: str | None = None
             )
         if suffix == ".parquet":
             records = _load_parquet(path, source)
+        elif suffix == ".jsonl" and skipped is not None:
+            records = _parse_jsonl_lenient(path.read_bytes(), source, skipped)
         else:
             text = _read_text(path, source)
             if suffix == ".jsonl":
@@ -122,6 +128,26 @@ def _parse_jsonl(text: str, source: str) -> list[Record]:
             problem = f"expected a JSON object, got {json_type(value)}"
             raise DataError(source, number, None, problem, hint=_JSONL_HINT)
         records.append(Record(value, source, number))
+    return records
+
+
+def _parse_jsonl_lenient(raw: bytes, source: str, skipped: list[DataError]) -> list[Record]:
+    records = []
+    for number, line_bytes in enumerate(raw.split(b"\n"), start=1):
+        try:
+            line = line_bytes.decode("utf-8")
+        except UnicodeDecodeError as error:
+            problem = f"not valid UTF-8 (byte 0x{line_bytes[error.start]:02x} at column {error.start + 1})"
+            skipped.append(DataError(source, number, None, problem, hint="re-save the file as UTF-8"))
+            continue
+        if number == 1:
+            line = line.removeprefix("\ufeff")
+        try:
+            parsed = _parse_jsonl(line, source)
+        except DataError as error:
+            skipped.append(DataError(source, number, None, error.problem, hint=error.hint))
+            continue
+        records.extend(Record(record.data, source, number) for record in parsed)
     return records
 
 

@@ -32,23 +32,24 @@ class Doc:
 
 
 def example_text(example: Example) -> str:
-    """Everything the model reads and writes for this example, turns joined by blank lines."""
+    """What the model reads and writes for this example (but the system prompt), turns joined by blank lines."""
     if isinstance(example, TextExample):
         return example.text
     if isinstance(example, PromptCompletionExample):
         return f"{example.prompt}\n\n{example.completion}"
     assert isinstance(example, ChatExample)
-    return "\n\n".join(m.content for m in example.messages)
+    # System prompts are left out: most datasets share one, and that boilerplate would make every pair look alike.
+    return "\n\n".join(m.content for m in example.messages if m.role != "system")
 
 
 def example_input(example: Example) -> str:
-    """What the model is given (the prompt, or the system and user turns); raw text is all input."""
+    """What the model is asked (the prompt, or the user turns); raw text is all input."""
     if isinstance(example, TextExample):
         return example.text
     if isinstance(example, PromptCompletionExample):
         return example.prompt
     assert isinstance(example, ChatExample)
-    return "\n\n".join(m.content for m in example.messages if m.role != "assistant")
+    return "\n\n".join(m.content for m in example.messages if m.role == "user")
 
 
 def as_docs(examples: Sequence[Example], part: Literal["all", "input"] = "all") -> list[Doc]:

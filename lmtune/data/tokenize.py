@@ -159,6 +159,14 @@ def encode(rendered: Rendered, tokenizer: PreTrainedTokenizerBase, prefix: Seque
     ]
     eos = tokenizer.eos_token
     if eos and not rendered.text.rstrip().endswith(eos):
+        if rendered.ends_trained:
+            # Whitespace a template writes after the last answer sits between it and the appended EOS: train it
+            # too, or the model never learns the step from its answer to the stop token.
+            for i in range(len(ids) - 1, -1, -1):
+                start, end = enc["offset_mapping"][i]
+                if labels[i] != IGNORE or rendered.text[start:end].strip():
+                    break
+                labels[i] = ids[i]
         ids.append(tokenizer.eos_token_id)
         labels.append(tokenizer.eos_token_id if rendered.ends_trained else IGNORE)
     if not rendered.chat and prefix:

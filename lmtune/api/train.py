@@ -1,7 +1,8 @@
-"""The Python API. Each function reads top to bottom as the recipe of its job, composing the stages below it."""
+"""`finetune`: config -> data -> model -> method -> loop -> saved model; `preview` of what training renders."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +13,11 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from rich.console import Console
 
-from lmtune.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, save_checkpoint
-from lmtune.config import RunConfig, dump_config, load_config
+from lmtune.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from lmtune.config import ConfigLike, RunConfig, dump_config, load_config
 from lmtune.data.batching import pack, unpacked
+from lmtune.data.formats import Example
+from lmtune.data.leakage import cheap_leaks
 from lmtune.data.prepare import load_splits
 from lmtune.data.tokenize import (
     IGNORE,
@@ -29,6 +32,7 @@ from lmtune.data.tokenize import (
 )
 from lmtune.errors import LmtuneError
 from lmtune.export import needs_base_copy, read_run_config, save_base, save_final
+from lmtune.fileio import atomic_write_text
 from lmtune.loop import (
     Hooks,
     LoopState,
@@ -42,8 +46,6 @@ from lmtune.loop import (
 from lmtune.methods import apply_method
 from lmtune.model import count_parameters, load_model, load_tokenizer
 from lmtune.rundir import MetricsLog, check_run_dir, environment, prepare_run_dir, read_json, write_json
-
-ConfigLike = str | Path | dict[str, Any] | RunConfig
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ def finetune(
     splits = load_splits(cfg.data, cfg.seed)
     if resume:
         _check_same_data(run_dir, splits.info)
+    leaks = _check_leakage(cfg, splits.train, splits.validation, say)
     tokenize = dict(max_length=cfg.data.max_length, overlong=cfg.data.overlong, template=cfg.data.template)
     train_tok, train_stats = tokenize_examples(splits.train, tokenizer, **tokenize)
     val_tok, val_stats = tokenize_examples(splits.validation, tokenizer, **tokenize)
@@ -133,7 +136,7 @@ def finetune(
         info = {**splits.info}
         info["train"].update(tokens=train_stats.as_dict(), rows=len(rows))
         info.setdefault("validation", {}).update(tokens=val_stats.as_dict())
-        write_json(run_dir, "data.json", {"format": splits.format, "chat": chat, "splits": info})
+        write_json(run_dir, "data.json", {"format": splits.format, "chat": chat, "splits": info, "leakage": leaks})
         write_json(run_dir, "env.json", environment())
 
     eval_bs = cfg.train.eval_batch_size or cfg.train.batch_size
@@ -285,6 +288,28 @@ def _check_same_data(run_dir: Path, info: dict[str, dict[str, Any]]) -> None:
             f"(content fingerprints in {saved_path} do not match)",
             hint="restore the original data files, or start a new run (--overwrite or another --output-dir)",
         )
+
+
+def _check_leakage(cfg: RunConfig, train: list[Example], validation: list[Example], say: Callable) -> dict[str, Any]:
+    """The cheap leakage check every run gets: validation examples whose text (or prompt) is also in train."""
+    if cfg.data.leakage == "off" or not validation:
+        return {"checked": False}
+    leaks = cheap_leaks(train, validation)
+    counts = dict(Counter(leak.kind for leak in leaks))
+    if leaks:
+        shown = "; ".join(
+            f"{leak.b.source}:{leak.b.line} = {leak.a.source}:{leak.a.line} ({leak.kind})" for leak in leaks[:3]
+        )
+        more = f" and {len(leaks) - 3} more" if len(leaks) > 3 else ""
+        message = (
+            f"{len(leaks)} validation examples also appear in train ({shown}{more}): the validation loss will "
+            "overstate how well the model generalises"
+        )
+        hint = "remove them from one side (`lmtune data leakage TRAIN VAL` lists all, near duplicates included)"
+        if cfg.data.leakage == "error":
+            raise LmtuneError(message, hint=hint + "; or set data.leakage: warn")
+        say(f"[yellow]warning: {message}; {hint}[/yellow]")
+    return {"checked": True, "leaked_examples": len(leaks), "kinds": counts}
 
 
 def _report_data(

@@ -1,0 +1,22 @@
+"""The Python API. Each function reads top to bottom as the recipe of its job, composing the stages below it.
+
+One module per job: `train` (finetune, preview), `check` (check_data), `augment`, `estimate`.
+"""
+
+from lmtune.api.augment import augment
+from lmtune.api.check import check_data
+from lmtune.api.estimate import estimate
+from lmtune.api.train import PreviewItem, RunResult, finetune, preview, summarize
+from lmtune.config import ConfigLike
+
+__all__ = [
+    "ConfigLike",
+    "PreviewItem",
+    "RunResult",
+    "augment",
+    "check_data",
+    "estimate",
+    "finetune",
+    "preview",
+    "summarize",
+]

@@ -1,0 +1,159 @@
+"""`check_data`: every record of a config's splits (or one file) checked, then the quality report."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from lmtune.config import ConfigLike, RunConfig, load_config
+from lmtune.data.dedup import RecordTexts, record_docs
+from lmtune.data.formats import Example, convert_records, detect_format
+from lmtune.data.load import Record, load_records
+from lmtune.data.prepare import carve_records
+from lmtune.data.quality import (
+    CheckReport,
+    Finding,
+    SplitReport,
+    augmented_findings,
+    character_findings,
+    duplicate_findings,
+    label_findings,
+    leakage_findings,
+    length_findings,
+    pii_findings,
+    problem_findings,
+    role_balance,
+    role_findings,
+)
+from lmtune.data.template_check import template_check
+from lmtune.data.tokenize import (
+    setup_chat_template,
+    tokenize_examples,
+)
+from lmtune.errors import DataError, LmtuneError
+from lmtune.model import load_tokenizer, stop_token_ids
+
+
+def check_data(
+    source: ConfigLike,
+    *,
+    overrides: Sequence[str] = (),
+    near: float | None = 0.85,
+    label: str | None = None,
+    sample: int | None = None,
+) -> CheckReport:
+    """Check the data of a config (or one data file) before training: every record, then a quality report.
+
+    A data file is checked as the training split of a default config (`overrides` such as
+    `data.columns.prompt=dialogue` or `model.name=...` apply). Problems become findings in the report instead
+    of exceptions, so one run lists them all; only an unusable config or tokenizer raises.
+    """
+    start = time.perf_counter()
+    cfg = _check_config(source, overrides)
+    tokenizer = load_tokenizer(cfg.model)
+    setup_chat_template(tokenizer, cfg.data.chat_template)
+    findings: list[Finding] = []
+    sources = {"train": (cfg.data.train, cfg.data.split)}
+    if cfg.data.validation is not None:
+        sources["validation"] = (cfg.data.validation, cfg.data.validation_split)
+
+    # 1. Every record: readable, the right shape, sensible text, labels and roles.
+    loaded: dict[str, tuple[list[Record], list[Example]]] = {}
+    splits: dict[str, SplitReport] = {}
+    fmt = cfg.data.format
+    for name, (path, split) in sources.items():
+        report = splits[name] = SplitReport(name, path)
+        report.records, records, examples = _check_records(cfg, path, split, fmt, name, findings)
+        if sample is not None:
+            records, examples = records[:sample], examples[:sample]
+        report.examples = len(examples)
+        if examples:
+            fmt = report.format = _shape_of(cfg, records[0])
+        loaded[name] = (records, examples)
+    if "validation" not in loaded and cfg.data.val_fraction > 0 and len(loaded["train"][1]) > 1:
+        records, examples = loaded["train"]
+        (train_r, train_x), (val_r, val_x) = carve_records(records, examples, cfg.data.val_fraction, cfg.seed)
+        loaded = {"train": (train_r, train_x), "validation": (val_r, val_x)}
+        note = f"{cfg.data.train} (val_fraction={cfg.data.val_fraction}, seed={cfg.seed})"
+        splits["validation"] = SplitReport("validation", note, len(val_r), len(val_x), splits["train"].format)
+        splits["train"].records, splits["train"].examples = len(train_r), len(train_x)
+
+    texts: dict[str, RecordTexts] = {}
+    for name, (records, examples) in loaded.items():
+        report = splits[name]
+        findings += character_findings(records, name) + pii_findings(records, name) + role_findings(examples, name)
+        if name != "train":
+            findings += augmented_findings(records, name)
+        label_field = label or ("label" if records and "label" in records[0].data else None)
+        if label_field and records:
+            report.labels, label_problems = label_findings(records, label_field, name)
+            findings += label_problems
+        report.roles, report.turns = role_balance(examples)
+
+        # 2. Lengths as training renders them, and what max_length does to them.
+        _, stats = tokenize_examples(
+            examples, tokenizer, max_length=cfg.data.max_length, overlong=cfg.data.overlong, template=cfg.data.template
+        )
+        report.lengths, report.truncated, report.dropped = stats.lengths, stats.truncated, stats.dropped
+        findings += length_findings(report, cfg.data.max_length, cfg.data.overlong)
+
+        # 3. Exact and near duplicates inside the split.
+        if not records:
+            continue
+        texts[name] = record_docs(records, format=report.format or "auto", columns=cfg.data.columns)
+        dup_findings = duplicate_findings(texts[name], name, near)
+        report.exact_duplicates = sum(f.check == "exact-duplicate" for f in dup_findings)
+        report.near_duplicates = sum(f.check == "near-duplicate" for f in dup_findings)
+        findings += dup_findings
+
+    # 4. Leakage between the splits, and whether inference will see what training rendered.
+    if "train" in texts and "validation" in texts:
+        findings += leakage_findings(texts["train"], texts["validation"], near)
+    template_info, template_findings = template_check(
+        loaded["train"][1], tokenizer, cfg.data.template, stop_token_ids(cfg.model, tokenizer)
+    )
+    findings += template_findings
+    settings = {
+        "model": cfg.model.name,
+        "max_length": cfg.data.max_length,
+        "overlong": cfg.data.overlong,
+        "template": cfg.data.template,
+        "near_threshold": near,
+    }
+    return CheckReport(splits, findings, template_info, settings, time.perf_counter() - start)
+
+
+def _check_config(source: ConfigLike, overrides: Sequence[str]) -> RunConfig:
+    """A YAML config as it is, or a data file as the training split of a default config."""
+    if isinstance(source, (str, Path)) and Path(source).suffix.lower() not in (".yaml", ".yml"):
+        return load_config({"data": {"train": str(source), "val_fraction": 0}}, overrides)
+    return load_config(source, overrides)
+
+
+def _check_records(
+    cfg: RunConfig, path: str, split: str, fmt: str, name: str, findings: list[Finding]
+) -> tuple[int, list[Record], list[Example]]:
+    """How many records could be read, and the valid ones with their examples; every problem becomes a finding."""
+    skipped: list[DataError] = []
+    try:
+        records = load_records(path, split=split, subset=cfg.data.subset, skipped=skipped)
+    except LmtuneError as e:
+        findings.append(Finding("error", "file", e.message, name, path, getattr(e, "line", None)))
+        return 0, [], []
+    finally:
+        findings += problem_findings(skipped, name)
+    try:
+        examples, problems = convert_records(
+            records, format=fmt, columns=cfg.data.columns, prompt_template=cfg.data.prompt_template
+        )
+    except LmtuneError as e:
+        findings.append(Finding("error", "format", str(e), name, path))
+        return len(records), [], []
+    findings += problem_findings(problems, name)
+    kept = [(r, ex) for r, ex in zip(records, examples, strict=True) if ex is not None]
+    return len(records), [r for r, _ in kept], [ex for _, ex in kept]
+
+
+def _shape_of(cfg: RunConfig, record: Record) -> str:
+    return cfg.data.format if cfg.data.format != "auto" else detect_format(record, cfg.data.columns)

@@ -1,0 +1,148 @@
+"""`estimate`: exact parameter counts, peak memory and run time before any compute is spent (optionally probed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from rich.console import Console
+
+from lmtune import estimate as est
+from lmtune import measure
+from lmtune.config import ConfigLike, load_config
+from lmtune.data.batching import pack, unpacked
+from lmtune.data.prepare import load_splits
+from lmtune.data.tokenize import (
+    setup_chat_template,
+    tokenize_examples,
+)
+from lmtune.errors import LmtuneError
+from lmtune.loop import (
+    Hooks,
+    LoopState,
+    make_optimizer,
+    resolve_mixed_precision,
+    total_steps,
+    train_loop,
+)
+from lmtune.methods import apply_method, transformer_blocks
+from lmtune.model import load_model, load_tokenizer
+
+
+def estimate(
+    config: ConfigLike, *, overrides: Sequence[str] = (), probe_steps: int = 0, console: Console | None = None
+) -> est.EstimateResult:
+    """Pre-flight: exact parameter counts and the run's peak memory and time, before any compute is spent.
+
+    Nothing is written. The analytic estimate (lmtune.estimate) reads the run's own batches (real token lengths,
+    padding, packing, in train_loop's order) and the model built on the meta device (shapes without memory). With
+    `probe_steps` N it also runs the run's first N optimizer steps for real through `train_loop` (same data, batch,
+    precision; no run directory), measures peak memory and step times, and sets the estimate against them.
+    """
+    console = console or Console(stderr=True, soft_wrap=True)
+    cfg = load_config(config, overrides)
+    if probe_steps < 0:
+        raise LmtuneError(f"--probe-steps must be 0 or more, got {probe_steps}")
+
+    # 1. Data: the training rows exactly as finetune builds them, and the run's steps over them.
+    tokenizer = load_tokenizer(cfg.model)
+    setup_chat_template(tokenizer, cfg.data.chat_template)
+    splits = load_splits(cfg.data, cfg.seed)
+    train_tok, _ = tokenize_examples(
+        splits.train, tokenizer, max_length=cfg.data.max_length, overlong=cfg.data.overlong, template=cfg.data.template
+    )
+    if not train_tok:
+        raise LmtuneError("no training example is left after tokenization", hint="check data.max_length and overlong")
+    rows = pack(train_tok, cfg.data.max_length) if cfg.data.packing else unpacked(train_tok)
+    steps = total_steps(len(rows), cfg.train)
+    plan = est.plan_steps(rows, cfg.train.batch_size, cfg.train.grad_accum, cfg.seed, steps)
+
+    # 2. Model and method on the meta device: exact counts and shapes, no weights allocated or read.
+    meta = apply_method(est.meta_model(cfg.model), cfg.method)
+    spec = est.describe_model(meta, transformer_blocks(meta), cfg.model.gradient_checkpointing)
+    del meta
+
+    # 3. The analytic estimate: memory at the run's heaviest step, time from FLOPs and a matmul benchmark.
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    mixed = resolve_mixed_precision(cfg.train.mixed_precision)
+    prec = est.Precision.of(spec.weight_itemsize, mixed)
+    memory = est.run_memory(spec, plan, prec, device=device)
+    step_tokens = [sum(mb.tokens for mb in step) for step in plan]
+    micro_tokens = sorted(mb.tokens for step in plan for mb in step)
+    autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed)
+    typical = micro_tokens[len(micro_tokens) // 2]
+    throughput = measure.matmul_throughput(typical, spec.hidden, spec.intermediate, autocast, device)
+    flops = sum(est.step_flops(spec, step) for step in plan)
+
+    # 4. The probe: the run's first N steps for real, measured.
+    probe = None
+    if probe_steps:
+        n = min(probe_steps, steps)
+        console.print(f"probe: running {n} real optimizer steps of the run (nothing is saved)")
+        accelerator = Accelerator(mixed_precision=mixed, cpu=device == "cpu")
+        set_seed(cfg.seed)
+        meter = measure.MemoryMeter(device)
+        # On CPU memory is measured over the first steps (one at least with AdamW's states in place) and time over
+        # the rest: the memory measurement (the profiler) slows the steps it covers.
+        measured = min(3, n - 1) if meter.slows_steps and n > 2 else n
+        times: list[float] = []
+
+        def step_time(state: LoopState) -> None:
+            times.append(state.elapsed - sum(times))
+            if state.step == measured:
+                meter.stop()
+
+        with meter:
+            model = apply_method(load_model(cfg.model), cfg.method)
+            optimizer, scheduler = make_optimizer(model, cfg.train, steps)
+            model, optimizer = accelerator.prepare(model, optimizer)
+            train_loop(
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                accelerator=accelerator,
+                rows=rows,
+                pad_id=tokenizer.pad_token_id,
+                cfg=cfg.train,
+                seed=cfg.seed,
+                steps=n,
+                state=LoopState(),
+                hooks=Hooks(after_step=[step_time]),
+            )
+            del model, optimizer, scheduler
+        probe = est.ProbeResult(
+            steps=n,
+            memory_steps=measured,
+            measures=meter.measures,
+            peak=meter.peak,
+            rss_peak=meter.rss_peak,
+            step_seconds=tuple(times),
+            estimate=est.run_memory(spec, plan[:measured], prec, device=device),
+            forecast_s=measure.forecast_seconds(step_tokens, times, rate_from=measured if n > measured else 1),
+        )
+
+    return est.EstimateResult(
+        config=str(config) if isinstance(config, (str, Path)) else cfg.name,
+        model=cfg.model.name,
+        method=cfg.method.name,
+        device=device,
+        precision=f"{cfg.model.dtype} weights" + (f", {mixed} autocast" if mixed != "no" else ""),
+        total_params=spec.total_params,
+        trainable_params=spec.trainable_params,
+        lora_params=spec.lora_params,
+        steps=steps,
+        micro_batch_size=cfg.train.batch_size,
+        grad_accum=cfg.train.grad_accum,
+        tokens=sum(step_tokens),
+        trained_tokens=sum(mb.trained for step in plan for mb in step),
+        peak_batch=(memory.rows, memory.width),
+        memory=memory,
+        flops=flops,
+        throughput_flops=throughput,
+        time_s=flops / throughput,
+        probe=probe,
+        notes=est.notes(spec, device, probe),
+    )
