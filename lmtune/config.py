@@ -47,6 +47,19 @@ class ModelConfig(_Section):
         return str(Path(value).expanduser().resolve()) if Path(value).expanduser().is_dir() else value
 
 
+class ReplayConfig(_Section):
+    source: str = Field(
+        "general",
+        description="General text mixed into training against catastrophic forgetting: a shipped sample "
+        "('general': everyday English prose on science, history, cooking, travel; 'stories': simple children's "
+        "stories) or the path of a UTF-8 text file. Its paragraphs (blank-line separated) become raw-text examples "
+        "trained on every token. Replay is off unless data.replay is set (`replay: {}` takes the defaults).",
+    )
+    fraction: float = Field(
+        0.1, gt=0.0, lt=1.0, description="Share of the training examples that are replay text (0.1: one in ten)."
+    )
+
+
 class DataConfig(_Section):
     train: str = Field(
         ...,
@@ -93,11 +106,25 @@ class DataConfig(_Section):
         "(no cross-example attention).",
     )
     max_examples: int | None = Field(None, gt=0, description="Use only the first N training examples (quick tries).")
+
+    @field_validator("train", "validation")
+    @classmethod
+    def _absolute_local_path(cls, value: str | None) -> str | None:
+        # Saved as an absolute path, so `lmtune eval`/`report` on the run find the data from any directory.
+        if value is not None and Path(value).expanduser().exists():
+            return str(Path(value).expanduser().resolve())
+        return value
+
     leakage: Literal["warn", "error", "off"] = Field(
         "warn",
         description="Before training, look for validation examples that are also in train (exact after normalising "
         "case, punctuation and whitespace, whole or input side): 'warn', 'error' (refuse to train) or 'off'. "
         "`lmtune data leakage` runs the full near-duplicate and n-gram check.",
+    )
+    replay: ReplayConfig | None = Field(
+        None,
+        description="Replay: mix general text into the training examples so the model keeps its general "
+        "language ability (off by default; `replay: {}` mixes 10% of the shipped general sample).",
     )
 
 
@@ -130,6 +157,35 @@ class FreezeMethod(_Section):
 MethodConfig = Annotated[FullMethod | LoraMethod | FreezeMethod, Field(discriminator="name")]
 
 
+# Metrics the validation pass computes during training, and whether lower is better. A task metric (e.g. rougeL,
+# mode max) becomes usable for early stopping once the evaluation hook returns it.
+LOWER_IS_BETTER = {"loss": True, "perplexity": True}
+
+
+class EarlyStoppingConfig(_Section):
+    metric: Literal["loss", "perplexity"] = Field(
+        "loss",
+        description="Validation metric to watch. Early stopping is off unless this section is set "
+        "(`train.early_stopping: true` takes the defaults); it needs validation data and train.eval_every, and "
+        "the run keeps the weights of the best evaluation as its final model.",
+    )
+    mode: Literal["min", "max"] = Field("min", description="'min': lower is better; 'max': higher is better.")
+    patience: int = Field(
+        3, gt=0, description="Stop after this many evaluations in a row without an improvement of min_delta."
+    )
+    min_delta: float = Field(0.0, ge=0.0, description="Smallest change of the metric that counts as an improvement.")
+
+    @model_validator(mode="after")
+    def _mode_fits_metric(self) -> EarlyStoppingConfig:
+        lower = LOWER_IS_BETTER.get(self.metric)
+        if lower is not None and (self.mode == "min") != lower:
+            raise ValueError(
+                f"train.early_stopping.mode: {self.metric} is better when {'lower' if lower else 'higher'}; "
+                f"use mode: {'min' if lower else 'max'}"
+            )
+        return self
+
+
 class TrainConfig(_Section):
     epochs: int = Field(1, gt=0, description="Passes over the training data (unless max_steps is set).")
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps (overrides epochs).")
@@ -152,11 +208,61 @@ class TrainConfig(_Section):
     keep_checkpoints: int = Field(2, gt=0, description="How many recent checkpoints to keep.")
     log_every: int = Field(1, gt=0, description="Append training metrics to metrics.jsonl every N steps.")
     eval_batch_size: int | None = Field(None, gt=0, description="Validation batch size (default: batch_size).")
+    early_stopping: EarlyStoppingConfig | None = Field(
+        None,
+        description="Stop when the validation metric stops improving, and keep the best evaluated weights as the "
+        "final model (off by default; `early_stopping: true` uses the defaults). Needs validation data and "
+        "train.eval_every.",
+    )
+    l2sp: float = Field(
+        0.0,
+        ge=0.0,
+        description="L2-SP regularisation against catastrophic forgetting: adds l2sp * sum((w - w0)^2) over the "
+        "trainable weights to the loss, w0 being their values before training (the pre-trained weights for full/"
+        "freeze; for LoRA the adapter's initialisation, so it limits how far the adapter moves). Keeps a copy of "
+        "the trainable weights in memory. 0 disables.",
+    )
 
     @field_validator("mixed_precision", mode="before")
     @classmethod
     def _yaml_no(cls, value: Any) -> Any:
         return "no" if value is False else value  # YAML 1.1 reads a bare `no` as false
+
+    @field_validator("early_stopping", mode="before")
+    @classmethod
+    def _early_stopping_switch(cls, value: Any) -> Any:
+        # `early_stopping: true` switches it on with the defaults; false is the same as leaving it out.
+        if value is True:
+            return {}
+        return None if value is False else value
+
+    @model_validator(mode="after")
+    def _early_stopping_needs_evaluations(self) -> TrainConfig:
+        if self.early_stopping is not None and self.eval_every is None:
+            raise ValueError(
+                "train.early_stopping: needs periodic validation to compare; set train.eval_every (e.g. eval_every: 50)"
+            )
+        return self
+
+
+class ForgettingConfig(_Section):
+    measure: bool = Field(
+        True,
+        description="Measure catastrophic forgetting: the loss on a general reference text before training and "
+        "after, reported in summary.json as a ratio (after / before).",
+    )
+    text: str = Field(
+        "general",
+        description="The reference text: a shipped sample ('general': everyday English prose; 'stories': simple "
+        "children's stories, for story models such as stories260K) or the path of a UTF-8 text file.",
+    )
+    threshold: float = Field(
+        1.1, gt=0.0, description="Warn when the general loss after training exceeds this multiple of the loss before."
+    )
+    max_tokens: int = Field(16384, gt=0, description="Score at most this many tokens of the text (keeps it cheap).")
+    max_length: int | None = Field(
+        None, gt=1, description="Tokens per scored chunk of the text (default: data.max_length)."
+    )
 
 
 class RunConfig(_Section):
@@ -168,6 +274,7 @@ class RunConfig(_Section):
     data: DataConfig
     method: MethodConfig = Field(default_factory=LoraMethod, description="Fine-tuning method: full, lora or freeze.")
     train: TrainConfig = Field(default_factory=TrainConfig)
+    forgetting: ForgettingConfig = Field(default_factory=ForgettingConfig)
 
     @field_validator("method", mode="before")
     @classmethod
@@ -184,6 +291,11 @@ class RunConfig(_Section):
     def _cross_checks(self) -> RunConfig:
         if not re.fullmatch(r"[\w.-]+", self.name):
             raise ValueError(f"name: use letters, digits, '.', '-' or '_' only, got {self.name!r}")
+        if self.train.early_stopping is not None and self.data.validation is None and self.data.val_fraction == 0:
+            raise ValueError(
+                "train.early_stopping: needs validation data to watch; set data.validation, or data.val_fraction "
+                "above 0"
+            )
         return self
 
     @property

@@ -9,9 +9,12 @@ position (epoch, micro-batch) is all a checkpoint needs to resume on the exact s
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import signal
+import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,14 +22,16 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from lmtune.config import TrainConfig
+from lmtune.checkpoint import CHECKPOINTS, trainable_state
+from lmtune.config import EarlyStoppingConfig, TrainConfig
 from lmtune.data.batching import Row, collate, epoch_batches
 from lmtune.data.tokenize import IGNORE
 from lmtune.errors import LmtuneError
-from lmtune.objectives import causal_lm_loss
+from lmtune.objectives import causal_lm_loss, l2sp_penalty
 
 
 @dataclass
@@ -37,6 +42,11 @@ class LoopState:
     tokens: int = 0  # trained (target) tokens so far
     elapsed: float = 0.0  # seconds of training, summed over resumed segments
     best_val_loss: float | None = None
+    # Early stopping (saved in every checkpoint, so a resumed run goes on counting where it left off):
+    best_metric: float | None = None  # best value of the watched metric so far
+    best_step: int | None = None  # the step it was reached at; its weights are kept in checkpoints/best-NNNNNN
+    bad_evals: int = 0  # evaluations in a row without an improvement
+    stopped_early: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -159,8 +169,107 @@ class Hooks:
     on_log: Callable[[dict[str, Any]], None] = lambda record: None
     on_eval: Callable[[LoopState], dict[str, float]] | None = None
     on_checkpoint: Callable[[LoopState], None] = lambda state: None
+    on_best: Callable[[LoopState], None] = lambda state: None  # a new best evaluation (early stopping): keep it
     after_step: Sequence[Callable[[LoopState], None]] = ()
     stop_requested: Callable[[], bool] = lambda: False
+
+
+# --- early stopping ---------------------------------------------------------------------------------------------
+
+
+def track_best(state: LoopState, result: dict[str, float], cfg: EarlyStoppingConfig) -> bool:
+    """Count an evaluation towards early stopping; True when it is a new best (the caller keeps its weights).
+
+    An improvement is a change of more than `min_delta` in the better direction; after `patience` evaluations in
+    a row without one, `state.stopped_early` is set and the loop ends after this step.
+    """
+    if cfg.metric not in result:
+        raise LmtuneError(
+            f"train.early_stopping.metric: the evaluation does not compute {cfg.metric!r} "
+            f"(it computes {', '.join(sorted(result))})",
+            hint="watch one of those",
+        )
+    value = float(result[cfg.metric])
+    sign = 1.0 if cfg.mode == "min" else -1.0
+    if state.best_metric is None or sign * (state.best_metric - value) > cfg.min_delta:
+        state.best_metric, state.best_step, state.bad_evals = value, state.step, 0
+        return True
+    state.bad_evals += 1
+    state.stopped_early = state.bad_evals >= cfg.patience
+    return False
+
+
+def run_evaluation(state: LoopState, hooks: Hooks, early_stopping: EarlyStoppingConfig | None) -> dict[str, float]:
+    """Evaluate through the hook and, with early stopping, track the best evaluation (and keep its weights)."""
+    assert hooks.on_eval is not None
+    result = hooks.on_eval(state)
+    if early_stopping is not None and track_best(state, result, early_stopping):
+        hooks.on_best(state)
+    return result
+
+
+def stop_reason(state: LoopState, cfg: EarlyStoppingConfig) -> str:
+    by = f" by more than {cfg.min_delta:g}" if cfg.min_delta else ""
+    return (
+        f"validation {cfg.metric} did not improve{by} in {state.bad_evals} evaluations after its best, "
+        f"{state.best_metric:.4f} at step {state.best_step}"
+    )
+
+
+_BEST = "best-"
+
+
+def best_dir(run_dir: Path, step: int) -> Path:
+    """Where the weights of the best evaluation are kept: beside the checkpoints, out of their rotation."""
+    return run_dir / CHECKPOINTS / f"{_BEST}{step:06d}"
+
+
+def save_best(run_dir: Path, step: int, model: torch.nn.Module, keep: Iterable[int | None] = ()) -> Path:
+    """Write the trainable weights of the best evaluation (atomically), then drop older bests not in `keep`.
+
+    The recipe keeps the best that the last checkpoint refers to until the next checkpoint: a crash between the
+    two resumes from that checkpoint, whose best must still be on disk.
+    """
+    final = best_dir(run_dir, step)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    try:
+        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    prune_best(run_dir, {step, *keep})
+    return final
+
+
+def prune_best(run_dir: Path, keep: Iterable[int | None]) -> None:
+    """Delete the kept-best weights of every step but those in `keep` (e.g. ones a crashed run wrote after the
+    checkpoint it resumes from)."""
+    root = run_dir / CHECKPOINTS
+    if not root.is_dir():
+        return
+    wanted = {best_dir(run_dir, s).name for s in keep if s is not None}
+    for path in root.iterdir():
+        if path.is_dir() and path.name.startswith(_BEST) and path.name not in wanted:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def load_best(run_dir: Path, step: int, model: torch.nn.Module) -> None:
+    """Put the kept weights of the best evaluation back into the model (in place)."""
+    path = best_dir(run_dir, step) / "trainable.safetensors"
+    if not path.is_file():
+        raise LmtuneError(
+            f"the weights of the best evaluation (step {step}) are missing: {path}",
+            hint="they are written when the validation metric improves; was the checkpoints folder changed?",
+        )
+    weights = load_file(str(path))
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            params[name].copy_(tensor)
 
 
 def train_loop(
@@ -176,15 +285,24 @@ def train_loop(
     steps: int,
     state: LoopState,
     hooks: Hooks,
+    anchors: Sequence[torch.Tensor] | None = None,
 ) -> LoopState:
+    """Train until `steps` optimizer steps are done (or early stopping ends the run), from `state`.
+
+    `anchors` are the values of the trainable parameters before training (in their order), for L2-SP
+    (cfg.l2sp > 0): the recipe takes them before a resume loads a checkpoint.
+    """
     world, rank = accelerator.num_processes, accelerator.process_index
     per_step = cfg.grad_accum * world
     steps_per_epoch(len(rows), cfg, world)  # an epoch without a full step would loop forever
     params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.l2sp > 0 and (anchors is None or len(anchors) != len(params)):
+        raise ValueError("train.l2sp needs the pre-training values of the trainable parameters (anchors)")
+    anchors = list(anchors or ())
     bar = tqdm(total=steps, initial=state.step, desc="train", unit="step", disable=not accelerator.is_main_process)
     model.train()
     window_tokens, window_time = 0, 0.0
-    while state.step < steps:
+    while state.step < steps and not state.stopped_early:
         batches = epoch_batches(len(rows), cfg.batch_size, seed, state.epoch)
         chunks = [batches[i : i + per_step] for i in range(state.batches_done, len(batches), per_step)]
         if world > 1:
@@ -195,13 +313,18 @@ def train_loop(
             local_n = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro)
             counts = accelerator.reduce(torch.tensor([local_n], device=accelerator.device), reduction="sum")
             global_n = max(int(counts.item()), 1)
-            loss_sum = 0.0
+            loss_sum, penalty = 0.0, None
             for j, batch in enumerate(micro):
                 sync = j == len(micro) - 1
                 with nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
                     loss, _ = _forward_loss(model, batch, accelerator.device)
                 # DDP averages gradients over processes, so scale by world to get the global token mean.
-                accelerator.backward(loss * (world / global_n))
+                objective = loss * (world / global_n)
+                if sync and cfg.l2sp > 0:
+                    # Once per step, on every process: the average over processes leaves it as it is.
+                    penalty = cfg.l2sp * l2sp_penalty(params, anchors)
+                    objective = objective + penalty
+                accelerator.backward(objective)
                 loss_sum += float(loss.detach())
             grad_norm = None
             if cfg.max_grad_norm is not None:
@@ -233,13 +356,15 @@ def train_loop(
                         "tokens": state.tokens,
                         "tokens_per_s": tok_s,
                         "time": state.elapsed,
+                        **({"l2sp": float(penalty.detach())} if penalty is not None else {}),
                     }
                 )
                 window_tokens, window_time = 0, 0.0
             last = state.step >= steps
             if hooks.on_eval is not None and (last or (cfg.eval_every and state.step % cfg.eval_every == 0)):
-                hooks.on_eval(state)
+                run_evaluation(state, hooks, cfg.early_stopping)
                 model.train()
+                last = last or state.stopped_early
             for hook in hooks.after_step:
                 hook(state)
             stop = hooks.stop_requested()

@@ -4,6 +4,8 @@ micro-batches are padded or packed)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -20,3 +22,13 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
         return logits.sum() * 0.0, 0
     loss = F.cross_entropy(shift_logits[mask].float(), shift_labels[mask], reduction="sum")
     return loss, n
+
+
+def l2sp_penalty(params: Sequence[torch.Tensor], anchors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """L2-SP (Li et al., 2018, "Explicit Inductive Bias for Transfer Learning"): sum of (w - w0)^2 over the
+    trainable parameters, w0 being their values before fine-tuning, in float32. Added to the loss it pulls the
+    weights back toward the pre-trained ones, where plain weight decay would pull them toward zero."""
+    total = torch.zeros((), dtype=torch.float32, device=params[0].device if params else None)
+    for p, p0 in zip(params, anchors, strict=True):
+        total = total + (p.float() - p0.float()).pow(2).sum()
+    return total

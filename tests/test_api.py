@@ -227,6 +227,27 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, chat_data, m
     )
 
 
+def test_resume_with_l2sp_and_replay_equals_an_uninterrupted_run(tmp_path, chat_data):
+    """L2-SP's anchors are the weights before training, taken again on resume before the checkpoint loads."""
+    cfg = make_config(chat_data, data={"replay": {"source": "stories", "fraction": 0.2}}, train={"l2sp": 0.05})
+    straight = tmp_path / "straight"
+    expected = finetune(cfg, output_dir=str(straight)).summary
+    crashed = tmp_path / "crashed"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        finetune(cfg, output_dir=str(crashed), after_step=[crash_at(3)])
+    summary = finetune(cfg, output_dir=str(crashed), resume=True).summary
+
+    a, b = train_losses(straight), train_losses(crashed)
+    assert sorted(b) == [1, 2, 3, 4] and all(b[s] == pytest.approx(a[s], rel=1e-6) for s in a)
+    penalties = [r["l2sp"] for r in read_metrics(crashed) if r["split"] == "train"]
+    assert penalties[0] == 0 < penalties[1] < penalties[-1]  # w starts at w0 and moves away from it
+    wa, wb = final_weights(straight), final_weights(crashed)
+    for name in wa:
+        torch.testing.assert_close(wb[name], wa[name], rtol=1e-6, atol=0, msg=name)
+    assert summary["forgetting"]["ratio"] == pytest.approx(expected["forgetting"]["ratio"], rel=1e-6)
+    assert summary["forgetting"]["before"] == expected["forgetting"]["before"]  # measured on the base again
+
+
 def test_resume_with_a_changed_config_is_refused(tmp_path, chat_data):
     run = tmp_path / "run"
     cfg = make_config(chat_data)

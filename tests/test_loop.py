@@ -24,7 +24,7 @@ from lmtune.loop import (
 )
 from lmtune.methods import apply_method
 from lmtune.model import load_model
-from lmtune.objectives import causal_lm_loss
+from lmtune.objectives import causal_lm_loss, l2sp_penalty
 
 EXACT = dict(mixed_precision="no", max_grad_norm=None)
 
@@ -268,3 +268,55 @@ def test_row_trained_tokens_skip_the_first_position():
     assert Row([1, 2, 3], [IGNORE, 2, 3]).trained_tokens == 2
     assert Row([1, 2, 3], [1, IGNORE, 3]).trained_tokens == 1
     assert unpacked([Tokenized([1, 2], [1, 2])])[0].trained_tokens == 1
+
+
+# --- L2-SP ---------------------------------------------------------------------------------------
+
+
+def test_l2sp_penalty_is_the_squared_distance_to_the_anchors():
+    params = [torch.tensor([1.0, 2.0], requires_grad=True), torch.tensor([[3.0]], requires_grad=True)]
+    anchors = [torch.tensor([0.5, 2.0]), torch.tensor([[1.0]])]
+    penalty = l2sp_penalty(params, anchors)
+    assert float(penalty.detach()) == pytest.approx(0.25 + 0.0 + 4.0)
+    penalty.backward()
+    assert params[0].grad.tolist() == [1.0, 0.0] and params[1].grad.tolist() == [[4.0]]  # 2 (w - w0)
+
+
+def test_l2sp_adds_its_exact_gradient_to_each_step(accelerator, tokenized):
+    """One SGD step with L2-SP moves every weight by lr * 2 * l2sp * (w - w0) more than the same step without."""
+    rows = unpacked(tokenized[:4])
+    lr, strength = 0.5, 0.3
+    plain = fresh_model()
+    optimizer, scheduler = constant_sgd(plain, lr)
+    run(plain, optimizer, scheduler, accelerator, rows, TrainConfig(batch_size=4, **EXACT), steps=1)
+
+    pulled = fresh_model()
+    start = [p.detach().clone() for p in pulled.parameters()]
+    anchors = [p + 0.01 * torch.randn_like(p) for p in start]  # as if training had already moved off w0
+    optimizer, scheduler = constant_sgd(pulled, lr)
+    records: list[dict] = []
+    train_loop(
+        model=pulled,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        accelerator=accelerator,
+        rows=rows,
+        pad_id=0,
+        cfg=TrainConfig(batch_size=4, l2sp=strength, **EXACT),
+        seed=0,
+        steps=1,
+        state=LoopState(),
+        hooks=Hooks(on_log=records.append),
+        anchors=anchors,
+    )
+    for p_plain, p_pulled, w, w0 in zip(plain.parameters(), pulled.parameters(), start, anchors, strict=True):
+        torch.testing.assert_close(p_pulled, p_plain - lr * 2 * strength * (w - w0), rtol=0, atol=1e-6)
+    expected = strength * sum(float(((w - w0) ** 2).sum()) for w, w0 in zip(start, anchors, strict=True))
+    assert records[0]["l2sp"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_l2sp_needs_the_anchors(accelerator, tokenized):
+    model = fresh_model()
+    optimizer, scheduler = constant_sgd(model, 0.1)
+    with pytest.raises(ValueError, match="anchors"):
+        run(model, optimizer, scheduler, accelerator, unpacked(tokenized), TrainConfig(l2sp=0.1, **EXACT), steps=1)

@@ -6,6 +6,7 @@ One module per job: `train` (finetune, preview), `check` (check_data), `augment`
 from lmtune.api.augment import augment
 from lmtune.api.check import check_data
 from lmtune.api.estimate import estimate
+from lmtune.api.evaluate import evaluate_run
 from lmtune.api.train import PreviewItem, RunResult, finetune, preview, summarize
 from lmtune.config import ConfigLike
 
@@ -16,6 +17,7 @@ __all__ = [
     "augment",
     "check_data",
     "estimate",
+    "evaluate_run",
     "finetune",
     "preview",
     "summarize",

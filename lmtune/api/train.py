@@ -12,13 +12,14 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from rich.console import Console
+from rich.markup import escape
 
 from lmtune.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from lmtune.config import ConfigLike, RunConfig, dump_config, load_config
-from lmtune.data.batching import pack, unpacked
+from lmtune.config import ConfigLike, EarlyStoppingConfig, RunConfig, dump_config, load_config
+from lmtune.data.batching import Row, pack, unpacked
 from lmtune.data.formats import Example
 from lmtune.data.leakage import cheap_leaks
-from lmtune.data.prepare import load_splits
+from lmtune.data.prepare import general_text, load_splits
 from lmtune.data.tokenize import (
     IGNORE,
     TokenStats,
@@ -31,6 +32,8 @@ from lmtune.data.tokenize import (
     uses_chat,
 )
 from lmtune.errors import LmtuneError
+from lmtune.evaluate.diagnose import diagnose
+from lmtune.evaluate.forgetting import forgetting_advice, forgetting_report, general_rows
 from lmtune.export import needs_base_copy, read_run_config, save_base, save_final
 from lmtune.fileio import atomic_write_text
 from lmtune.loop import (
@@ -38,13 +41,19 @@ from lmtune.loop import (
     LoopState,
     evaluate_loss,
     graceful_interrupt,
+    load_best,
     make_optimizer,
+    prune_best,
     resolve_mixed_precision,
+    run_evaluation,
+    save_best,
+    stop_reason,
     total_steps,
     train_loop,
 )
 from lmtune.methods import apply_method
 from lmtune.model import count_parameters, load_model, load_tokenizer
+from lmtune.report import write_report
 from lmtune.rundir import MetricsLog, check_run_dir, environment, prepare_run_dir, read_json, write_json
 
 
@@ -99,10 +108,23 @@ def finetune(
     val_tok, val_stats = tokenize_examples(splits.validation, tokenizer, **tokenize)
     if not train_tok:
         raise LmtuneError("no training example is left after tokenization", hint="check data.max_length and overlong")
-    rows = pack(train_tok, cfg.data.max_length) if cfg.data.packing else unpacked(train_tok)
+    # Replay (data.replay): general-text paragraphs trained on every token; too long ones are simply cut.
+    replay_tok, replay_stats = tokenize_examples(splits.replay, tokenizer, max_length=cfg.data.max_length)
+    mixed = train_tok + replay_tok
+    rows = pack(mixed, cfg.data.max_length) if cfg.data.packing else unpacked(mixed)
     val_rows = unpacked(val_tok)
+    if cfg.train.early_stopping is not None and not val_rows:
+        raise LmtuneError(
+            "train.early_stopping: the validation split is empty, so there is nothing to watch",
+            hint="set data.validation, or a data.val_fraction that leaves some examples",
+        )
     chat = bool(splits.train) and uses_chat(splits.train[0], cfg.data.template)
     _report_data(say, splits.format, chat, train_stats, val_stats, len(rows), cfg)
+    if replay_tok:
+        say(
+            f"replay: {len(replay_tok)} paragraphs of general text ({cfg.data.replay.source}) mixed into training "
+            f"({100 * len(replay_tok) / len(mixed):.0f}% of the examples, {replay_stats.trained_tokens:,} tokens)"
+        )
 
     # 3. Model and method.
     model = load_model(cfg.model)
@@ -120,7 +142,31 @@ def finetune(
     optimizer, scheduler = make_optimizer(model, cfg.train, steps)
     model, optimizer = accelerator.prepare(model, optimizer)
 
-    # 5. The run directory's description, or the state to resume from.
+    eval_bs = cfg.train.eval_batch_size or cfg.train.batch_size
+    pad_id = tokenizer.pad_token_id
+
+    # 5. What training is measured against, taken before a resume loads its checkpoint so that both belong to
+    #    the weights training started from (recomputed, not stored): the trainable weights themselves (L2-SP
+    #    pulls toward them) and the loss on a general text (the forgetting measurement compares the end with it).
+    anchors = [p.detach().clone() for p in model.parameters() if p.requires_grad] if cfg.train.l2sp > 0 else None
+    general: list[Row] = []
+    if cfg.forgetting.measure:
+        general_source, general_file = general_text(cfg.forgetting.text)
+        general = general_rows(
+            tokenizer,
+            general_source,
+            max_length=cfg.forgetting.max_length or cfg.data.max_length,
+            max_tokens=cfg.forgetting.max_tokens,
+        )
+    general_before = evaluate_loss(model, general, eval_bs, pad_id, accelerator) if general else None
+    if general_before is not None:
+        say(
+            f"general-text loss before training: {general_before['loss']:.4f} "
+            f"(perplexity {general_before['perplexity']:.2f}, {general_before['tokens']:,} tokens of "
+            f"{cfg.forgetting.text})"
+        )
+
+    # 6. The run directory's description, or the state to resume from.
     metrics = MetricsLog(run_dir / "metrics.jsonl")
     state = LoopState()
     if resume:
@@ -130,17 +176,17 @@ def finetune(
         state = LoopState(**load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler))
         if accelerator.is_main_process:
             metrics.truncate_after(state.step)
+            prune_best(run_dir, {state.best_step})  # bests a crashed run kept after this checkpoint are stale
         say(f"resuming from {ckpt} (step {state.step} of {steps})")
     elif accelerator.is_main_process:
         atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
         info = {**splits.info}
         info["train"].update(tokens=train_stats.as_dict(), rows=len(rows))
         info.setdefault("validation", {}).update(tokens=val_stats.as_dict())
+        if "replay" in info:
+            info["replay"].update(tokens=replay_stats.as_dict())
         write_json(run_dir, "data.json", {"format": splits.format, "chat": chat, "splits": info, "leakage": leaks})
         write_json(run_dir, "env.json", environment())
-
-    eval_bs = cfg.train.eval_batch_size or cfg.train.batch_size
-    pad_id = tokenizer.pad_token_id
 
     def on_eval(s: LoopState) -> dict[str, float]:
         result = evaluate_loss(model, val_rows, eval_bs, pad_id, accelerator)
@@ -149,6 +195,10 @@ def finetune(
         if accelerator.is_main_process:
             metrics.append({"split": "validation", "step": s.step, **result})
         return result
+
+    # Early stopping keeps the weights of the best evaluation on disk, and the best the last checkpoint refers to
+    # until the next checkpoint (a crash in between resumes from that checkpoint and needs its best).
+    committed_best: list[int | None] = [state.best_step]
 
     def on_checkpoint(s: LoopState) -> None:
         if accelerator.is_main_process:
@@ -161,19 +211,27 @@ def finetune(
                 s.as_dict(),
                 cfg.train.keep_checkpoints,
             )
+            prune_best(run_dir, {s.best_step})
+        committed_best[0] = s.best_step
         accelerator.wait_for_everyone()
 
-    if val_rows and not resume:
-        before = on_eval(state)
-        say(f"validation loss before training: {before['loss']:.4f} (perplexity {before['perplexity']:.2f})")
+    def on_best(s: LoopState) -> None:
+        if accelerator.is_main_process:
+            save_best(run_dir, s.step, accelerator.unwrap_model(model), keep=committed_best)
+        accelerator.wait_for_everyone()
 
-    # 6. Train.
     hooks = Hooks(
         on_log=metrics.append if accelerator.is_main_process else (lambda r: None),
         on_eval=on_eval if val_rows else None,
         on_checkpoint=on_checkpoint,
+        on_best=on_best,
         after_step=after_step,
     )
+    if val_rows and not resume:
+        before = run_evaluation(state, hooks, cfg.train.early_stopping)
+        say(f"validation loss before training: {before['loss']:.4f} (perplexity {before['perplexity']:.2f})")
+
+    # 7. Train.
     with graceful_interrupt() as stop_requested:
         hooks.stop_requested = stop_requested
         train_loop(
@@ -188,14 +246,41 @@ def finetune(
             steps=steps,
             state=state,
             hooks=hooks,
+            anchors=anchors,
         )
 
-    # 7. Save the tuned model and summarise.
+    # 8. The final model: with early stopping, the weights of the best evaluation, not the last ones.
+    early = cfg.train.early_stopping
+    if early is not None and state.best_step is not None:
+        load_best(run_dir, state.best_step, accelerator.unwrap_model(model))
+        if state.stopped_early:
+            say(f"early stopping at step {state.step} of {steps}: {stop_reason(state, early)}")
+        say(f"the final model is the one of step {state.best_step} ({early.metric} {state.best_metric:.4f})")
+
+    # 9. How much general ability the final model lost.
+    forgetting: dict[str, Any] | None = None
+    if general_before is not None:
+        after = evaluate_loss(model, general, eval_bs, pad_id, accelerator)
+        forgetting = forgetting_report(
+            general_before, after, cfg.forgetting.threshold, text=cfg.forgetting.text, file=str(general_file)
+        )
+        message = forgetting_advice(forgetting, cfg.method.name)
+        say(
+            f"[yellow]warning: {escape(message)}[/yellow]" if forgetting["warning"] else escape(message),
+            highlight=False,
+        )
+
+    # 10. Save the tuned model, summarise, and say what the curves show.
     summary: dict[str, Any] = {}
     if accelerator.is_main_process:
         save_final(run_dir, accelerator.unwrap_model(model), tokenizer)
-        summary = summarize(run_dir, state, trainable, total)
+        summary = summarize(run_dir, state, trainable, total, early_stopping=early, forgetting=forgetting)
         write_json(run_dir, "summary.json", summary)
+        for finding in summary["diagnosis"]:
+            advice = finding["advice"][:1].upper() + finding["advice"][1:]
+            say(f"[yellow]{finding['kind']}: {escape(finding['message'])}. {escape(advice)}.[/yellow]", highlight=False)
+        paths = write_report(run_dir)
+        say(f"report: {paths.html} · model card: {paths.model_card}")
     accelerator.wait_for_everyone()
     return RunResult(run_dir, summary)
 
@@ -228,7 +313,16 @@ def preview(
     return items
 
 
-def summarize(run_dir: Path, state: LoopState, trainable: int, total: int) -> dict[str, Any]:
+def summarize(
+    run_dir: Path,
+    state: LoopState,
+    trainable: int,
+    total: int,
+    *,
+    early_stopping: EarlyStoppingConfig | None = None,
+    forgetting: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """summary.json: what the run did, its losses, early stopping, forgetting and the diagnosis of its curves."""
     records = MetricsLog(run_dir / "metrics.jsonl").read()
     train = [r for r in records if r["split"] == "train"]
     val = [r for r in records if r["split"] == "validation"]
@@ -252,6 +346,21 @@ def summarize(run_dir: Path, state: LoopState, trainable: int, total: int) -> di
             best_val_step=best["step"],
             val_perplexity_after=val[-1]["perplexity"],
         )
+    # Which weights final/ holds: the best evaluation's with early stopping, else the last step's.
+    kept = state.best_step if early_stopping is not None and state.best_step is not None else state.step
+    out.update(stopped_early=state.stopped_early, stopped_at=state.step, best_step=state.best_step, final_step=kept)
+    at_kept = [r for r in val if r["step"] == kept]
+    out["val_loss_final"] = at_kept[-1]["loss"] if at_kept else None
+    if early_stopping is not None:
+        out["early_stopping"] = {
+            **early_stopping.model_dump(),
+            "best": state.best_metric,
+            "best_step": state.best_step,
+            "reason": stop_reason(state, early_stopping) if state.stopped_early else None,
+        }
+    if forgetting is not None:
+        out["forgetting"] = forgetting
+    out["diagnosis"] = [f.as_dict() for f in diagnose(records)]
     return out
 
 

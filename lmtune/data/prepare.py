@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmtune.config import DataConfig
-from lmtune.data.formats import AUGMENTATION_FIELD, Example, detect_format, normalize
+from lmtune.config import DataConfig, ReplayConfig
+from lmtune.data.formats import AUGMENTATION_FIELD, Example, TextExample, detect_format, normalize
 from lmtune.data.load import Record, load_records
 from lmtune.data.split import carve_validation
 from lmtune.errors import LmtuneError
 from lmtune.fileio import file_sha256
+
+# General reference texts shipped with lmtune (written for it; no third-party text): the default for the
+# forgetting measurement and for replay.
+RESOURCES = Path(__file__).resolve().parents[1] / "resources"
+GENERAL_SAMPLES = {"general": "general_en.txt", "stories": "stories_en.txt"}
 
 
 @dataclass
@@ -23,6 +30,7 @@ class Splits:
     validation: list[Example]
     format: str
     info: dict[str, dict[str, Any]] = field(default_factory=dict)
+    replay: list[Example] = field(default_factory=list)  # general text mixed into training (data.replay)
 
 
 def fingerprint(examples: list[Example]) -> str:
@@ -103,4 +111,82 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
     for name, examples in (("train", train), ("validation", validation)):
         if name in info:
             info[name].update(examples=len(examples), fingerprint=fingerprint(examples))
-    return Splits(train, validation, fmt, info)
+    replay: list[Example] = []
+    if cfg.replay is not None:
+        picked, info["replay"] = replay_examples(cfg.replay, len(train), seed)
+        replay.extend(picked)
+    return Splits(train, validation, fmt, info, replay)
+
+
+def general_text(source: str) -> tuple[str, Path]:
+    """The text of a shipped sample ('general', 'stories') or of a UTF-8 text file, and the file it came from."""
+    path = RESOURCES / GENERAL_SAMPLES[source] if source in GENERAL_SAMPLES else Path(source).expanduser()
+    if not path.is_file():
+        raise LmtuneError(
+            f"general text {source!r}: no such file",
+            hint=f"give the path of a UTF-8 text file, or a shipped sample: {', '.join(GENERAL_SAMPLES)}",
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise LmtuneError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})", hint="save it as UTF-8") from None
+    if not text.strip():
+        raise LmtuneError(f"{path}: the general text is empty", hint="give a file with some plain prose in it")
+    return text, path
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def paragraphs(text: str, source: str, max_chars: int = 1500) -> list[TextExample]:
+    """Blank-line separated paragraphs as raw-text examples (line = the paragraph's first line, 1-based).
+
+    A paragraph longer than max_chars is cut at sentence ends into pieces of at most about max_chars, so a file
+    without blank lines still gives many examples instead of one that truncation would cut short.
+    """
+    out: list[TextExample] = []
+    block: list[str] = []
+    start = 0
+    for i, line in enumerate([*text.splitlines(), ""], start=1):
+        if line.strip():
+            if not block:
+                start = i
+            block.append(line.strip())
+            continue
+        if block:
+            piece = ""
+            for sentence in _SENTENCE_END.split(" ".join(block)):
+                if piece and len(piece) + 1 + len(sentence) > max_chars:
+                    out.append(TextExample(piece, source, start))
+                    piece = ""
+                piece = f"{piece} {sentence}" if piece else sentence
+            out.append(TextExample(piece, source, start))
+            block = []
+    return out
+
+
+def replay_examples(cfg: ReplayConfig, n_train: int, seed: int) -> tuple[list[TextExample], dict[str, Any]]:
+    """General-text paragraphs to mix into n_train task examples so that they make `cfg.fraction` of the mix.
+
+    Drawn by a seeded shuffle (the same run draws the same ones); when more are needed than the text has, the
+    paragraphs are used again in a fresh order.
+    """
+    text, path = general_text(cfg.source)
+    chunks = paragraphs(text, str(path))
+    n = max(1, round(cfg.fraction * n_train / (1 - cfg.fraction)))
+    rng = random.Random(seed)
+    picked: list[TextExample] = []
+    while len(picked) < n:
+        order = list(chunks)
+        rng.shuffle(order)
+        picked.extend(order[: n - len(picked)])
+    info = {
+        "source": cfg.source,
+        "file": str(path),
+        "file_sha256": file_sha256(path),
+        "fraction": cfg.fraction,
+        "paragraphs_available": len(chunks),
+        "examples": len(picked),
+        "fingerprint": fingerprint(picked),
+    }
+    return picked, info

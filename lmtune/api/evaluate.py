@@ -1,0 +1,283 @@
+"""`evaluate_run`: the tuned model of a run against the base model prompted zero- and few-shot, on the same data.
+
+The recipe: the run's config → held-out examples in the run's shape (its column mapping and template) → prompts
+rendered exactly as training rendered them → generations of the tuned model and of each baseline → metrics →
+paired-bootstrap deltas and one verdict line → eval.json in the run directory (the report reads it).
+
+Few-shot demonstrations always come from the run's training split, never from the evaluated data: at random
+(seeded) or retrieved by TF-IDF similarity to the input, the retrieval-augmented baseline users weigh against
+fine-tuning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from lmtune.config import RunConfig
+from lmtune.data.formats import ChatExample, Example, Message, PromptCompletionExample, TextExample, normalize
+from lmtune.data.load import load_records
+from lmtune.data.prepare import load_splits
+from lmtune.data.text import example_input
+from lmtune.errors import DataError, LmtuneError
+from lmtune.evaluate.bootstrap import headline, paired_bootstraps, verdict
+from lmtune.evaluate.generate import context_limit, generate_texts
+from lmtune.evaluate.metrics import compute_metrics, default_metrics, metric_keys
+from lmtune.export import load_tuned, read_run_config
+from lmtune.fileio import atomic_write_json
+from lmtune.model import load_model
+from lmtune.rundir import read_json
+
+EVAL_FILE = "eval.json"
+SAMPLES = 8
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The base model prompted with `shots` demonstrations (0: zero-shot), picked at random or by similarity."""
+
+    shots: int = 0
+    pick: str = "random"
+
+    @property
+    def name(self) -> str:
+        return "zero-shot" if self.shots == 0 else f"{self.shots}-shot ({self.pick})"
+
+    @classmethod
+    def parse(cls, text: str) -> Baseline:
+        """`zero-shot`, `few-shot:K`, `few-shot:K:random` or `few-shot:K:retrieved`."""
+        parts = text.strip().split(":")
+        try:
+            if parts == ["zero-shot"]:
+                return cls()
+            if parts[0] == "few-shot" and len(parts) in (2, 3) and int(parts[1]) > 0:
+                pick = parts[2] if len(parts) == 3 else "random"
+                if pick in ("random", "retrieved"):
+                    return cls(int(parts[1]), pick)
+        except ValueError:
+            pass
+        raise LmtuneError(
+            f"unknown baseline {text!r}",
+            hint="use zero-shot, few-shot:K (random demonstrations) or few-shot:K:retrieved (most similar ones)",
+        )
+
+
+@dataclass
+class EvalResult:
+    run_dir: str
+    data: dict[str, Any]
+    metrics: dict[str, dict[str, Any]]
+    comparison: list[dict[str, Any]] = field(default_factory=list)
+    verdict: str | None = None
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_dir": self.run_dir,
+            "data": self.data,
+            "metrics": self.metrics,
+            "comparison": self.comparison,
+            "verdict": self.verdict,
+            "samples": self.samples,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def evaluate_run(
+    run: str | Path,
+    *,
+    data: str | None = None,
+    references: Sequence[str] = (),
+    metrics: Sequence[str] = (),
+    baselines: Sequence[str | Baseline] = (),
+    limit: int | None = None,
+    max_new_tokens: int = 128,
+    batch_size: int = 8,
+    seed: int = 0,
+    save: bool = True,
+    console: Console | None = None,
+) -> EvalResult:
+    """Score the run's tuned model (and baselines) on `data` (default: the run's validation split).
+
+    `data` is read in the shape the run was trained on (its column mapping and templates apply); `references`
+    names extra reference columns (DialogSum's test set has summary1..3), the first of which stands in for the
+    answer column.
+    """
+    start = time.perf_counter()
+    console = console or Console(stderr=True, soft_wrap=True)
+    run_dir = Path(run)
+    cfg = read_run_config(run_dir)
+    chosen = [b if isinstance(b, Baseline) else Baseline.parse(b) for b in baselines]
+
+    # 1. The held-out examples, in the run's shape, and their references.
+    examples, refs, source = _eval_data(cfg, data, references, limit)
+    chat = bool(read_json(run_dir, "data.json").get("chat"))
+
+    # 2. Generations: the tuned model, then the base model prompted zero- and few-shot.
+    model, tokenizer, _ = load_tuned(run_dir)
+    # Prompts past the context (long inputs, many demonstrations) keep their end: the question and what follows.
+    context = context_limit(model)
+    room = None if context is None or getattr(model.config, "is_encoder_decoder", False) else context - max_new_tokens
+    options = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, max_input_tokens=room)
+    prompts = [_prompt(ex, tokenizer, chat) for ex in examples]
+    outputs = {"tuned": generate_texts(model, tokenizer, prompts, desc="tuned", **options)}
+    if chosen:
+        train = load_splits(cfg.data, cfg.seed).train
+        with _base_model(model, cfg) as base:
+            for baseline in chosen:
+                shots = _demonstrations(baseline, examples, train, seed)
+                few = [_prompt(ex, tokenizer, chat, demos) for ex, demos in zip(examples, shots, strict=True)]
+                outputs[baseline.name] = generate_texts(base, tokenizer, few, desc=baseline.name, **options)
+
+    # 3. Metrics, deltas with paired-bootstrap intervals, and the verdict.
+    names, why = (list(metrics), "as asked") if metrics else default_metrics(outputs["tuned"], refs)
+    scores = {system: compute_metrics(names, texts, refs) for system, texts in outputs.items()}
+    keys = [key for name in names for key in metric_keys(name)]
+    comparison, line = [], None
+    main_key = headline(keys)
+    deltas = {b.name: paired_bootstraps(names, outputs[b.name], outputs["tuned"], refs, seed=seed) for b in chosen}
+    for name, by_key in deltas.items():
+        comparison += [{"baseline": name, **d.to_dict()} for d in by_key.values()]
+    if deltas:
+        # The verdict is against the strongest baseline: beating a weak one proves little.
+        strongest = max(deltas, key=lambda name: scores[name][main_key])
+        line = verdict(deltas[strongest][main_key], a=f"{strongest} prompting", b="fine-tuning")
+    samples = [
+        {"input": example_input(ex), "reference": list(r), "outputs": {s: o[i] for s, o in outputs.items()}}
+        for i, (ex, r) in enumerate(zip(examples[:SAMPLES], refs[:SAMPLES], strict=False))
+    ]
+    result = EvalResult(
+        str(run_dir),
+        {"source": source, "examples": len(examples), "references_per_example": max(map(len, refs)), "metrics": why},
+        scores,
+        comparison,
+        line,
+        samples,
+        time.perf_counter() - start,
+    )
+    if save:
+        atomic_write_json(run_dir / EVAL_FILE, result.as_dict())
+    return result
+
+
+def _eval_data(
+    cfg: RunConfig, data: str | None, references: Sequence[str], limit: int | None
+) -> tuple[list[Example], list[tuple[str, ...]], str]:
+    """Examples and references: `data` in the run's shape, or the run's own validation split."""
+    if data is None:
+        examples = load_splits(cfg.data, cfg.seed).validation
+        if not examples:
+            raise LmtuneError("the run has no validation split to evaluate on", hint="pass --data FILE")
+        source = cfg.data.validation or f"{cfg.data.train} (the run's validation carve)"
+        records = None
+    else:
+        records = load_records(data)
+        columns = dict(cfg.data.columns)
+        if references:
+            answer = "output" if cfg.data.format == "instruction" else "completion"
+            columns[answer] = references[0]
+        examples = normalize(records, format=cfg.data.format, columns=columns, prompt_template=cfg.data.prompt_template)
+        source = data
+    if limit is not None:
+        examples = examples[:limit]
+    refs = []
+    for i, ex in enumerate(examples):
+        if isinstance(ex, TextExample):
+            raise LmtuneError(
+                f"{ex.source}: raw-text data has no reference answers to score generations against",
+                hint="evaluate prompt/completion, instruction or chat data",
+            )
+        answer = _answer(ex)
+        extra = []
+        if references and records is not None:
+            record = records[i]
+            for name in references[1:]:
+                value = record.data.get(name)
+                if not isinstance(value, str) or not value.strip():
+                    raise DataError(record.source, record.line, name, "missing or empty reference")
+                extra.append(value)
+        refs.append((answer, *extra))
+    return examples, refs, source
+
+
+def _answer(example: Example) -> str:
+    if isinstance(example, PromptCompletionExample):
+        return example.completion
+    assert isinstance(example, ChatExample)
+    return _split_chat(example)[1].content
+
+
+def _split_chat(example: ChatExample) -> tuple[tuple[Message, ...], Message]:
+    """The conversation up to its last trained assistant turn, and that turn (the reference)."""
+    for i in range(len(example.messages) - 1, -1, -1):
+        m = example.messages[i]
+        if m.role == "assistant" and m.weight:
+            return example.messages[:i], m
+    raise DataError(example.source, example.line, "messages", "has no assistant turn to evaluate")
+
+
+def _prompt(example: Example, tokenizer: Any, chat: bool, demos: Sequence[Example] = ()) -> str:
+    """What the model is given, rendered as training rendered it; demonstrations go first as solved examples."""
+    if chat:
+        history: list[dict[str, str]] = []
+        for demo in demos:
+            context, answer = _as_chat(demo)
+            history += [{"role": m.role, "content": m.content} for m in context if m.role != "system"]
+            history.append({"role": "assistant", "content": answer.content})
+        context, _ = _as_chat(example)
+        system = [{"role": m.role, "content": m.content} for m in context if m.role == "system"]
+        rest = [{"role": m.role, "content": m.content} for m in context if m.role != "system"]
+        return tokenizer.apply_chat_template([*system, *history, *rest], tokenize=False, add_generation_prompt=True)
+    assert isinstance(example, PromptCompletionExample)
+    shots = "".join(f"{d.prompt}{d.completion}\n\n" for d in demos if isinstance(d, PromptCompletionExample))
+    return shots + example.prompt
+
+
+def _as_chat(example: Example) -> tuple[tuple[Message, ...], Message]:
+    if isinstance(example, PromptCompletionExample):
+        return (Message("user", example.prompt),), Message("assistant", example.completion)
+    assert isinstance(example, ChatExample)
+    return _split_chat(example)
+
+
+def _demonstrations(
+    baseline: Baseline, examples: Sequence[Example], train: Sequence[Example], seed: int
+) -> list[list[Example]]:
+    """`shots` training examples per evaluated example: seeded random ones, or the most similar inputs (TF-IDF)."""
+    if baseline.shots == 0:
+        return [[] for _ in examples]
+    if len(train) < baseline.shots:
+        raise LmtuneError(f"{baseline.name}: the training split has only {len(train)} examples")
+    if baseline.pick == "random":
+        rng = random.Random(seed)
+        return [rng.sample(list(train), baseline.shots) for _ in examples]
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.metrics.pairwise import linear_kernel
+
+    vectorizer = TfidfVectorizer().fit([example_input(t) for t in train])
+    similarity = linear_kernel(
+        vectorizer.transform([example_input(e) for e in examples]),
+        vectorizer.transform([example_input(t) for t in train]),
+    )
+    # Most similar last: the nearest demonstration sits right before the question.
+    return [[train[j] for j in row.argsort()[::-1][: baseline.shots][::-1]] for row in similarity]
+
+
+@contextlib.contextmanager
+def _base_model(tuned: Any, cfg: RunConfig) -> Iterator[Any]:
+    """The base model: the adapter switched off for LoRA runs, else the base loaded as the run loaded it."""
+    if hasattr(tuned, "disable_adapter"):
+        with tuned.disable_adapter():
+            yield tuned
+        return
+    base = load_model(cfg.model.model_copy(update={"gradient_checkpointing": False}))
+    base.eval()
+    yield base
