@@ -265,6 +265,39 @@ class ForgettingConfig(_Section):
     )
 
 
+class EvalConfig(_Section):
+    run: bool = Field(
+        False,
+        description="At the end of training, score the tuned model on held-out data with generation metrics "
+        "(as `lmtune eval RUN`) and put the results in the report. On when `data` is set.",
+    )
+    data: str | None = Field(
+        None, description="Held-out data in the training data's shape; default: the run's validation split."
+    )
+    references: list[str] = Field(
+        default_factory=list, description="Reference columns when there are several, e.g. [summary1, summary2]."
+    )
+    metrics: list[str] = Field(
+        default_factory=list,
+        description="Metrics (rouge, bleu, chrf, exact_match, accuracy, f1, ...); default by data.",
+    )
+    baselines: list[str] = Field(
+        default_factory=list,
+        description="The base model prompted on the same data: zero-shot, few-shot:K, few-shot:K:retrieved.",
+    )
+    limit: int | None = Field(None, gt=0, description="Evaluate the first N examples only.")
+    max_new_tokens: int = Field(128, gt=0, description="Most tokens generated per example.")
+
+    @field_validator("data")
+    @classmethod
+    def _absolute_local_path(cls, value: str | None) -> str | None:
+        return str(Path(value).expanduser().resolve()) if value and Path(value).expanduser().exists() else value
+
+    @property
+    def enabled(self) -> bool:
+        return self.run or self.data is not None
+
+
 class RunConfig(_Section):
     name: str = Field("run", description="Run name; the run directory is output_dir or runs/<name>.")
     task: Literal["sft"] = Field("sft", description="Training type.")
@@ -275,6 +308,7 @@ class RunConfig(_Section):
     method: MethodConfig = Field(default_factory=LoraMethod, description="Fine-tuning method: full, lora or freeze.")
     train: TrainConfig = Field(default_factory=TrainConfig)
     forgetting: ForgettingConfig = Field(default_factory=ForgettingConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @field_validator("method", mode="before")
     @classmethod

@@ -14,6 +14,7 @@ from accelerate.utils import set_seed
 from rich.console import Console
 from rich.markup import escape
 
+from lmtune.api.evaluate import evaluate_run
 from lmtune.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lmtune.config import ConfigLike, EarlyStoppingConfig, RunConfig, dump_config, load_config
 from lmtune.data.batching import Row, pack, unpacked
@@ -279,6 +280,18 @@ def finetune(
         for finding in summary["diagnosis"]:
             advice = finding["advice"][:1].upper() + finding["advice"][1:]
             say(f"[yellow]{finding['kind']}: {escape(finding['message'])}. {escape(advice)}.[/yellow]", highlight=False)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if cfg.eval.enabled:
+            # 11. The configured evaluation: generation metrics against the baselines, into the report.
+            e = cfg.eval
+            result = evaluate_run(run_dir, data=e.data, references=e.references, metrics=e.metrics,
+                                  baselines=e.baselines, limit=e.limit, max_new_tokens=e.max_new_tokens,
+                                  seed=cfg.seed, console=console)  # fmt: skip
+            scores = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics["tuned"].items() if isinstance(v, float))
+            say(f"evaluation on {result.data['examples']} examples: {scores}")
+            if result.verdict:
+                say(result.verdict)
         paths = write_report(run_dir)
         say(f"report: {paths.html} · model card: {paths.model_card}")
     accelerator.wait_for_everyone()

@@ -82,3 +82,20 @@ def test_cli_eval_run_json_is_one_object(lora_run: Path, monkeypatch, capsys) ->
     assert payload["data"]["examples"] == 3 and "tuned" in payload["metrics"]
     code, _, stderr = run_main(monkeypatch, capsys, "eval", lora_run, "--baseline", "two-shot")
     assert code == 2 and "unknown baseline" in stderr and "Traceback" not in stderr
+
+
+def test_train_runs_the_configured_evaluation_into_the_report(tmp_path: Path) -> None:
+    train = write_jsonl(tmp_path / "train.jsonl", [qa(i) for i in range(20)])
+    test = write_jsonl(tmp_path / "test.jsonl", [qa(i) for i in range(40, 44)])
+    cfg = {
+        "data": {"train": str(train), "columns": {"prompt": "question", "completion": "answer"}, "max_length": 64},
+        "method": "full",
+        "train": {"max_steps": 2, "batch_size": 4, "mixed_precision": "no"},
+        "forgetting": {"measure": False},
+        "eval": {"data": str(test), "references": ["answer", "alt"], "baselines": ["zero-shot"], "max_new_tokens": 4},
+    }
+    run_dir = finetune(cfg, output_dir=str(tmp_path / "run")).run_dir
+    saved = json.loads((run_dir / "eval.json").read_text())
+    assert saved["data"]["examples"] == 4 and set(saved["metrics"]) == {"tuned", "zero-shot"}
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert saved["verdict"] in page.replace("&#x27;", "'") and "zero-shot" in page

@@ -1,0 +1,3 @@
+from lmtune.cli import main
+
+main()
