@@ -22,14 +22,17 @@ from typing import Any
 from rich.console import Console
 
 from lmtune.config import RunConfig
+from lmtune.data.batching import unpacked
 from lmtune.data.formats import ChatExample, Example, Message, PromptCompletionExample, TextExample, normalize
 from lmtune.data.load import load_records
-from lmtune.data.prepare import load_splits
+from lmtune.data.prepare import general_text, load_splits
 from lmtune.data.text import example_input
+from lmtune.data.tokenize import tokenize_examples
 from lmtune.errors import DataError, LmtuneError
 from lmtune.evaluate.bootstrap import headline, paired_bootstraps, verdict
+from lmtune.evaluate.forgetting import forgetting_advice, forgetting_report, general_loss, rows_loss
 from lmtune.evaluate.generate import context_limit, generate_texts
-from lmtune.evaluate.metrics import compute_metrics, default_metrics, metric_keys
+from lmtune.evaluate.metrics import MODEL_METRICS, compute_metrics, default_metrics, metric_keys
 from lmtune.export import load_tuned, read_run_config
 from lmtune.fileio import atomic_write_json
 from lmtune.model import load_model
@@ -78,6 +81,7 @@ class EvalResult:
     verdict: str | None = None
     samples: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    forgetting: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +92,7 @@ class EvalResult:
             "verdict": self.verdict,
             "samples": self.samples,
             "seconds": round(self.seconds, 2),
+            **({"forgetting": self.forgetting} if self.forgetting is not None else {}),
         }
 
 
@@ -102,6 +107,7 @@ def evaluate_run(
     max_new_tokens: int = 128,
     batch_size: int = 8,
     seed: int = 0,
+    forgetting: str | Path | None = None,
     save: bool = True,
     console: Console | None = None,
 ) -> EvalResult:
@@ -109,7 +115,9 @@ def evaluate_run(
 
     `data` is read in the shape the run was trained on (its column mapping and templates apply); `references`
     names extra reference columns (DialogSum's test set has summary1..3), the first of which stands in for the
-    answer column.
+    answer column. Metrics `perplexity` and `token_accuracy` are teacher-forced on the reference answers (tuned and
+    zero-shot base). `forgetting` names a general text ('general', 'stories' or a file) to score the base and
+    the tuned model on, as the run's own forgetting check does.
     """
     start = time.perf_counter()
     console = console or Console(stderr=True, soft_wrap=True)
@@ -138,8 +146,27 @@ def evaluate_run(
                 outputs[baseline.name] = generate_texts(base, tokenizer, few, desc=baseline.name, **options)
 
     # 3. Metrics, deltas with paired-bootstrap intervals, and the verdict.
-    names, why = (list(metrics), "as asked") if metrics else default_metrics(outputs["tuned"], refs)
+    forced = [m for m in metrics if m in MODEL_METRICS]
+    asked = [m for m in metrics if m not in MODEL_METRICS]
+    names, why = (asked, "as asked") if asked else default_metrics(outputs["tuned"], refs)
     scores = {system: compute_metrics(names, texts, refs) for system, texts in outputs.items()}
+    if forced:
+        # Teacher-forced: the loss of the reference answers, as training scores them (perplexity, token accuracy).
+        rows = unpacked(
+            tokenize_examples(examples, tokenizer, max_length=cfg.data.max_length, template=cfg.data.template)[0]
+        )
+        scores["tuned"].update(_forced(model, rows, tokenizer.pad_token_id, forced))
+        if "zero-shot" in scores:
+            with _base_model(model, cfg) as base:
+                scores["zero-shot"].update(_forced(base, rows, tokenizer.pad_token_id, forced))
+    if forgetting is not None:
+        with _base_model(model, cfg) as base:
+            before = general_loss(base, tokenizer, _text(forgetting), max_length=cfg.data.max_length)
+        after = general_loss(model, tokenizer, _text(forgetting), max_length=cfg.data.max_length)
+        general = forgetting_report(
+            before, after, cfg.forgetting.threshold, vocab_size=len(tokenizer), text=str(forgetting)
+        )
+        console.print(forgetting_advice(general, cfg.method.name), highlight=False)
     keys = [key for name in names for key in metric_keys(name)]
     comparison, line = [], None
     main_key = headline(keys)
@@ -162,10 +189,21 @@ def evaluate_run(
         line,
         samples,
         time.perf_counter() - start,
+        general if forgetting is not None else None,
     )
     if save:
         atomic_write_json(run_dir / EVAL_FILE, result.as_dict())
     return result
+
+
+def _forced(model: Any, rows: list, pad_id: int, names: Sequence[str]) -> dict[str, float]:
+    result = rows_loss(model, rows, pad_id)
+    return {name: result["perplexity" if name == "perplexity" else "token_accuracy"] for name in names}
+
+
+def _text(source: str | Path) -> str | Path:
+    """A shipped sample by name, else the path of a text file."""
+    return general_text(str(source))[0] if str(source) in ("general", "stories") else Path(source)
 
 
 def _eval_data(

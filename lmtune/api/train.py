@@ -263,7 +263,12 @@ def finetune(
     if general_before is not None:
         after = evaluate_loss(model, general, eval_bs, pad_id, accelerator)
         forgetting = forgetting_report(
-            general_before, after, cfg.forgetting.threshold, text=cfg.forgetting.text, file=str(general_file)
+            general_before,
+            after,
+            cfg.forgetting.threshold,
+            vocab_size=len(tokenizer),
+            text=cfg.forgetting.text,
+            file=str(general_file),
         )
         message = forgetting_advice(forgetting, cfg.method.name)
         say(

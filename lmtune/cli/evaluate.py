@@ -38,6 +38,10 @@ def eval_(
     limit: Annotated[int | None, typer.Option(help="Evaluate the first N examples only.")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Most tokens generated per example.")] = 128,
     batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 8,
+    forgetting: Annotated[
+        str | None,
+        typer.Option(help="General text to score base and tuned model on: 'general', 'stories' or a .txt file."),
+    ] = None,
     predictions: Annotated[
         Path | None,
         typer.Option(
@@ -49,7 +53,7 @@ def eval_(
         str | None,
         typer.Option(
             help="Comma-separated: accuracy, f1, precision, recall, bleu, chrf, rouge (rouge1/rouge2/rougeL), "
-            "exact_match. Default: accuracy,f1,precision,recall when every prediction and reference is at most 3 "
+            "exact_match; for a run also perplexity and token_accuracy (teacher-forced on the references). Default: accuracy,f1,precision,recall when every prediction and reference is at most 3 "
             "words, each example has one reference and there are at most 50 distinct references (labels); "
             "otherwise rouge,bleu,chrf,exact_match."
         ),
@@ -68,7 +72,7 @@ def eval_(
     if run is not None and predictions is not None:
         raise LmtuneError(f"give either a run ({run}) or --predictions, not both")
     if run is not None:
-        _eval_run(run, data, references, metrics, baseline, limit, max_new_tokens, batch_size, seed, json_)
+        _eval_run(run, data, references, metrics, baseline, limit, max_new_tokens, batch_size, seed, forgetting, json_)
         return
     if predictions is None:
         raise LmtuneError(
@@ -96,6 +100,7 @@ def _eval_run(
     max_new_tokens: int,
     batch_size: int,
     seed: int,
+    forgetting: str | None,
     json_: bool,
 ) -> None:
     _quiet_libraries()
@@ -114,6 +119,7 @@ def _eval_run(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         seed=seed,
+        forgetting=forgetting,
         console=err,
     )
     if json_:

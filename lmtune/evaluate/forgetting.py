@@ -88,18 +88,24 @@ def rows_loss(model: torch.nn.Module, rows: list[Row], pad_id: int, batch_size: 
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    total, n = 0.0, 0
+    total, n, correct = 0.0, 0, 0
     try:
-        for i in range(0, len(rows), batch_size):
-            batch = collate(rows[i : i + batch_size], pad_id)
-            inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
-            loss, count = causal_lm_loss(model(**inputs, use_cache=False).logits, batch["labels"].to(device))
-            total += float(loss)
-            n += count
+        with torch.no_grad():
+            for i in range(0, len(rows), batch_size):
+                batch = collate(rows[i : i + batch_size], pad_id)
+                inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+                logits = model(**inputs, use_cache=False).logits
+                labels = batch["labels"].to(device)
+                loss, count = causal_lm_loss(logits, labels)
+                total += float(loss)
+                n += count
+                # Mean token accuracy: the logits at t predict the token at t + 1.
+                scored = labels[:, 1:] != IGNORE
+                correct += int((logits[:, :-1].argmax(-1) == labels[:, 1:])[scored].sum())
     finally:
         model.train(was_training)
     mean = total / max(n, 1)
-    return {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "tokens": n}
+    return {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "tokens": n, "token_accuracy": correct / max(n, 1)}
 
 
 def general_loss(
@@ -120,12 +126,22 @@ def general_loss(
 
 
 def forgetting_report(
-    before: dict[str, float], after: dict[str, float], threshold: float = DEFAULT_THRESHOLD, **extra: Any
+    before: dict[str, float],
+    after: dict[str, float],
+    threshold: float = DEFAULT_THRESHOLD,
+    *,
+    vocab_size: int | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
     """The before/after general losses as the run records them: `ratio` is after_loss / before_loss (losses,
     not perplexities: a perplexity ratio is exp of the loss difference and grows much faster), and `warning`
-    says whether it exceeds the threshold."""
+    says whether it exceeds the threshold.
+
+    A base model that predicts the general text no better than chance (loss within 2% of ln(vocab_size): a
+    randomly initialised one, such as the built-in preset) knows nothing to forget: no warning then.
+    """
     ratio = after["loss"] / before["loss"] if before["loss"] > 0 else math.inf
+    untrained = vocab_size is not None and before["loss"] >= 0.98 * math.log(vocab_size)
     return {
         **extra,
         "before": before,
@@ -134,7 +150,8 @@ def forgetting_report(
         "ratio_of": "loss",
         "perplexity_ratio": after["perplexity"] / before["perplexity"],
         "threshold": threshold,
-        "warning": ratio > threshold,
+        "untrained_base": untrained,
+        "warning": ratio > threshold and not untrained,
     }
 
 
@@ -164,6 +181,8 @@ def forgetting_advice(report: dict[str, Any], method: str | None = None) -> str:
         f"(x{report['ratio']:.3f}; perplexity {report['before']['perplexity']:.2f} -> "
         f"{report['after']['perplexity']:.2f})"
     )
+    if report.get("untrained_base"):
+        return f"{line}: the base model predicts this text no better than chance, so it had nothing to forget"
     if not report["warning"]:
         return line
     lora = "" if method == "lora" else "use LoRA instead of full fine-tuning, "

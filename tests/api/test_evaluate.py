@@ -99,3 +99,20 @@ def test_train_runs_the_configured_evaluation_into_the_report(tmp_path: Path) ->
     assert saved["data"]["examples"] == 4 and set(saved["metrics"]) == {"tuned", "zero-shot"}
     page = (run_dir / "report.html").read_text(encoding="utf-8")
     assert saved["verdict"] in page.replace("&#x27;", "'") and "zero-shot" in page
+
+
+def test_teacher_forced_metrics_and_forgetting(lora_run: Path) -> None:
+    result = evaluate_run(
+        lora_run,
+        metrics=["exact_match", "perplexity", "token_accuracy"],
+        baselines=["zero-shot"],
+        limit=4,
+        max_new_tokens=4,
+        forgetting="general",
+        save=False,
+    )
+    tuned, base = result.metrics["tuned"], result.metrics["zero-shot"]
+    assert set(tuned) == {"exact_match", "perplexity", "token_accuracy"} and 0 <= tuned["token_accuracy"] <= 1
+    assert tuned["perplexity"] > 1 and base["perplexity"] > 1 and tuned["perplexity"] != base["perplexity"]
+    assert result.forgetting is not None and result.forgetting["ratio"] > 0
+    assert result.as_dict()["forgetting"]["after"]["loss"] > 0

@@ -286,3 +286,15 @@ def test_lora_replay_and_l2sp_forget_less_than_full_fine_tuning_on_stories260k(t
     assert lora["ratio"] < full["ratio"]
     assert replay["ratio"] < full["ratio"]
     assert l2sp["ratio"] < full["ratio"]
+
+
+def test_a_base_at_chance_level_has_nothing_to_forget() -> None:
+    from lmtune.evaluate.forgetting import forgetting_advice, forgetting_report
+
+    chance = {"loss": math.log(1024) * 0.99, "perplexity": 1000.0, "tokens": 10}
+    worse = {"loss": 8.5, "perplexity": 5000.0, "tokens": 10}
+    report = forgetting_report(chance, worse, 1.1, vocab_size=1024)
+    assert report["ratio"] > 1.1 and report["untrained_base"] and not report["warning"]
+    assert "nothing to forget" in forgetting_advice(report)
+    trained = {"loss": 3.0, "perplexity": 20.0, "tokens": 10}
+    assert forgetting_report(trained, worse, 1.1, vocab_size=1024)["warning"]
