@@ -21,13 +21,13 @@ from typing import Any
 
 from rich.console import Console
 
-from lmtune.config import RunConfig
+from lmtune.config import RunConfig, load_config
 from lmtune.data.batching import unpacked
 from lmtune.data.formats import ChatExample, Example, Message, PromptCompletionExample, TextExample, normalize
 from lmtune.data.load import load_records
 from lmtune.data.prepare import general_text, load_splits
 from lmtune.data.text import example_input
-from lmtune.data.tokenize import tokenize_examples
+from lmtune.data.tokenize import setup_chat_template, tokenize_examples, uses_chat
 from lmtune.errors import DataError, LmtuneError
 from lmtune.evaluate.bootstrap import headline, paired_bootstraps, verdict
 from lmtune.evaluate.forgetting import forgetting_advice, forgetting_report, general_loss, rows_loss
@@ -35,7 +35,7 @@ from lmtune.evaluate.generate import context_limit, generate_texts
 from lmtune.evaluate.metrics import MODEL_METRICS, compute_metrics, default_metrics, metric_keys
 from lmtune.export import load_tuned, read_run_config
 from lmtune.fileio import atomic_write_json
-from lmtune.model import load_model
+from lmtune.model import load_model, load_tokenizer
 from lmtune.rundir import read_json
 
 EVAL_FILE = "eval.json"
@@ -108,10 +108,15 @@ def evaluate_run(
     batch_size: int = 8,
     seed: int = 0,
     forgetting: str | Path | None = None,
+    overrides: Sequence[str] = (),
     save: bool = True,
     console: Console | None = None,
 ) -> EvalResult:
     """Score the run's tuned model (and baselines) on `data` (default: the run's validation split).
+
+    `run` may also be a model (hub id, local directory or preset) to score as it is, before any fine-tuning:
+    `data` is then required and read with a default data config (`overrides` such as `data.columns.prompt=...`
+    apply; few-shot demonstrations need `data.train=FILE`).
 
     `data` is read in the shape the run was trained on (its column mapping and templates apply); `references`
     names extra reference columns (DialogSum's test set has summary1..3), the first of which stands in for the
@@ -122,24 +127,31 @@ def evaluate_run(
     start = time.perf_counter()
     console = console or Console(stderr=True, soft_wrap=True)
     run_dir = Path(run)
-    cfg = read_run_config(run_dir)
+    is_run = (run_dir / "config.yaml").is_file()
     chosen = [b if isinstance(b, Baseline) else Baseline.parse(b) for b in baselines]
 
-    # 1. The held-out examples, in the run's shape, and their references.
+    # 1. The model and the held-out examples in the run's shape, with their references.
+    if is_run:
+        cfg = read_run_config(run_dir)
+        model, tokenizer, _ = load_tuned(run_dir)
+        system = "tuned"
+    else:
+        cfg, model, tokenizer = _plain_model(str(run), data, overrides, chosen)
+        chosen = [b for b in chosen if b.shots > 0]  # zero-shot *is* the model here
+        system = "model"
     examples, refs, source = _eval_data(cfg, data, references, limit)
-    chat = bool(read_json(run_dir, "data.json").get("chat"))
+    chat = bool(read_json(run_dir, "data.json").get("chat")) if is_run else uses_chat(examples[0], cfg.data.template)
 
     # 2. Generations: the tuned model, then the base model prompted zero- and few-shot.
-    model, tokenizer, _ = load_tuned(run_dir)
     # Prompts past the context (long inputs, many demonstrations) keep their end: the question and what follows.
     context = context_limit(model)
     room = None if context is None or getattr(model.config, "is_encoder_decoder", False) else context - max_new_tokens
     options = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, max_input_tokens=room)
     prompts = [_prompt(ex, tokenizer, chat) for ex in examples]
-    outputs = {"tuned": generate_texts(model, tokenizer, prompts, desc="tuned", **options)}
+    outputs = {system: generate_texts(model, tokenizer, prompts, desc=system, **options)}
     if chosen:
         train = load_splits(cfg.data, cfg.seed).train
-        with _base_model(model, cfg) as base:
+        with _base_model(model, cfg) if is_run else contextlib.nullcontext(model) as base:
             for baseline in chosen:
                 shots = _demonstrations(baseline, examples, train, seed)
                 few = [_prompt(ex, tokenizer, chat, demos) for ex, demos in zip(examples, shots, strict=True)]
@@ -148,18 +160,18 @@ def evaluate_run(
     # 3. Metrics, deltas with paired-bootstrap intervals, and the verdict.
     forced = [m for m in metrics if m in MODEL_METRICS]
     asked = [m for m in metrics if m not in MODEL_METRICS]
-    names, why = (asked, "as asked") if asked else default_metrics(outputs["tuned"], refs)
+    names, why = (asked, "as asked") if asked else default_metrics(outputs[system], refs)
     scores = {system: compute_metrics(names, texts, refs) for system, texts in outputs.items()}
     if forced:
         # Teacher-forced: the loss of the reference answers, as training scores them (perplexity, token accuracy).
         rows = unpacked(
             tokenize_examples(examples, tokenizer, max_length=cfg.data.max_length, template=cfg.data.template)[0]
         )
-        scores["tuned"].update(_forced(model, rows, tokenizer.pad_token_id, forced))
-        if "zero-shot" in scores:
+        scores[system].update(_forced(model, rows, tokenizer.pad_token_id, forced))
+        if "zero-shot" in scores and is_run:
             with _base_model(model, cfg) as base:
                 scores["zero-shot"].update(_forced(base, rows, tokenizer.pad_token_id, forced))
-    if forgetting is not None:
+    if forgetting is not None and is_run:
         with _base_model(model, cfg) as base:
             before = general_loss(base, tokenizer, _text(forgetting), max_length=cfg.data.max_length)
         after = general_loss(model, tokenizer, _text(forgetting), max_length=cfg.data.max_length)
@@ -170,13 +182,14 @@ def evaluate_run(
     keys = [key for name in names for key in metric_keys(name)]
     comparison, line = [], None
     main_key = headline(keys)
-    deltas = {b.name: paired_bootstraps(names, outputs[b.name], outputs["tuned"], refs, seed=seed) for b in chosen}
+    deltas = {b.name: paired_bootstraps(names, outputs[b.name], outputs[system], refs, seed=seed) for b in chosen}
     for name, by_key in deltas.items():
         comparison += [{"baseline": name, **d.to_dict()} for d in by_key.values()]
     if deltas:
         # The verdict is against the strongest baseline: beating a weak one proves little.
         strongest = max(deltas, key=lambda name: scores[name][main_key])
-        line = verdict(deltas[strongest][main_key], a=f"{strongest} prompting", b="fine-tuning")
+        winner = "fine-tuning" if is_run else f"{system} zero-shot"
+        line = verdict(deltas[strongest][main_key], a=f"{strongest} prompting", b=winner)
     samples = [
         {"input": example_input(ex), "reference": list(r), "outputs": {s: o[i] for s, o in outputs.items()}}
         for i, (ex, r) in enumerate(zip(examples[:SAMPLES], refs[:SAMPLES], strict=False))
@@ -191,9 +204,31 @@ def evaluate_run(
         time.perf_counter() - start,
         general if forgetting is not None else None,
     )
-    if save:
+    if save and is_run:
         atomic_write_json(run_dir / EVAL_FILE, result.as_dict())
     return result
+
+
+def _plain_model(
+    name: str, data: str | None, overrides: Sequence[str], baselines: Sequence[Baseline]
+) -> tuple[RunConfig, Any, Any]:
+    """A model that is not a run: its config from defaults + overrides, the model and its tokenizer as loaded."""
+    if data is None:
+        raise LmtuneError(
+            f"{name} is not a run directory (no config.yaml); to evaluate it as a model, give --data",
+            hint="evaluate a run: lmtune eval runs/NAME, or a model: lmtune eval MODEL --data test.jsonl",
+        )
+    cfg = load_config({"model": {"name": name}, "data": {"train": data, "val_fraction": 0}}, overrides)
+    if any(b.shots for b in baselines) and Path(cfg.data.train).resolve() == Path(data).resolve():
+        raise LmtuneError(
+            "few-shot demonstrations must come from training data, not from the evaluated data",
+            hint="name the file to draw them from: --set data.train=train.jsonl",
+        )
+    tokenizer = load_tokenizer(cfg.model)
+    setup_chat_template(tokenizer, cfg.data.chat_template)
+    model = load_model(cfg.model.model_copy(update={"gradient_checkpointing": False}))
+    model.eval()
+    return cfg, model, tokenizer
 
 
 def _forced(model: Any, rows: list, pad_id: int, names: Sequence[str]) -> dict[str, float]:

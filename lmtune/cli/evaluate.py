@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from lmtune.cli import _count, _quiet_libraries, app, emit_json, err, out
+from lmtune.cli import SetOpt, _count, _quiet_libraries, app, emit_json, err, out
 from lmtune.errors import LmtuneError
 
 
@@ -16,7 +16,10 @@ from lmtune.errors import LmtuneError
 def eval_(
     run: Annotated[
         Path | None,
-        typer.Argument(metavar="RUN", help="Run directory (runs/<name>) whose tuned model to evaluate."),
+        typer.Argument(
+            metavar="RUN_OR_MODEL",
+            help="Run directory (runs/<name>), or a model (hub id, local directory, preset) to score as it is.",
+        ),
     ] = None,
     data: Annotated[
         str | None,
@@ -38,6 +41,7 @@ def eval_(
     limit: Annotated[int | None, typer.Option(help="Evaluate the first N examples only.")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Most tokens generated per example.")] = 128,
     batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 8,
+    set_: SetOpt = None,
     forgetting: Annotated[
         str | None,
         typer.Option(help="General text to score base and tuned model on: 'general', 'stories' or a .txt file."),
@@ -72,7 +76,20 @@ def eval_(
     if run is not None and predictions is not None:
         raise LmtuneError(f"give either a run ({run}) or --predictions, not both")
     if run is not None:
-        _eval_run(run, data, references, metrics, baseline, limit, max_new_tokens, batch_size, seed, forgetting, json_)
+        _eval_run(
+            run,
+            data,
+            references,
+            metrics,
+            baseline,
+            limit,
+            max_new_tokens,
+            batch_size,
+            seed,
+            forgetting,
+            set_ or [],
+            json_,
+        )
         return
     if predictions is None:
         raise LmtuneError(
@@ -101,6 +118,7 @@ def _eval_run(
     batch_size: int,
     seed: int,
     forgetting: str | None,
+    overrides: list[str],
     json_: bool,
 ) -> None:
     _quiet_libraries()
@@ -120,6 +138,7 @@ def _eval_run(
         batch_size=batch_size,
         seed=seed,
         forgetting=forgetting,
+        overrides=overrides,
         console=err,
     )
     if json_:
@@ -135,7 +154,8 @@ def _eval_run(
     out.print(table)
     if result.verdict:
         out.print(escape(result.verdict), style="bold", highlight=False)
-    out.print(f"wrote {run / 'eval.json'}", highlight=False)
+    if (run / "eval.json").is_file():
+        out.print(f"wrote {run / 'eval.json'}", highlight=False)
 
 
 def _print_eval(report: Any) -> None:

@@ -116,3 +116,28 @@ def test_teacher_forced_metrics_and_forgetting(lora_run: Path) -> None:
     assert tuned["perplexity"] > 1 and base["perplexity"] > 1 and tuned["perplexity"] != base["perplexity"]
     assert result.forgetting is not None and result.forgetting["ratio"] > 0
     assert result.as_dict()["forgetting"]["after"]["loss"] > 0
+
+
+def test_a_plain_model_is_scored_as_it_is(tmp_path: Path, monkeypatch, capsys) -> None:
+    test = write_jsonl(tmp_path / "test.jsonl", [qa(i) for i in range(40, 43)])
+    train = write_jsonl(tmp_path / "train.jsonl", [qa(i) for i in range(10)])
+    columns = ["--set", "data.columns.prompt=question", "--set", "data.columns.completion=answer"]
+    code, stdout, stderr = run_main(monkeypatch, capsys, "eval", "preset:tiny-chat", "--data", test, *columns,
+                                    "--set", f"data.train={train}", "--baseline", "few-shot:1", "--max-new-tokens", "3",
+                                    "--json")  # fmt: skip
+    assert code == 0, stderr
+    payload = json.loads(stdout)
+    assert set(payload["metrics"]) == {"model", "1-shot (random)"} and payload["data"]["examples"] == 3
+    assert (
+        "model zero-shot" in payload["verdict"]
+        or "prompting beats" in payload["verdict"]
+        or "no significant" in payload["verdict"]
+    )
+    assert not (tmp_path / "eval.json").exists()
+    # Demonstrations from the evaluated file itself are refused.
+    code, _, stderr = run_main(
+        monkeypatch, capsys, "eval", "preset:tiny-chat", "--data", test, *columns, "--baseline", "few-shot:1"
+    )
+    assert code == 2 and "must come from training data" in stderr
+    code, _, stderr = run_main(monkeypatch, capsys, "eval", "preset:tiny-chat")
+    assert code == 2 and "give --data" in stderr
