@@ -9,15 +9,15 @@ trainable parameters are saved: for LoRA that is the adapter, so checkpoints sta
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from lmtune.fileio import atomic_dir
 
 CHECKPOINTS = "checkpoints"
 _PREFIX = "step-"
@@ -52,23 +52,14 @@ def save_checkpoint(
     loop_state: dict[str, Any],
     keep: int,
 ) -> Path:
-    root = run_dir / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{_PREFIX}{step:06d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}."))
-    try:
+    final = run_dir / CHECKPOINTS / f"{_PREFIX}{step:06d}"
+    with atomic_dir(final) as tmp:
         save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
         torch.save(
             {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()},
             tmp / "training_state.pt",
         )
         (tmp / "loop_state.json").write_text(json.dumps(loop_state, indent=2) + "\n", encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -9,10 +9,8 @@ position (epoch, micro-batch) is all a checkpoint needs to resume on the exact s
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -31,6 +29,7 @@ from lmtune.config import EarlyStoppingConfig, TrainConfig
 from lmtune.data.batching import Row, collate, epoch_batches
 from lmtune.data.tokenize import IGNORE
 from lmtune.errors import LmtuneError
+from lmtune.fileio import atomic_dir
 from lmtune.objectives import causal_lm_loss, l2sp_penalty
 
 
@@ -231,16 +230,8 @@ def save_best(run_dir: Path, step: int, model: torch.nn.Module, keep: Iterable[i
     two resumes from that checkpoint, whose best must still be on disk.
     """
     final = best_dir(run_dir, step)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
-    try:
+    with atomic_dir(final) as tmp:
         save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     prune_best(run_dir, {step, *keep})
     return final
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import save_model_dir
 from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
@@ -63,12 +64,7 @@ def gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )
-    path = tmp_path_factory.mktemp("tiny-gpt2")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        GPT2LMHeadModel(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_model_dir(GPT2LMHeadModel, config, tmp_path_factory.mktemp("tiny-gpt2"))
 
 
 @pytest.fixture(scope="session")
@@ -86,12 +82,7 @@ def t5_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         eos_token_id=tok.eos_token_id,
         decoder_start_token_id=tok.pad_token_id,
     )
-    path = tmp_path_factory.mktemp("tiny-t5")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        T5ForConditionalGeneration(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_model_dir(T5ForConditionalGeneration, config, tmp_path_factory.mktemp("tiny-t5"))
 
 
 @pytest.fixture

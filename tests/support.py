@@ -55,3 +55,17 @@ def run_main(monkeypatch: Any, capsys: Any, *args: str | Path) -> tuple[int, str
         code = exit_.code
     captured = capsys.readouterr()
     return (0 if code is None else code if isinstance(code, int) else 1), captured.out, captured.err
+
+
+def save_model_dir(model_class: Any, config: Any, path: Path) -> Path:
+    """A model built from ``config`` with seed 0, saved to ``path`` with the preset's tokenizer: a local model."""
+    import torch
+
+    from lmtune.config import ModelConfig
+    from lmtune.model import load_tokenizer
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model_class(config).save_pretrained(path)
+    load_tokenizer(ModelConfig(name="preset:tiny-chat")).save_pretrained(path)
+    return path

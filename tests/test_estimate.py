@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import torch
 from rich.console import Console
-from support import REPO, run_main, write_jsonl
+from support import REPO, run_main, save_model_dir, write_jsonl
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lmtune import estimate as est
-from lmtune import measure
+from lmtune import measure, memory_terms
 from lmtune.api import estimate, finetune
 from lmtune.config import FreezeMethod, FullMethod, LoraMethod, ModelConfig, TrainConfig, load_config
 from lmtune.data.batching import unpacked
@@ -79,12 +79,7 @@ def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         eos_token_id=tok.eos_token_id,
         bos_token_id=None,
     )
-    path = tmp_path_factory.mktemp("llama2m")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        LlamaForCausalLM(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_model_dir(LlamaForCausalLM, config, tmp_path_factory.mktemp("llama2m"))
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +206,9 @@ def test_activation_terms_match_what_autograd_saves(method, autocast):
     prec = est.Precision.of(4, "bf16" if autocast else "no")
     mb = est.MicroBatch(rows, width, n, masked=True)
     blocks = sum(est.block_activations(spec, i, mb, prec) for i in range(spec.layers))
-    copies = est._weight_copies(x for x in spec.linears if x.block is None or x.block >= spec.first_active_block)
+    copies = memory_terms._weight_copies(
+        x for x in spec.linears if x.block is None or x.block >= spec.first_active_block
+    )
     loss = 4 * n * spec.vocab + 8 * n + rows * (width - 1)  # the log-softmax, the targets, the label mask
     analytic = blocks + est.head_activations(spec, mb, prec) + (copies if autocast else 0) + loss
     assert analytic == pytest.approx(saved, rel=0.02)
