@@ -99,7 +99,11 @@ class DataConfig(_Section):
         "('chatml', 'plain') or a Jinja template string. Saved with the tuned tokenizer so inference matches.",
     )
     max_length: int = Field(512, gt=1, description="Longest example in tokens (after rendering).")
-    overlong: Literal["truncate", "drop"] = Field("truncate", description="What to do with examples over max_length.")
+    overlong: Literal["truncate", "drop", "chunk"] = Field(
+        "truncate",
+        description="What to do with examples over max_length: truncate, drop, or (raw text only) chunk: cut into "
+        "max_length pieces that are all trained (the default for task causal_lm).",
+    )
     packing: bool = Field(
         False,
         description="Pack short examples into rows of max_length with per-example attention boundaries "
@@ -154,7 +158,91 @@ class FreezeMethod(_Section):
     )
 
 
-MethodConfig = Annotated[FullMethod | LoraMethod | FreezeMethod, Field(discriminator="name")]
+class DoraMethod(LoraMethod):
+    """DoRA (Liu et al. 2024): LoRA on the direction of each weight plus a trained magnitude per output feature."""
+
+    name: Literal["dora"] = "dora"  # type: ignore[assignment]
+
+
+class QloraMethod(LoraMethod):
+    """QLoRA (Dettmers et al. 2023): LoRA on a base quantized to 4 or 8 bits as it loads (bitsandbytes, CUDA)."""
+
+    name: Literal["qlora"] = "qlora"  # type: ignore[assignment]
+    bits: Literal[4, 8] = Field(4, description="Bits per base weight: 4 (NF4/FP4) or 8 (LLM.int8).")
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type; nf4 is QLoRA's NormalFloat.")
+    double_quant: bool = Field(
+        True, description="Quantize the quantization constants too (4-bit; saves ~0.4 bit/weight)."
+    )
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = Field(
+        "bfloat16", description="Dtype the 4-bit weights are dequantized to for each matmul."
+    )
+
+
+class Ia3Method(_Section):
+    name: Literal["ia3"] = "ia3"
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None,
+        description="Modules whose activations get a learned scaling vector; None: peft's choice for the "
+        "architecture (Llama: k_proj, v_proj, down_proj; GPT-2: c_attn, mlp.c_proj).",
+    )
+    feedforward_modules: list[str] | None = Field(
+        None,
+        description="Those of target_modules scaled on their input rather than their output (the MLP's last "
+        "layer in (IA)^3); None: peft's choice for the architecture.",
+    )
+
+
+class PromptTuningMethod(_Section):
+    name: Literal["prompt_tuning"] = "prompt_tuning"
+    num_virtual_tokens: int = Field(20, gt=0, description="Trained embeddings prepended to every input.")
+    init_text: str | None = Field(
+        None,
+        description="Initialise the virtual tokens from the embeddings of this text (repeated or cut to "
+        "num_virtual_tokens tokens), e.g. 'Answer the question:'; None: random initialisation.",
+    )
+
+
+class PrefixTuningMethod(_Section):
+    name: Literal["prefix_tuning"] = "prefix_tuning"
+    num_virtual_tokens: int = Field(20, gt=0, description="Trained key/value positions prepended in every layer.")
+    projection: bool = Field(
+        False,
+        description="Train the prefix through a two-layer MLP (Li & Liang 2021's reparametrisation): more "
+        "parameters during training, steadier optimisation.",
+    )
+    projection_hidden: int = Field(512, gt=0, description="Hidden width of that MLP (when projection is on).")
+
+
+class AdaptersMethod(_Section):
+    name: Literal["adapters"] = "adapters"
+    bottleneck: int = Field(16, gt=0, description="Bottleneck width r: each adapter is hidden -> r -> hidden.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on each adapter's input.")
+    activation: Literal["relu", "gelu", "silu"] = Field("relu", description="Nonlinearity inside the bottleneck.")
+
+
+MethodConfig = Annotated[
+    FullMethod
+    | LoraMethod
+    | FreezeMethod
+    | DoraMethod
+    | QloraMethod
+    | Ia3Method
+    | PromptTuningMethod
+    | PrefixTuningMethod
+    | AdaptersMethod,
+    Field(discriminator="name"),
+]
+METHOD_SECTIONS: dict[str, type[_Section]] = {
+    "full": FullMethod,
+    "lora": LoraMethod,
+    "freeze": FreezeMethod,
+    "dora": DoraMethod,
+    "qlora": QloraMethod,
+    "ia3": Ia3Method,
+    "prompt_tuning": PromptTuningMethod,
+    "prefix_tuning": PrefixTuningMethod,
+    "adapters": AdaptersMethod,
+}
 
 
 # Metrics the validation pass computes during training, and whether lower is better. A task metric (e.g. rougeL,
@@ -300,15 +388,31 @@ class EvalConfig(_Section):
 
 class RunConfig(_Section):
     name: str = Field("run", description="Run name; the run directory is output_dir or runs/<name>.")
-    task: Literal["sft"] = Field("sft", description="Training type.")
+    task: Literal["sft", "causal_lm"] = Field(
+        "sft",
+        description="Training type: 'sft' (prompt/completion, chat, instruction data: the answers are trained) or "
+        "'causal_lm' (domain adaptation / continued pretraining on raw text: every token is trained, long documents "
+        "are cut into max_length chunks instead of truncated, and chunks are packed into full rows).",
+    )
     seed: int = Field(42, description="Seed for data order, splits, initialisation and dropout.")
     output_dir: str | None = Field(None, description="Run directory (default runs/<name>).")
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig
-    method: MethodConfig = Field(default_factory=LoraMethod, description="Fine-tuning method: full, lora or freeze.")
+    method: MethodConfig = Field(
+        default_factory=LoraMethod,
+        description="Fine-tuning method: full, freeze, lora, dora, qlora, ia3, prompt_tuning, prefix_tuning or adapters.",
+    )
     train: TrainConfig = Field(default_factory=TrainConfig)
     forgetting: ForgettingConfig = Field(default_factory=ForgettingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, values: Any) -> Any:
+        # Continued pretraining wants every token of long documents, in full rows: chunk and pack unless told not to.
+        if isinstance(values, dict) and values.get("task") == "causal_lm" and isinstance(values.get("data"), dict):
+            values = {**values, "data": {"overlong": "chunk", "packing": True, "format": "text", **values["data"]}}
+        return values
 
     @field_validator("method", mode="before")
     @classmethod
@@ -329,6 +433,18 @@ class RunConfig(_Section):
             raise ValueError(
                 "train.early_stopping: needs validation data to watch; set data.validation, or data.val_fraction "
                 "above 0"
+            )
+        if self.task == "causal_lm" and self.data.format != "text":
+            raise ValueError("task causal_lm trains on raw text: set data.format: text (records with a text field)")
+        if self.data.overlong == "chunk" and self.data.format not in ("text", "auto"):
+            raise ValueError(
+                f"data.overlong: chunk cuts raw text into pieces; {self.data.format} data would lose its "
+                "prompt/answer structure (use truncate or drop)"
+            )
+        if self.data.packing and self.method.name in ("prompt_tuning", "prefix_tuning"):
+            raise ValueError(
+                f"data.packing: method {self.method.name} prepends virtual tokens that every packed example would "
+                "share, and peft drops the position ids packing relies on; set data.packing: false"
             )
         return self
 
@@ -369,7 +485,7 @@ def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
 def format_validation_error(err: ValidationError, source: str) -> str:
     """One line per problem: `train.lr: must be > 0, got -1`, with the allowed keys for unknown ones."""
     lines = []
-    method_tags = {"full", "lora", "freeze"}
+    method_tags = set(METHOD_SECTIONS)
     for e in err.errors():
         loc = [str(p) for p in e["loc"]]
         if len(loc) > 1 and loc[0] == "method" and loc[1] in method_tags:
@@ -407,8 +523,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
 
 def _method_fields(loc: Sequence[Any]) -> set[str]:
     tag = str(loc[1]) if len(loc) > 1 else "lora"
-    by_tag = {"full": FullMethod, "lora": LoraMethod, "freeze": FreezeMethod}
-    return set(by_tag.get(tag, LoraMethod).model_fields)
+    return set(METHOD_SECTIONS.get(tag, LoraMethod).model_fields)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -488,7 +603,7 @@ def iter_field_docs(model: type[BaseModel] = RunConfig, prefix: str = "") -> Ite
         ann = field.annotation
         nested = [c for c in (ann, *getattr(ann, "__args__", ())) if isinstance(c, type) and issubclass(c, BaseModel)]
         if name == "method":
-            for sub in (FullMethod, LoraMethod, FreezeMethod):
+            for sub in METHOD_SECTIONS.values():
                 tag = sub.model_fields["name"].default
                 yield f"method (name: {tag})", "", f"{tag} method settings"
                 for sub_name, sub_field in sub.model_fields.items():

@@ -9,8 +9,10 @@ from typing import Any
 import yaml
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
+from lmtune.adapters import has_adapters, is_adapter_dir, load_adapters, save_adapters
 from lmtune.config import RunConfig
 from lmtune.errors import LmtuneError
+from lmtune.methods import quantization_config, transformer_blocks
 from lmtune.model import is_preset, load_model, load_tokenizer
 
 FINAL = "final"
@@ -19,7 +21,7 @@ BASE_MODEL = "base_model"
 
 def needs_base_copy(cfg: RunConfig) -> bool:
     """A preset base has no home on disk to load an adapter onto, so the run keeps its own copy."""
-    return cfg.method.name == "lora" and is_preset(cfg.model.name)
+    return cfg.method.name not in ("full", "freeze") and is_preset(cfg.model.name)
 
 
 def save_base(run_dir: Path, base: PreTrainedModel) -> None:
@@ -36,7 +38,10 @@ def save_final(run_dir: Path, model: Any, tokenizer: PreTrainedTokenizerBase) ->
     out = run_dir / FINAL
     tmp = run_dir / f".{FINAL}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    if has_adapters(model):
+        save_adapters(model, tmp)  # bottleneck adapters: lmtune's own (peft has none), the same contract
+    else:
+        model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(out, ignore_errors=True)
     tmp.replace(out)
@@ -57,16 +62,29 @@ def load_tuned(run_dir: Path) -> tuple[Any, PreTrainedTokenizerBase, RunConfig]:
     if not final.is_dir():
         raise LmtuneError(f"{run_dir} has no final model yet", hint="finish the run (lmtune train CONFIG --resume)")
     tokenizer = load_tokenizer(cfg.model.model_copy(update={"name": str(final), "tokenizer": None, "revision": None}))
-    if (final / "adapter_config.json").exists():
-        from peft import PeftModel
-
+    if (final / "adapter_config.json").exists() or is_adapter_dir(final):
         base_dir = run_dir / BASE_MODEL
         if base_dir.is_dir():
             base = AutoModelForCausalLM.from_pretrained(base_dir, use_safetensors=True)
         else:
-            base = load_model(cfg.model.model_copy(update={"gradient_checkpointing": False}))
-        model = PeftModel.from_pretrained(base, final)
+            base = load_model(
+                cfg.model.model_copy(update={"gradient_checkpointing": False}), quantization=_quantized(cfg)
+            )
+        if is_adapter_dir(final):
+            model = load_adapters(base, final, transformer_blocks(base))
+        else:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(base, final)
     else:
         model = AutoModelForCausalLM.from_pretrained(final, use_safetensors=True)
     model.eval()
     return model, tokenizer, cfg
+
+
+def _quantized(cfg: RunConfig) -> Any:
+    """A qlora adapter goes back on the base quantized as in training where CUDA is; elsewhere on the unquantized
+    base (outputs differ from the quantized model's by the quantization error)."""
+    import torch
+
+    return quantization_config(cfg.method) if cfg.method.name == "qlora" and torch.cuda.is_available() else None

@@ -7,7 +7,7 @@ its own derivation; see that module's docstring for the method (Korthikanti et a
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -113,10 +113,7 @@ def block_activations(spec: ModelSpec, i: int, mb: MicroBatch, prec: Precision) 
     linears = [x for x in spec.linears if x.block == i]
     if not spec.llama_like:
         generic = tokens * h * (34 + 5 * a * mb.width / h) * c / 2
-        lora_only = [
-            LinearSpec(x.block, x.name, x.in_features, x.out_features, False, x.lora_rank, x.lora_dropout)
-            for x in linears
-        ]
+        lora_only = [replace(x, weight_trainable=False) for x in linears]
         return int(generic) + sum(_linear_saves(x, tokens, p, prec, set()) for x in lora_only)
     normed = p * h if spec.block_norms_trainable[i] else 0
     # The first block's input needs no gradient unless the embeddings train: its first norm keeps only what its

@@ -1,20 +1,43 @@
 """Fine-tuning methods: each turns a base model into the model to train, deciding what is trainable.
 
-`METHODS` maps the config's `method.name` to a function `(model, method_cfg) -> model`; peft does the work for
-adapters. A new method is one function and one entry here (and its config section in `lmtune.config`).
+`METHODS` maps the config's `method.name` to a `Method`: the function `(model, method_cfg) -> model` that applies
+it, and the training types (`task:`) it supports. peft does the work for every adapter method except bottleneck
+adapters, which peft does not ship (see `lmtune.adapters`). A new method is one function and one entry here (and
+its config section in `lmtune.config`).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from peft import LoraConfig, TaskType, get_peft_model
+from peft import (
+    IA3Config,
+    LoraConfig,
+    PrefixTuningConfig,
+    PromptTuningConfig,
+    PromptTuningInit,
+    TaskType,
+    get_peft_model,
+    prepare_model_for_kbit_training,
+)
 from transformers import PreTrainedModel
 
-from lmtune.config import FreezeMethod, FullMethod, LoraMethod
+from lmtune.adapters import add_adapters
+from lmtune.config import (
+    AdaptersMethod,
+    FreezeMethod,
+    FullMethod,
+    Ia3Method,
+    LoraMethod,
+    PrefixTuningMethod,
+    PromptTuningMethod,
+    QloraMethod,
+)
 from lmtune.errors import LmtuneError
 
 
@@ -24,7 +47,21 @@ def apply_full(model: PreTrainedModel, cfg: FullMethod) -> PreTrainedModel:
     return model
 
 
+def _peft(model: PreTrainedModel, peft_cfg: Any) -> Any:
+    try:
+        return get_peft_model(model, peft_cfg)
+    except ValueError as e:
+        raise LmtuneError(
+            f"method.target_modules: {e}", hint="use 'all-linear' or names of linear layers (e.g. q_proj, v_proj)"
+        ) from None
+
+
 def apply_lora(model: PreTrainedModel, cfg: LoraMethod) -> Any:
+    """LoRA, DoRA (`use_dora`: a trained magnitude vector per adapted layer) and QLoRA (LoRA on the quantized
+    base that `load_model` built from `quantization_config`)."""
+    if getattr(model, "is_quantized", False):
+        # Casts norms to fp32 and makes the frozen quantized embeddings pass gradients to the adapters.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     peft_cfg = LoraConfig(
         task_type=TaskType.CAUSAL_LM,
         r=cfg.r,
@@ -32,13 +69,87 @@ def apply_lora(model: PreTrainedModel, cfg: LoraMethod) -> Any:
         lora_dropout=cfg.dropout,
         target_modules=cfg.target_modules,
         modules_to_save=cfg.modules_to_save or None,
+        use_dora=cfg.name == "dora",
     )
-    try:
-        return get_peft_model(model, peft_cfg)
-    except ValueError as e:
+    return _peft(model, peft_cfg)
+
+
+def apply_ia3(model: PreTrainedModel, cfg: Ia3Method) -> Any:
+    peft_cfg = IA3Config(
+        task_type=TaskType.CAUSAL_LM,
+        target_modules=cfg.target_modules,
+        feedforward_modules=cfg.feedforward_modules,
+    )
+    return _peft(model, peft_cfg)
+
+
+def apply_prompt_tuning(model: PreTrainedModel, cfg: PromptTuningMethod) -> Any:
+    """Trained virtual-token embeddings prepended to the input; peft prepends -100 labels for them and the
+    loss (`causal_lm_loss`) drops their logits."""
+    text = {}
+    if cfg.init_text is not None:
+        # peft tokenizes the text itself; the model's config remembers where it was loaded from.
+        source = getattr(model.config, "name_or_path", "") or ""
+        if not source:
+            raise LmtuneError(
+                "method.init_text: the model does not say where its tokenizer lives", hint="unset init_text"
+            )
+        text = dict(
+            prompt_tuning_init=PromptTuningInit.TEXT,
+            prompt_tuning_init_text=cfg.init_text,
+            tokenizer_name_or_path=source,
+        )
+    peft_cfg = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=cfg.num_virtual_tokens, **text)
+    return get_peft_model(model, peft_cfg)
+
+
+def apply_prefix_tuning(model: PreTrainedModel, cfg: PrefixTuningMethod) -> Any:
+    """Trained keys and values prepended in every attention layer (peft passes them as the KV cache)."""
+    peft_cfg = PrefixTuningConfig(
+        task_type=TaskType.CAUSAL_LM,
+        num_virtual_tokens=cfg.num_virtual_tokens,
+        prefix_projection=cfg.projection,
+        encoder_hidden_size=cfg.projection_hidden,
+    )
+    return get_peft_model(model, peft_cfg)
+
+
+def apply_adapters(model: PreTrainedModel, cfg: AdaptersMethod) -> PreTrainedModel:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return add_adapters(model, cfg, transformer_blocks(model))
+
+
+def quantization_config(cfg: Any) -> Any:
+    """The `BitsAndBytesConfig` a qlora run loads its base with (None for other methods).
+
+    Raised here, before any weight is read: bitsandbytes' k-bit kernels need a CUDA GPU and the library itself.
+    """
+    if not isinstance(cfg, QloraMethod):
+        return None
+
+    if not torch.cuda.is_available():
         raise LmtuneError(
-            f"method.target_modules: {e}", hint="use 'all-linear' or names of linear layers (e.g. q_proj, v_proj)"
-        ) from None
+            "method qlora: quantizing the base model to 4/8 bits needs a CUDA GPU (bitsandbytes), and none is "
+            "available here",
+            hint="on this machine use method: lora (same adapter, unquantized base), or run on a CUDA machine",
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise LmtuneError("method qlora: the bitsandbytes package is not installed", hint="pip install bitsandbytes")
+    return bnb_config(cfg)
+
+
+def bnb_config(cfg: QloraMethod) -> Any:
+    from transformers import BitsAndBytesConfig
+
+    if cfg.bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=cfg.quant_type,
+        bnb_4bit_use_double_quant=cfg.double_quant,
+        bnb_4bit_compute_dtype=getattr(torch, cfg.compute_dtype),
+    )
 
 
 def transformer_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -75,12 +186,33 @@ def apply_freeze(model: PreTrainedModel, cfg: FreezeMethod) -> PreTrainedModel:
     return model
 
 
-METHODS: dict[str, Callable[[PreTrainedModel, Any], Any]] = {
-    "full": apply_full,
-    "lora": apply_lora,
-    "freeze": apply_freeze,
+@dataclass(frozen=True)
+class Method:
+    apply: Callable[[PreTrainedModel, Any], Any]
+    tasks: frozenset[str]  # training types (`task:`) the method supports
+    summary: str  # what trains, in words (the README's table)
+
+
+_CAUSAL = frozenset({"sft"})
+
+METHODS: dict[str, Method] = {
+    "full": Method(apply_full, _CAUSAL, "every weight"),
+    "freeze": Method(apply_freeze, _CAUSAL, "the last N blocks (+ glob-matched modules)"),
+    "lora": Method(apply_lora, _CAUSAL, "low-rank A·B beside each adapted linear layer"),
+    "dora": Method(apply_lora, _CAUSAL, "LoRA + a magnitude vector per adapted layer"),
+    "qlora": Method(apply_lora, _CAUSAL, "LoRA on a 4/8-bit quantized base (CUDA)"),
+    "ia3": Method(apply_ia3, _CAUSAL, "one scaling vector per targeted layer"),
+    "prompt_tuning": Method(apply_prompt_tuning, _CAUSAL, "virtual-token input embeddings"),
+    "prefix_tuning": Method(apply_prefix_tuning, _CAUSAL, "virtual keys/values in every layer"),
+    "adapters": Method(apply_adapters, _CAUSAL, "a bottleneck MLP after each block's MLP"),
 }
 
 
-def apply_method(model: PreTrainedModel, cfg: FullMethod | LoraMethod | FreezeMethod) -> Any:
-    return METHODS[cfg.name](model, cfg)
+def apply_method(model: PreTrainedModel, cfg: Any, task: str = "sft") -> Any:
+    method = METHODS[cfg.name]
+    if task not in method.tasks:
+        raise LmtuneError(
+            f"method {cfg.name} does not support task {task!r}",
+            hint=f"it supports: {', '.join(sorted(method.tasks))}",
+        )
+    return method.apply(model, cfg)

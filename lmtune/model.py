@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -81,10 +82,21 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     return tok
 
 
-def load_model(cfg: ModelConfig) -> PreTrainedModel:
-    """The causal LM in the configured dtype. Presets are built from their config with a fixed seed."""
+def load_model(cfg: ModelConfig, quantization: Any = None) -> PreTrainedModel:
+    """The causal LM in the configured dtype. Presets are built from their config with a fixed seed.
+
+    `quantization` (a transformers quantization config, e.g. qlora's BitsAndBytesConfig) quantizes the weights as
+    they load; a preset has no weights to load, so it cannot be quantized.
+    """
     dtype = _DTYPES[cfg.dtype]
-    kwargs = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
+    kwargs: dict[str, Any] = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
+    if quantization is not None:
+        if is_preset(cfg.name):
+            raise LmtuneError(
+                f"method qlora: {cfg.name} is built from its config and has no weights to quantize as they load",
+                hint="use a model directory or hub id (e.g. save the preset with save_pretrained first)",
+            )
+        kwargs["quantization_config"] = quantization
     if is_preset(cfg.name):
         config = AutoConfig.from_pretrained(preset_dir(cfg.name))
         with torch.random.fork_rng(devices=[]):

@@ -13,7 +13,13 @@ from lmtune.data.tokenize import IGNORE
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Next-token cross-entropy summed over labelled positions (computed in float32)."""
+    """Next-token cross-entropy summed over labelled positions (computed in float32).
+
+    Prompt tuning prepends virtual tokens, so its logits are longer than the labels by their number: only the
+    last positions, those of the real tokens, are scored.
+    """
+    if logits.shape[1] > labels.shape[1]:
+        logits = logits[:, logits.shape[1] - labels.shape[1] :, :]
     shift_logits = logits[:, :-1, :]
     shift_labels = labels[:, 1:]
     mask = shift_labels != IGNORE

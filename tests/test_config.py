@@ -165,9 +165,13 @@ def test_unknown_key_in_a_method_lists_that_methods_keys():
 
 
 def test_unknown_method_tag_lists_the_methods():
-    msg = error_of({**MINIMAL, "method": "qlora"})
-    assert "method: must be one of freeze, full, lora, got 'qlora'" in msg
-    assert "method: must be one of freeze, full, lora, got 'dora'" in error_of(MINIMAL, ["method=dora"])
+    known = "adapters, dora, freeze, full, ia3, lora, prefix_tuning, prompt_tuning, qlora"
+    msg = error_of({**MINIMAL, "method": "lokr"})
+    assert f"method: must be one of {known}, got 'lokr'" in msg
+    assert f"method: must be one of {known}, got 'vera'" in error_of(MINIMAL, ["method=vera"])
+    # a new method's own keys are listed for its unknown keys
+    msg = error_of({**MINIMAL, "method": {"name": "prompt_tuning", "r": 4}})
+    assert "method.r: unknown key; allowed here: init_text, name, num_virtual_tokens" in msg
 
 
 def test_missing_data_section_is_named():

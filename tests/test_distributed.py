@@ -35,8 +35,9 @@ def test_two_processes_match_one_at_the_same_global_batch(tmp_path: Path) -> Non
     config.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     two, one = tmp_path / "two", tmp_path / "one"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
-    subprocess.run([*torchrun, "-m", "lmtune", "train", str(config), "-o", str(two)], env=env, check=True, timeout=300)
+    # `--nproc 2` relaunches the command under torchrun (the same as `torchrun --nproc_per_node 2 -m lmtune ...`).
+    lmtune = [sys.executable, "-m", "lmtune", "train", str(config)]
+    subprocess.run([*lmtune, "--nproc", "2", "-o", str(two)], env=env, check=True, timeout=300)
     subprocess.run(
         [sys.executable, "-m", "lmtune", "train", str(config), "-o", str(one), "--set", "train.batch_size=32"],
         env=env,

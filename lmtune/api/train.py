@@ -52,7 +52,7 @@ from lmtune.loop import (
     total_steps,
     train_loop,
 )
-from lmtune.methods import apply_method
+from lmtune.methods import apply_method, quantization_config
 from lmtune.model import count_parameters, load_model, load_tokenizer
 from lmtune.report import write_report
 from lmtune.rundir import MetricsLog, check_run_dir, environment, prepare_run_dir, read_json, write_json
@@ -128,7 +128,7 @@ def finetune(
         )
 
     # 3. Model and method.
-    model = load_model(cfg.model)
+    model = load_model(cfg.model, quantization=quantization_config(cfg.method))
     if needs_base_copy(cfg) and not resume and accelerator.is_main_process:
         save_base(run_dir, model)
     model = apply_method(model, cfg.method)
@@ -359,6 +359,7 @@ def summarize(
         best = min(val, key=lambda r: r["loss"])
         out.update(
             val_loss_before=val[0]["loss"] if val[0]["step"] == 0 else None,
+            val_perplexity_before=val[0]["perplexity"] if val[0]["step"] == 0 else None,
             val_loss_after=val[-1]["loss"],
             best_val_loss=best["loss"],
             best_val_step=best["step"],
@@ -449,6 +450,8 @@ def _report_data(
         + f", validation {va.kept}"
     )
     for name, st in (("train", tr), ("validation", va)):
+        if st.chunked:
+            say(f"{name}: {st.chunked} documents longer than max_length {cfg.data.max_length} cut into chunks")
         if st.truncated or st.dropped:
             say(
                 f"[yellow]{name}: {st.truncated} examples truncated and {st.dropped} dropped at "

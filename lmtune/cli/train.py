@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,8 +27,14 @@ def train(
         int | None,
         typer.Option(help="K-fold cross-validation (stratified by `label` when present): mean ± std per metric."),
     ] = None,
+    nproc: Annotated[
+        int | None,
+        typer.Option(help="Train on N processes (DDP through torchrun; gloo on CPU, NCCL on GPUs)."),
+    ] = None,
 ) -> None:
     """Fine-tune as CONFIG says; writes runs/<name>/ (config, data fingerprints, metrics, checkpoints, model)."""
+    if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:
+        _relaunch(nproc)
     _quiet_libraries()
     from lmtune.api import finetune
     from lmtune.loop import Interrupted
@@ -57,7 +67,33 @@ def train(
             f"held-out loss before training: {s['val_loss_before']:.4f}   after: {s['val_loss_after']:.4f}   "
             f"(best {s['best_val_loss']:.4f} at step {s['best_val_step']})"
         )
+        if s.get("val_perplexity_before") is not None:
+            out.print(
+                f"held-out perplexity before: {s['val_perplexity_before']:.2f}   after: {s['val_perplexity_after']:.2f}"
+            )
     out.print(f"run directory: {result.run_dir}")
+
+
+def _relaunch(nproc: int) -> None:
+    """This same command under torchrun with N processes (torch's launcher, not our own distribution layer)."""
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            args.append(arg)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
+    if "MASTER_PORT" not in os.environ:
+        launcher += ["--master_port", str(_free_port())]
+    raise typer.Exit(subprocess.call([*launcher, "-m", "lmtune", *args]))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _cross_validate(

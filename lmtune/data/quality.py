@@ -383,6 +383,9 @@ def length_findings(report: SplitReport, max_length: int, overlong: str) -> list
     over = sum(length > max_length for length in report.lengths)
     if not over:
         return []
+    if overlong == "chunk":
+        message = f"{over} of {n} documents are longer than max_length={max_length} tokens: cut into chunks"
+        return [Finding("info", "length", message, report.name, report.source)]
     if overlong == "drop":
         fate = "all dropped"
     else:

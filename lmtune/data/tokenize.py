@@ -57,6 +57,7 @@ class TokenStats:
     kept: int = 0
     truncated: int = 0
     dropped: int = 0
+    chunked: int = 0  # raw-text examples cut into max_length pieces (overlong: chunk)
     tokens: int = 0
     trained_tokens: int = 0
     lengths: list[int] = field(default_factory=list, repr=False)
@@ -191,6 +192,20 @@ def tokenize_examples(
         tok = encode(render(ex, tokenizer, template), tokenizer, prefix)
         stats.lengths.append(len(tok.input_ids))
         truncated = len(tok.input_ids) > max_length
+        if truncated and overlong == "chunk":
+            if not isinstance(ex, TextExample):
+                raise LmtuneError(
+                    f"{ex.source}:{ex.line}: data.overlong chunk applies to raw text only",
+                    hint="use truncate or drop for prompt/completion and chat data",
+                )
+            pieces = chunk(tok, max_length)
+            stats.chunked += 1
+            stats.kept += 1
+            for piece in pieces:
+                out.append(piece)
+                stats.tokens += len(piece.input_ids)
+                stats.trained_tokens += sum(label != IGNORE for label in piece.labels[1:])
+            continue
         if truncated:
             if overlong == "drop":
                 stats.dropped += 1
@@ -205,6 +220,19 @@ def tokenize_examples(
         stats.tokens += len(tok.input_ids)
         stats.trained_tokens += sum(label != IGNORE for label in tok.labels[1:])
     return out, stats
+
+
+def chunk(tok: Tokenized, max_length: int) -> list[Tokenized]:
+    """A long raw-text example as consecutive pieces of at most max_length tokens, none lost.
+
+    Each piece is a row of its own, so its first token has no context and is not predicted (the loss shifts);
+    that costs one target per piece, against truncation's loss of everything past max_length.
+    """
+    return [
+        Tokenized(tok.input_ids[i : i + max_length], tok.labels[i : i + max_length])
+        for i in range(0, len(tok.input_ids), max_length)
+        if len(tok.input_ids[i : i + max_length]) > 1
+    ]
 
 
 def trained_segments(tok: Tokenized, tokenizer: PreTrainedTokenizerBase) -> list[tuple[str, bool]]:

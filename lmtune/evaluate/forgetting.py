@@ -185,7 +185,7 @@ def forgetting_advice(report: dict[str, Any], method: str | None = None) -> str:
         return f"{line}: the base model predicts this text no better than chance, so it had nothing to forget"
     if not report["warning"]:
         return line
-    lora = "" if method == "lora" else "use LoRA instead of full fine-tuning, "
+    lora = "use LoRA instead of full fine-tuning, " if method in ("full", "freeze") else ""
     return (
         f"{line}: above the forgetting threshold x{report['threshold']:g}; the model lost some general ability. "
         f"Mix general text into training (data.replay), pull the weights toward the base (train.l2sp), {lora}"
