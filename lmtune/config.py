@@ -388,11 +388,13 @@ class EvalConfig(_Section):
 
 class RunConfig(_Section):
     name: str = Field("run", description="Run name; the run directory is output_dir or runs/<name>.")
-    task: Literal["sft", "causal_lm"] = Field(
+    task: Literal["sft", "causal_lm", "seq2seq"] = Field(
         "sft",
-        description="Training type: 'sft' (prompt/completion, chat, instruction data: the answers are trained) or "
+        description="Training type: 'sft' (prompt/completion, chat, instruction data: the answers are trained), "
         "'causal_lm' (domain adaptation / continued pretraining on raw text: every token is trained, long documents "
-        "are cut into max_length chunks instead of truncated, and chunks are packed into full rows).",
+        "are cut into max_length chunks instead of truncated, and chunks are packed into full rows) or 'seq2seq' "
+        "(an encoder-decoder model such as T5 or BART on prompt/completion or instruction data: the encoder reads "
+        "the prompt, the decoder is trained on the completion; max_length applies to each side).",
     )
     seed: int = Field(42, description="Seed for data order, splits, initialisation and dropout.")
     output_dir: str | None = Field(None, description="Run directory (default runs/<name>).")
@@ -436,6 +438,8 @@ class RunConfig(_Section):
             )
         if self.task == "causal_lm" and self.data.format != "text":
             raise ValueError("task causal_lm trains on raw text: set data.format: text (records with a text field)")
+        if self.task == "seq2seq":
+            self._seq2seq_checks()
         if self.data.overlong == "chunk" and self.data.format not in ("text", "auto"):
             raise ValueError(
                 f"data.overlong: chunk cuts raw text into pieces; {self.data.format} data would lose its "
@@ -447,6 +451,23 @@ class RunConfig(_Section):
                 "share, and peft drops the position ids packing relies on; set data.packing: false"
             )
         return self
+
+    def _seq2seq_checks(self) -> None:
+        """What an encoder-decoder run cannot do: each example is one encoder input and one decoder target."""
+        if self.data.format in ("text", "messages") or self.data.template == "chat":
+            raise ValueError(
+                "task seq2seq trains on prompt/completion or instruction data (the encoder reads the prompt, the "
+                "decoder writes the completion); chat data and raw text are not supported for seq2seq yet: set "
+                "data.format to prompt_completion or instruction and data.template to auto or raw"
+            )
+        if self.data.packing:
+            raise ValueError(
+                "data.packing: seq2seq examples are not packed (one encoder input each); set packing: false"
+            )
+        if self.data.overlong == "chunk":
+            raise ValueError("data.overlong: chunk cuts raw text; for seq2seq use truncate or drop")
+        if self.data.replay is not None:
+            raise ValueError("data.replay mixes general text into causal-LM training; unset it for task seq2seq")
 
     @property
     def run_dir(self) -> Path:

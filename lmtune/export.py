@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from lmtune.adapters import has_adapters, is_adapter_dir, load_adapters, save_adapters
 from lmtune.config import RunConfig
@@ -56,8 +56,11 @@ def read_run_config(run_dir: Path) -> RunConfig:
 
 
 def load_tuned(run_dir: Path) -> tuple[Any, PreTrainedTokenizerBase, RunConfig]:
-    """The tuned model of a run in eval mode, its tokenizer (with the training chat template) and config."""
+    """The tuned model of a run in eval mode, its tokenizer (with the training chat template) and config.
+
+    The run's task says the model class: an encoder-decoder for seq2seq, a causal LM otherwise."""
     cfg = read_run_config(run_dir)
+    auto = AutoModelForSeq2SeqLM if cfg.task == "seq2seq" else AutoModelForCausalLM
     final = run_dir / FINAL
     if not final.is_dir():
         raise LmtuneError(f"{run_dir} has no final model yet", hint="finish the run (lmtune train CONFIG --resume)")
@@ -65,10 +68,12 @@ def load_tuned(run_dir: Path) -> tuple[Any, PreTrainedTokenizerBase, RunConfig]:
     if (final / "adapter_config.json").exists() or is_adapter_dir(final):
         base_dir = run_dir / BASE_MODEL
         if base_dir.is_dir():
-            base = AutoModelForCausalLM.from_pretrained(base_dir, use_safetensors=True)
+            base = auto.from_pretrained(base_dir, use_safetensors=True)
         else:
             base = load_model(
-                cfg.model.model_copy(update={"gradient_checkpointing": False}), quantization=_quantized(cfg)
+                cfg.model.model_copy(update={"gradient_checkpointing": False}),
+                quantization=_quantized(cfg),
+                task=cfg.task,
             )
         if is_adapter_dir(final):
             model = load_adapters(base, final, transformer_blocks(base))
@@ -77,7 +82,7 @@ def load_tuned(run_dir: Path) -> tuple[Any, PreTrainedTokenizerBase, RunConfig]:
 
             model = PeftModel.from_pretrained(base, final)
     else:
-        model = AutoModelForCausalLM.from_pretrained(final, use_safetensors=True)
+        model = auto.from_pretrained(final, use_safetensors=True)
     model.eval()
     return model, tokenizer, cfg
 

@@ -27,10 +27,9 @@ from transformers import get_scheduler
 from lmtune.checkpoint import CHECKPOINTS, trainable_state
 from lmtune.config import EarlyStoppingConfig, TrainConfig
 from lmtune.data.batching import Row, collate, epoch_batches
-from lmtune.data.tokenize import IGNORE
 from lmtune.errors import LmtuneError
 from lmtune.fileio import atomic_dir
-from lmtune.objectives import causal_lm_loss, l2sp_penalty
+from lmtune.objectives import OBJECTIVES, l2sp_penalty
 
 
 @dataclass
@@ -112,15 +111,23 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, steps: int) -> tupl
     return optimizer, scheduler
 
 
-def _forward_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device) -> tuple:
-    inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+def _forward_loss(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device, task: str = "sft"
+) -> tuple:
+    objective = OBJECTIVES[task]
+    inputs = {k: v.to(device) for k, v in batch.items() if k != "labels" or objective.model_takes_labels}
     logits = model(**inputs, use_cache=False).logits
-    return causal_lm_loss(logits, batch["labels"].to(device))
+    return objective.loss(logits, batch["labels"].to(device))
 
 
 @torch.no_grad()
 def evaluate_loss(
-    model: torch.nn.Module, rows: Sequence[Row], batch_size: int, pad_id: int, accelerator: Accelerator
+    model: torch.nn.Module,
+    rows: Sequence[Row],
+    batch_size: int,
+    pad_id: int,
+    accelerator: Accelerator,
+    task: str = "sft",
 ) -> dict[str, float]:
     """Token-weighted mean loss and perplexity over rows (each process takes its share)."""
     was_training = model.training
@@ -129,7 +136,7 @@ def evaluate_loss(
     total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
     for i in range(0, len(mine), batch_size):
         with accelerator.autocast():
-            loss, n = _forward_loss(model, collate(mine[i : i + batch_size], pad_id), accelerator.device)
+            loss, n = _forward_loss(model, collate(mine[i : i + batch_size], pad_id), accelerator.device, task)
         total += torch.tensor([float(loss), n], dtype=torch.float64, device=accelerator.device)
     total = accelerator.reduce(total, reduction="sum")
     model.train(was_training)
@@ -277,8 +284,11 @@ def train_loop(
     state: LoopState,
     hooks: Hooks,
     anchors: Sequence[torch.Tensor] | None = None,
+    task: str = "sft",
 ) -> LoopState:
     """Train until `steps` optimizer steps are done (or early stopping ends the run), from `state`.
+
+    `task` (the config's training type) picks the objective (`lmtune.objectives.OBJECTIVES`).
 
     `anchors` are the values of the trainable parameters before training (in their order), for L2-SP
     (cfg.l2sp > 0): the recipe takes them before a resume loads a checkpoint.
@@ -300,15 +310,16 @@ def train_loop(
             chunks = [c for c in chunks if len(c) == per_step]  # every process needs a share of each step
         for chunk in chunks:
             t0 = time.perf_counter()
-            micro = [collate([rows[i] for i in idx], pad_id) for idx in chunk[rank::world]]
-            local_n = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro)
+            mine = chunk[rank::world]
+            micro = [collate([rows[i] for i in idx], pad_id) for idx in mine]
+            local_n = sum(rows[i].trained_tokens for idx in mine for i in idx)
             counts = accelerator.reduce(torch.tensor([local_n], device=accelerator.device), reduction="sum")
             global_n = max(int(counts.item()), 1)
             loss_sum, penalty = 0.0, None
             for j, batch in enumerate(micro):
                 sync = j == len(micro) - 1
                 with nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
-                    loss, _ = _forward_loss(model, batch, accelerator.device)
+                    loss, _ = _forward_loss(model, batch, accelerator.device, task)
                 # DDP averages gradients over processes, so scale by world to get the global token mean.
                 objective = loss * (world / global_n)
                 if sync and cfg.l2sp > 0:

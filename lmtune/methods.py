@@ -56,6 +56,11 @@ def _peft(model: PreTrainedModel, peft_cfg: Any) -> Any:
         ) from None
 
 
+def _task_type(model: PreTrainedModel) -> TaskType:
+    """peft's wrapper for the model: an encoder-decoder's (SEQ_2_SEQ_LM) routes decoder inputs and labels."""
+    return TaskType.SEQ_2_SEQ_LM if getattr(model.config, "is_encoder_decoder", False) else TaskType.CAUSAL_LM
+
+
 def apply_lora(model: PreTrainedModel, cfg: LoraMethod) -> Any:
     """LoRA, DoRA (`use_dora`: a trained magnitude vector per adapted layer) and QLoRA (LoRA on the quantized
     base that `load_model` built from `quantization_config`)."""
@@ -63,7 +68,7 @@ def apply_lora(model: PreTrainedModel, cfg: LoraMethod) -> Any:
         # Casts norms to fp32 and makes the frozen quantized embeddings pass gradients to the adapters.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     peft_cfg = LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
+        task_type=_task_type(model),
         r=cfg.r,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
@@ -153,8 +158,11 @@ def bnb_config(cfg: QloraMethod) -> Any:
 
 
 def transformer_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The model's stack of transformer blocks: the longest ModuleList (model.layers, transformer.h, ...)."""
-    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) > 0]
+    """The model's stack of transformer blocks: the longest ModuleList (model.layers, transformer.h, ...); for an
+    encoder-decoder, the decoder's (freeze trains the blocks nearest the output)."""
+    config = getattr(model, "config", None)
+    root = model.get_decoder() if getattr(config, "is_encoder_decoder", False) else model
+    lists = [m for m in root.modules() if isinstance(m, torch.nn.ModuleList) and len(m) > 0]
     if not lists:
         raise LmtuneError("method freeze: could not find the transformer blocks of this model")
     return max(lists, key=len)
@@ -193,13 +201,14 @@ class Method:
     summary: str  # what trains, in words (the README's table)
 
 
-_CAUSAL = frozenset({"sft"})
+_CAUSAL = frozenset({"sft", "causal_lm"})
+_ANY_LM = _CAUSAL | {"seq2seq"}
 
 METHODS: dict[str, Method] = {
-    "full": Method(apply_full, _CAUSAL, "every weight"),
-    "freeze": Method(apply_freeze, _CAUSAL, "the last N blocks (+ glob-matched modules)"),
-    "lora": Method(apply_lora, _CAUSAL, "low-rank A·B beside each adapted linear layer"),
-    "dora": Method(apply_lora, _CAUSAL, "LoRA + a magnitude vector per adapted layer"),
+    "full": Method(apply_full, _ANY_LM, "every weight"),
+    "freeze": Method(apply_freeze, _ANY_LM, "the last N blocks (+ glob-matched modules)"),
+    "lora": Method(apply_lora, _ANY_LM, "low-rank A·B beside each adapted linear layer"),
+    "dora": Method(apply_lora, _ANY_LM, "LoRA + a magnitude vector per adapted layer"),
     "qlora": Method(apply_lora, _CAUSAL, "LoRA on a 4/8-bit quantized base (CUDA)"),
     "ia3": Method(apply_ia3, _CAUSAL, "one scaling vector per targeted layer"),
     "prompt_tuning": Method(apply_prompt_tuning, _CAUSAL, "virtual-token input embeddings"),
@@ -208,11 +217,18 @@ METHODS: dict[str, Method] = {
 }
 
 
-def apply_method(model: PreTrainedModel, cfg: Any, task: str = "sft") -> Any:
-    method = METHODS[cfg.name]
+def check_method(name: str, task: str) -> None:
+    """Refuse a method the training type does not support (before any model is loaded)."""
+    method = METHODS[name]
     if task not in method.tasks:
+        able = sorted(n for n, m in METHODS.items() if task in m.tasks)
         raise LmtuneError(
-            f"method {cfg.name} does not support task {task!r}",
-            hint=f"it supports: {', '.join(sorted(method.tasks))}",
+            f"method {name} does not support task {task!r}",
+            hint=f"it supports: {', '.join(sorted(method.tasks))}"
+            + (f"; methods for {task}: {', '.join(able)}" if able else ""),
         )
-    return method.apply(model, cfg)
+
+
+def apply_method(model: PreTrainedModel, cfg: Any, task: str = "sft") -> Any:
+    check_method(cfg.name, task)
+    return METHODS[cfg.name].apply(model, cfg)

@@ -82,12 +82,15 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     return tok
 
 
-def load_model(cfg: ModelConfig, quantization: Any = None) -> PreTrainedModel:
-    """The causal LM in the configured dtype. Presets are built from their config with a fixed seed.
+def load_model(cfg: ModelConfig, quantization: Any = None, task: str = "sft") -> PreTrainedModel:
+    """The causal LM in the configured dtype (task seq2seq: the encoder-decoder). Presets are built from their
+    config with a fixed seed.
 
     `quantization` (a transformers quantization config, e.g. qlora's BitsAndBytesConfig) quantizes the weights as
     they load; a preset has no weights to load, so it cannot be quantized.
     """
+    if task == "seq2seq":
+        return load_seq2seq_model(cfg)
     dtype = _DTYPES[cfg.dtype]
     kwargs: dict[str, Any] = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
     if quantization is not None:
@@ -114,6 +117,45 @@ def load_model(cfg: ModelConfig, quantization: Any = None) -> PreTrainedModel:
             )
         except (OSError, ValueError) as e:
             raise _load_error("model", cfg.name, e) from None
+    if cfg.gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    return model
+
+
+def load_seq2seq_model(cfg: ModelConfig) -> PreTrainedModel:
+    """An encoder-decoder (T5, BART, ...) for task seq2seq, weights from safetensors only.
+
+    The config is read first so that a decoder-only model is refused in words rather than by transformers'
+    "Unrecognized configuration class" error.
+    """
+    if is_preset(cfg.name):
+        raise LmtuneError(
+            f"model.name: task seq2seq needs an encoder-decoder model, and {cfg.name} is a decoder-only preset",
+            hint="use a seq2seq model such as google/flan-t5-base or facebook/bart-base (or a local directory of one)",
+        )
+    try:
+        config = AutoConfig.from_pretrained(cfg.name, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise _load_error("model", cfg.name, e) from None
+    if not getattr(config, "is_encoder_decoder", False):
+        raise LmtuneError(
+            f"model.name: task seq2seq needs an encoder-decoder model, and {cfg.name} is decoder-only "
+            f"({config.model_type})",
+            hint="use a seq2seq model such as google/flan-t5-base, or task sft for a decoder-only model",
+        )
+    kwargs: dict[str, Any] = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(
+            cfg.name,
+            revision=cfg.revision,
+            dtype=_DTYPES[cfg.dtype],
+            trust_remote_code=cfg.trust_remote_code,
+            use_safetensors=True,  # never unpickle weights from the hub
+            **kwargs,
+        )
+    except (OSError, ValueError) as e:
+        raise _load_error("model", cfg.name, e) from None
     if cfg.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False

@@ -4,7 +4,8 @@ micro-batches are padded or packed)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,34 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
         return logits.sum() * 0.0, 0
     loss = F.cross_entropy(shift_logits[mask].float(), shift_labels[mask], reduction="sum")
     return loss, n
+
+
+def seq2seq_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Cross-entropy of an encoder-decoder's decoder logits, summed over the target tokens (in float32).
+
+    No shift: the model feeds the labels shifted right as decoder inputs, so the logits at t score the label at t.
+    """
+    mask = labels != IGNORE
+    n = int(mask.sum())
+    if n == 0:
+        return logits.sum() * 0.0, 0
+    return F.cross_entropy(logits[mask].float(), labels[mask], reduction="sum"), n
+
+
+@dataclass(frozen=True)
+class Objective:
+    loss: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, int]]
+    # Encoder-decoders build their decoder inputs from the labels (shifted right, each architecture its own way),
+    # so the labels go into the forward pass too (the model's own mean loss it then computes is not used).
+    model_takes_labels: bool = False
+
+
+# The objective of each training type (`task:`), where the loop computes the loss.
+OBJECTIVES: dict[str, Objective] = {
+    "sft": Objective(causal_lm_loss),
+    "causal_lm": Objective(causal_lm_loss),
+    "seq2seq": Objective(seq2seq_loss, model_takes_labels=True),
+}
 
 
 def l2sp_penalty(params: Sequence[torch.Tensor], anchors: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -159,6 +159,11 @@ def evaluate_run(
 
     # 3. Metrics, deltas with paired-bootstrap intervals, and the verdict.
     forced = [m for m in metrics if m in MODEL_METRICS]
+    if forced and cfg.task == "seq2seq":
+        raise LmtuneError(
+            f"metrics {', '.join(forced)}: teacher-forced metrics are not computed for seq2seq runs yet",
+            hint="the run's validation loss and perplexity are in summary.json; use generation metrics here",
+        )
     asked = [m for m in metrics if m not in MODEL_METRICS]
     names, why = (asked, "as asked") if asked else default_metrics(outputs[system], refs)
     scores = {system: compute_metrics(names, texts, refs) for system, texts in outputs.items()}
@@ -351,6 +356,6 @@ def _base_model(tuned: Any, cfg: RunConfig) -> Iterator[Any]:
         with tuned.disable_adapter():
             yield tuned
         return
-    base = load_model(cfg.model.model_copy(update={"gradient_checkpointing": False}))
+    base = load_model(cfg.model.model_copy(update={"gradient_checkpointing": False}), task=cfg.task)
     base.eval()
     yield base

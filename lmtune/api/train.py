@@ -29,6 +29,7 @@ from lmtune.data.tokenize import (
     setup_chat_template,
     special_affixes,
     tokenize_examples,
+    tokenize_task,
     trained_segments,
     uses_chat,
 )
@@ -52,10 +53,15 @@ from lmtune.loop import (
     total_steps,
     train_loop,
 )
-from lmtune.methods import apply_method, quantization_config
+from lmtune.methods import apply_method, check_method, quantization_config
 from lmtune.model import count_parameters, load_model, load_tokenizer
 from lmtune.report import write_report
 from lmtune.rundir import MetricsLog, check_run_dir, environment, prepare_run_dir, read_json, write_json
+
+# The forgetting measurement scores next-token prediction on general text, which an encoder-decoder does not do.
+SEQ2SEQ_FORGETTING_NOTE = (
+    "not measured: the general-text loss is a causal-LM measurement and task seq2seq trains an encoder-decoder"
+)
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,7 @@ def finetune(
     """
     console = console or Console(stderr=True, soft_wrap=True)
     cfg = load_config(config, overrides, output_dir)
+    check_method(cfg.method.name, cfg.task)
 
     # 1. Where the run lives: refuse to clobber an existing run unless asked (checked on every process,
     #    changed by the main one only).
@@ -105,8 +112,8 @@ def finetune(
         _check_same_data(run_dir, splits.info)
     leaks = _check_leakage(cfg, splits.train, splits.validation, say)
     tokenize = dict(max_length=cfg.data.max_length, overlong=cfg.data.overlong, template=cfg.data.template)
-    train_tok, train_stats = tokenize_examples(splits.train, tokenizer, **tokenize)
-    val_tok, val_stats = tokenize_examples(splits.validation, tokenizer, **tokenize)
+    train_tok, train_stats = tokenize_task(splits.train, tokenizer, cfg.task, **tokenize)
+    val_tok, val_stats = tokenize_task(splits.validation, tokenizer, cfg.task, **tokenize)
     if not train_tok:
         raise LmtuneError("no training example is left after tokenization", hint="check data.max_length and overlong")
     # Replay (data.replay): general-text paragraphs trained on every token; too long ones are simply cut.
@@ -128,10 +135,10 @@ def finetune(
         )
 
     # 3. Model and method.
-    model = load_model(cfg.model, quantization=quantization_config(cfg.method))
+    model = load_model(cfg.model, quantization=quantization_config(cfg.method), task=cfg.task)
     if needs_base_copy(cfg) and not resume and accelerator.is_main_process:
         save_base(run_dir, model)
-    model = apply_method(model, cfg.method)
+    model = apply_method(model, cfg.method, cfg.task)
     trainable, total = count_parameters(model)
     say(
         f"model {cfg.model.name} · method {cfg.method.name}: {trainable:,} trainable of {total:,} parameters "
@@ -151,7 +158,7 @@ def finetune(
     #    pulls toward them) and the loss on a general text (the forgetting measurement compares the end with it).
     anchors = [p.detach().clone() for p in model.parameters() if p.requires_grad] if cfg.train.l2sp > 0 else None
     general: list[Row] = []
-    if cfg.forgetting.measure:
+    if cfg.forgetting.measure and cfg.task != "seq2seq":
         general_source, general_file = general_text(cfg.forgetting.text)
         general = general_rows(
             tokenizer,
@@ -190,7 +197,7 @@ def finetune(
         write_json(run_dir, "env.json", environment())
 
     def on_eval(s: LoopState) -> dict[str, float]:
-        result = evaluate_loss(model, val_rows, eval_bs, pad_id, accelerator)
+        result = evaluate_loss(model, val_rows, eval_bs, pad_id, accelerator, cfg.task)
         if s.best_val_loss is None or result["loss"] < s.best_val_loss:
             s.best_val_loss = result["loss"]
         if accelerator.is_main_process:
@@ -248,6 +255,7 @@ def finetune(
             state=state,
             hooks=hooks,
             anchors=anchors,
+            task=cfg.task,
         )
 
     # 8. The final model: with early stopping, the weights of the best evaluation, not the last ones.
@@ -281,6 +289,8 @@ def finetune(
     if accelerator.is_main_process:
         save_final(run_dir, accelerator.unwrap_model(model), tokenizer)
         summary = summarize(run_dir, state, trainable, total, early_stopping=early, forgetting=forgetting)
+        if cfg.task == "seq2seq" and cfg.forgetting.measure:
+            summary["forgetting_skipped"] = SEQ2SEQ_FORGETTING_NOTE
         write_json(run_dir, "summary.json", summary)
         for finding in summary["diagnosis"]:
             advice = finding["advice"][:1].upper() + finding["advice"][1:]

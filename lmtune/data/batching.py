@@ -21,14 +21,17 @@ class Row:
     input_ids: list[int]
     labels: list[int]
     position_ids: list[int] | None = None  # set for packed rows
+    decoder_labels: list[int] | None = None  # encoder-decoder rows: the decoder's targets (not shifted)
 
     @property
     def trained_tokens(self) -> int:
+        if self.decoder_labels is not None:
+            return sum(label != IGNORE for label in self.decoder_labels)
         return sum(label != IGNORE for label in self.labels[1:])
 
 
 def unpacked(examples: Sequence[Tokenized]) -> list[Row]:
-    return [Row(e.input_ids, e.labels) for e in examples]
+    return [Row(e.input_ids, e.labels, decoder_labels=e.decoder_labels) for e in examples]
 
 
 def pack(examples: Sequence[Tokenized], max_length: int) -> list[Row]:
@@ -43,6 +46,8 @@ def pack(examples: Sequence[Tokenized], max_length: int) -> list[Row]:
             rows.append(Row(list(ids), list(labels), list(pos)))
             ids.clear(), labels.clear(), pos.clear()
 
+    if any(ex.decoder_labels is not None for ex in examples):
+        raise ValueError("encoder-decoder examples are not packed")  # the config refuses packing for seq2seq
     for ex in examples:
         if len(ids) + len(ex.input_ids) > max_length:
             flush()
@@ -63,7 +68,11 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool 
 
 
 def collate(rows: Sequence[Row], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch. Unpacked rows get an attention mask; packed rows get position ids instead."""
+    """Right-pad a batch. Unpacked rows get an attention mask; packed rows get position ids instead.
+
+    Encoder-decoder rows carry the decoder's targets as `labels`, padded to their own width (the model builds its
+    decoder inputs from them, shifted right).
+    """
     width = max(len(r.input_ids) for r in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
@@ -79,4 +88,9 @@ def collate(rows: Sequence[Row], pad_id: int) -> dict[str, torch.Tensor]:
         else:
             extra[i, :n] = 1
     key = "position_ids" if packed else "attention_mask"
+    if rows[0].decoder_labels is not None:
+        targets = [r.decoder_labels or [] for r in rows]
+        labels = torch.full((len(rows), max(map(len, targets))), IGNORE, dtype=torch.long)
+        for i, t in enumerate(targets):
+            labels[i, : len(t)] = torch.tensor(t, dtype=torch.long)
     return {"input_ids": input_ids, "labels": labels, key: extra}

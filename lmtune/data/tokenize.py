@@ -48,7 +48,8 @@ class Rendered:
 @dataclass(frozen=True)
 class Tokenized:
     input_ids: list[int]
-    labels: list[int]
+    labels: list[int]  # aligned with input_ids (IGNORE where not trained); all IGNORE for an encoder input
+    decoder_labels: list[int] | None = None  # encoder-decoder (task seq2seq): the decoder's target tokens
 
 
 @dataclass
@@ -246,3 +247,69 @@ def trained_segments(tok: Tokenized, tokenizer: PreTrainedTokenizerBase) -> list
             segments.append((tokenizer.decode(tok.input_ids[start:i]), flags[start]))
             start = i
     return segments
+
+
+def encode_seq2seq(example: Example, tokenizer: PreTrainedTokenizerBase, max_length: int) -> tuple[Tokenized, bool]:
+    """An encoder-decoder example: the rendered prompt as the encoder input, the completion as the decoder target.
+
+    Both sides get the tokenizer's own special tokens, as the model was pre-trained with them (T5 ends its input
+    with </s>; BART wraps it in <s> ... </s>), and the target ends in EOS so the model learns to stop. A side past
+    max_length keeps its start and its special tokens. Returns the example and whether a side was cut.
+    """
+    if not isinstance(example, PromptCompletionExample):
+        kind = "chat messages" if isinstance(example, ChatExample) else "raw text"
+        raise LmtuneError(
+            f"{example.source}:{example.line}: task seq2seq needs prompt/completion or instruction data, got {kind}",
+            hint="chat data is not supported for seq2seq yet; map your columns to prompt and completion "
+            "(data.columns) or use task sft with a decoder-only model",
+        )
+    prefix, suffix = special_affixes(tokenizer)
+
+    def side(text: str, end: Sequence[int]) -> tuple[list[int], bool]:
+        body = tokenizer(text, add_special_tokens=False)["input_ids"]
+        room = max_length - len(prefix) - len(end)
+        return [*prefix, *body[: max(room, 0)], *end], len(body) > room
+
+    encoder, cut_in = side(example.prompt, suffix)
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    target_end = suffix if suffix[-1:] == eos else [*suffix, *eos]
+    target, cut_out = side(example.completion, target_end)
+    return Tokenized(encoder, [IGNORE] * len(encoder), target), cut_in or cut_out
+
+
+def tokenize_seq2seq(
+    examples: Sequence[Example], tokenizer: PreTrainedTokenizerBase, *, max_length: int, overlong: str = "truncate"
+) -> tuple[list[Tokenized], TokenStats]:
+    """`tokenize_examples` for task seq2seq: over-long examples (either side) are truncated or dropped, and
+    counted; `tokens` counts encoder and decoder tokens, `trained_tokens` the decoder targets."""
+    stats = TokenStats(examples=len(examples))
+    out = []
+    for ex in examples:
+        tok, truncated = encode_seq2seq(ex, tokenizer, max_length)
+        assert tok.decoder_labels is not None
+        stats.lengths.append(max(len(tok.input_ids), len(tok.decoder_labels)))
+        if truncated and overlong == "drop":
+            stats.dropped += 1
+            continue
+        stats.truncated += int(truncated)
+        stats.kept += 1
+        stats.tokens += len(tok.input_ids) + len(tok.decoder_labels)
+        stats.trained_tokens += len(tok.decoder_labels)
+        out.append(tok)
+    return out, stats
+
+
+def tokenize_task(
+    examples: Sequence[Example],
+    tokenizer: PreTrainedTokenizerBase,
+    task: str,
+    *,
+    max_length: int,
+    overlong: str = "truncate",
+    template: str = "auto",
+) -> tuple[list[Tokenized], TokenStats]:
+    """Examples tokenized the way the training type (`task:`) trains them: encoder input + decoder target for
+    seq2seq, one labelled sequence otherwise."""
+    if task == "seq2seq":
+        return tokenize_seq2seq(examples, tokenizer, max_length=max_length, overlong=overlong)
+    return tokenize_examples(examples, tokenizer, max_length=max_length, overlong=overlong, template=template)

@@ -84,10 +84,14 @@ def generate(
     model, tokenizer, cfg = loaded or load_tuned(run_dir)
     chat = bool(read_json(run_dir, "data.json").get("chat"))
     text = build_prompt(tokenizer, cfg, chat, prompt, messages)
-    prefix, _ = special_affixes(tokenizer)
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if not chat:
-        ids = [*prefix, *ids]
+    encoder_decoder = cfg.task == "seq2seq"
+    if encoder_decoder:
+        ids = _prompt_ids(tokenizer, text, encoder_decoder, chat=False)  # the encoder input, as training had it
+    else:
+        prefix, _ = special_affixes(tokenizer)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not chat:
+            ids = [*prefix, *ids]
     input_ids = torch.tensor([ids])
     torch.manual_seed(seed)
     sample = temperature > 0
@@ -103,7 +107,8 @@ def generate(
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=sorted(set(stop)),
     )
-    return tokenizer.decode(out[0, input_ids.shape[1] :], skip_special_tokens=True)
+    # A decoder-only model's output starts with the prompt; an encoder-decoder's is the answer alone.
+    return tokenizer.decode(out[0, 0 if encoder_decoder else input_ids.shape[1] :], skip_special_tokens=True)
 
 
 def _prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, encoder_decoder: bool, chat: bool) -> list[int]:
