@@ -75,13 +75,15 @@ class DataConfig(_Section):
     split: str = Field("train", description="Split to read from a hub dataset or a saved DatasetDict.")
     validation_split: str = Field("validation", description="Split to read for `validation` from a DatasetDict/hub.")
     subset: str | None = Field(None, description="Hub dataset configuration name, if it has several.")
-    format: Literal["auto", "text", "prompt_completion", "messages", "instruction"] = Field(
-        "auto", description="Record shape; 'auto' detects it from the keys of the first record."
+    format: Literal["auto", "text", "prompt_completion", "messages", "instruction", "classification"] = Field(
+        "auto",
+        description="Record shape; 'auto' detects it from the keys of the first record. 'classification' (text + "
+        "label; the default for task classification) is never detected, only set.",
     )
     columns: dict[str, str] = Field(
         default_factory=dict,
         description="Map of canonical field -> your column, e.g. {prompt: dialogue, completion: summary}. "
-        "Canonical fields: text, prompt, completion, messages, instruction, input, output.",
+        "Canonical fields: text, prompt, completion, messages, instruction, input, output, label.",
     )
     prompt_template: str | None = Field(
         None,
@@ -310,6 +312,19 @@ class TrainConfig(_Section):
         "freeze; for LoRA the adapter's initialisation, so it limits how far the adapter moves). Keeps a copy of "
         "the trainable weights in memory. 0 disables.",
     )
+    label_smoothing: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Label smoothing of the cross-entropy (every training type that uses one: the class of task "
+        "classification, the next token of sft/causal_lm, the target token of seq2seq); 0.1 is common. 0 disables.",
+    )
+    class_weights: Literal["none", "balanced"] | list[float] = Field(
+        "none",
+        description="Task classification: weight of each class in the loss, against class imbalance. 'balanced' "
+        "weighs each class by n_examples / (n_classes * its count) in the training data (scikit-learn's "
+        "compute_class_weight); or one weight per label, in the sorted order of the label names.",
+    )
 
     @field_validator("mixed_precision", mode="before")
     @classmethod
@@ -388,13 +403,15 @@ class EvalConfig(_Section):
 
 class RunConfig(_Section):
     name: str = Field("run", description="Run name; the run directory is output_dir or runs/<name>.")
-    task: Literal["sft", "causal_lm", "seq2seq"] = Field(
+    task: Literal["sft", "causal_lm", "seq2seq", "classification"] = Field(
         "sft",
         description="Training type: 'sft' (prompt/completion, chat, instruction data: the answers are trained), "
         "'causal_lm' (domain adaptation / continued pretraining on raw text: every token is trained, long documents "
         "are cut into max_length chunks instead of truncated, and chunks are packed into full rows) or 'seq2seq' "
         "(an encoder-decoder model such as T5 or BART on prompt/completion or instruction data: the encoder reads "
-        "the prompt, the decoder is trained on the completion; max_length applies to each side).",
+        "the prompt, the decoder is trained on the completion; max_length applies to each side) or 'classification' "
+        "(a text and its label, e.g. sentiment: a classification head on an encoder such as BERT/MiniLM or on a "
+        "decoder; records with a text and a label field, the label set read from the training data).",
     )
     seed: int = Field(42, description="Seed for data order, splits, initialisation and dropout.")
     output_dir: str | None = Field(None, description="Run directory (default runs/<name>).")
@@ -414,6 +431,8 @@ class RunConfig(_Section):
         # Continued pretraining wants every token of long documents, in full rows: chunk and pack unless told not to.
         if isinstance(values, dict) and values.get("task") == "causal_lm" and isinstance(values.get("data"), dict):
             values = {**values, "data": {"overlong": "chunk", "packing": True, "format": "text", **values["data"]}}
+        if isinstance(values, dict) and values.get("task") == "classification" and isinstance(values.get("data"), dict):
+            values = {**values, "data": {"format": "classification", **values["data"]}}
         return values
 
     @field_validator("method", mode="before")
@@ -440,6 +459,14 @@ class RunConfig(_Section):
             raise ValueError("task causal_lm trains on raw text: set data.format: text (records with a text field)")
         if self.task == "seq2seq":
             self._seq2seq_checks()
+        if self.task == "classification":
+            self._classification_checks()
+        elif self.data.format == "classification":
+            raise ValueError(
+                f"data.format: classification data (text + label) is for task classification, not {self.task}"
+            )
+        elif self.train.class_weights != "none":
+            raise ValueError("train.class_weights: applies to task classification only")
         if self.data.overlong == "chunk" and self.data.format not in ("text", "auto"):
             raise ValueError(
                 f"data.overlong: chunk cuts raw text into pieces; {self.data.format} data would lose its "
@@ -468,6 +495,22 @@ class RunConfig(_Section):
             raise ValueError("data.overlong: chunk cuts raw text; for seq2seq use truncate or drop")
         if self.data.replay is not None:
             raise ValueError("data.replay mixes general text into causal-LM training; unset it for task seq2seq")
+
+    def _classification_checks(self) -> None:
+        """A classification example is one text and one label: nothing to pack, chunk or replay."""
+        if self.data.format != "classification":
+            raise ValueError(
+                "task classification reads records with a text and a label field: set data.format: classification "
+                "(the default for this task) and map your columns with data.columns, e.g. {text: sentence}"
+            )
+        if self.data.packing:
+            raise ValueError(
+                "data.packing: classification examples are not packed (one label each); set packing: false"
+            )
+        if self.data.overlong == "chunk":
+            raise ValueError("data.overlong: chunk would give one label to several pieces; use truncate or drop")
+        if self.data.replay is not None:
+            raise ValueError("data.replay mixes general text into causal-LM training; unset it for task classification")
 
     @property
     def run_dir(self) -> Path:

@@ -7,13 +7,23 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from lmtune.adapters import has_adapters, is_adapter_dir, load_adapters, save_adapters
 from lmtune.config import RunConfig
 from lmtune.errors import LmtuneError
 from lmtune.methods import quantization_config, transformer_blocks
-from lmtune.model import is_preset, load_model, load_tokenizer
+from lmtune.model import is_classifier, is_preset, load_model, load_tokenizer
+
+# The model class of each training type's saved model (others: a causal LM).
+AUTO_CLASSES = {"seq2seq": AutoModelForSeq2SeqLM, "classification": AutoModelForSequenceClassification}
 
 FINAL = "final"
 BASE_MODEL = "base_model"
@@ -42,6 +52,9 @@ def save_final(run_dir: Path, model: Any, tokenizer: PreTrainedTokenizerBase) ->
         save_adapters(model, tmp)  # bottleneck adapters: lmtune's own (peft has none), the same contract
     else:
         model.save_pretrained(tmp, safe_serialization=True)
+        if hasattr(model, "peft_config") and is_classifier(model):
+            # A classifier adapter needs its label names (and head size) back: the base config that holds them.
+            model.get_base_model().config.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(out, ignore_errors=True)
     tmp.replace(out)
@@ -58,9 +71,10 @@ def read_run_config(run_dir: Path) -> RunConfig:
 def load_tuned(run_dir: Path) -> tuple[Any, PreTrainedTokenizerBase, RunConfig]:
     """The tuned model of a run in eval mode, its tokenizer (with the training chat template) and config.
 
-    The run's task says the model class: an encoder-decoder for seq2seq, a causal LM otherwise."""
+    The run's task says the model class: an encoder-decoder for seq2seq, a sequence classifier for classification
+    (label names in its config's id2label), a causal LM otherwise."""
     cfg = read_run_config(run_dir)
-    auto = AutoModelForSeq2SeqLM if cfg.task == "seq2seq" else AutoModelForCausalLM
+    auto = AUTO_CLASSES.get(cfg.task, AutoModelForCausalLM)
     final = run_dir / FINAL
     if not final.is_dir():
         raise LmtuneError(f"{run_dir} has no final model yet", hint="finish the run (lmtune train CONFIG --resume)")
@@ -70,10 +84,17 @@ def load_tuned(run_dir: Path) -> tuple[Any, PreTrainedTokenizerBase, RunConfig]:
         if base_dir.is_dir():
             base = auto.from_pretrained(base_dir, use_safetensors=True)
         else:
+            extra: dict[str, Any] = {}
+            if cfg.task == "classification":
+                saved = AutoConfig.from_pretrained(final)
+                extra = dict(
+                    labels=[saved.id2label[i] for i in range(saved.num_labels)], pad_token_id=saved.pad_token_id
+                )
             base = load_model(
                 cfg.model.model_copy(update={"gradient_checkpointing": False}),
                 quantization=_quantized(cfg),
                 task=cfg.task,
+                **extra,
             )
         if is_adapter_dir(final):
             model = load_adapters(base, final, transformer_blocks(base))

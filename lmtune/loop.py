@@ -29,7 +29,7 @@ from lmtune.config import EarlyStoppingConfig, TrainConfig
 from lmtune.data.batching import Row, collate, epoch_batches
 from lmtune.errors import LmtuneError
 from lmtune.fileio import atomic_dir
-from lmtune.objectives import OBJECTIVES, l2sp_penalty
+from lmtune.objectives import OBJECTIVES, Objective, l2sp_penalty
 
 
 @dataclass
@@ -111,13 +111,23 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, steps: int) -> tupl
     return optimizer, scheduler
 
 
-def _forward_loss(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device, task: str = "sft"
-) -> tuple:
-    objective = OBJECTIVES[task]
+def _forward(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device, objective: Objective
+) -> tuple[torch.Tensor, tuple]:
+    """The logits of a batch and its (summed loss, count) under the objective."""
     inputs = {k: v.to(device) for k, v in batch.items() if k != "labels" or objective.model_takes_labels}
     logits = model(**inputs, use_cache=False).logits
-    return objective.loss(logits, batch["labels"].to(device))
+    return logits, objective.loss(logits, batch["labels"].to(device))
+
+
+def _forward_loss(
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    device: torch.device,
+    task: str = "sft",
+    objective: Objective | None = None,
+) -> tuple:
+    return _forward(model, batch, device, objective or OBJECTIVES[task])[1]
 
 
 @torch.no_grad()
@@ -128,21 +138,53 @@ def evaluate_loss(
     pad_id: int,
     accelerator: Accelerator,
     task: str = "sft",
+    objective: Objective | None = None,
 ) -> dict[str, float]:
-    """Token-weighted mean loss and perplexity over rows (each process takes its share)."""
+    """Token-weighted mean loss and perplexity over rows (each process takes its share).
+
+    Task classification also gets the accuracy and macro F1 of the argmax predictions (every label of the model
+    weighs the same in the F1, predicted or not); `tokens` then counts examples.
+    """
+    objective = objective or OBJECTIVES[task]
     was_training = model.training
     model.eval()
     mine = list(rows)[accelerator.process_index :: accelerator.num_processes]
     total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+    gold: list[int] = []
+    predicted: list[int] = []
+    n_classes = 0
     for i in range(0, len(mine), batch_size):
+        batch = collate(mine[i : i + batch_size], pad_id)
         with accelerator.autocast():
-            loss, n = _forward_loss(model, collate(mine[i : i + batch_size], pad_id), accelerator.device, task)
+            logits, (loss, n) = _forward(model, batch, accelerator.device, objective)
         total += torch.tensor([float(loss), n], dtype=torch.float64, device=accelerator.device)
+        if task == "classification":
+            n_classes = logits.shape[-1]
+            gold += batch["labels"].tolist()
+            predicted += logits.argmax(-1).tolist()
     total = accelerator.reduce(total, reduction="sum")
     model.train(was_training)
     loss_sum, n = float(total[0]), int(total[1])
     mean = loss_sum / max(n, 1)
-    return {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "tokens": n}
+    out: dict[str, float] = {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "tokens": n}
+    if task == "classification":
+        out.update(_label_scores(gold, predicted, n_classes, accelerator))
+    return out
+
+
+def _label_scores(gold: list[int], predicted: list[int], n_classes: int, accelerator: Accelerator) -> dict[str, float]:
+    """Accuracy and macro F1 over every process's predictions (scikit-learn)."""
+    from accelerate.utils import gather_object
+    from sklearn.metrics import accuracy_score, f1_score
+
+    if accelerator.num_processes > 1:
+        gold, predicted = gather_object(gold), gather_object(predicted)
+        n_classes = max(gather_object([n_classes]))
+    if not gold:
+        return {}
+    labels = list(range(n_classes)) or None
+    macro = f1_score(gold, predicted, labels=labels, average="macro", zero_division=0)
+    return {"accuracy": float(accuracy_score(gold, predicted)), "f1": float(macro)}
 
 
 @contextmanager
@@ -285,15 +327,18 @@ def train_loop(
     hooks: Hooks,
     anchors: Sequence[torch.Tensor] | None = None,
     task: str = "sft",
+    objective: Objective | None = None,
 ) -> LoopState:
     """Train until `steps` optimizer steps are done (or early stopping ends the run), from `state`.
 
-    `task` (the config's training type) picks the objective (`lmtune.objectives.OBJECTIVES`).
+    `task` (the config's training type) picks the objective (`lmtune.objectives.OBJECTIVES`); `objective`, when
+    given, replaces it (the task's objective with the run's loss settings, `objective_for`).
 
     `anchors` are the values of the trainable parameters before training (in their order), for L2-SP
     (cfg.l2sp > 0): the recipe takes them before a resume loads a checkpoint.
     """
     world, rank = accelerator.num_processes, accelerator.process_index
+    task_objective = objective or OBJECTIVES[task]
     per_step = cfg.grad_accum * world
     steps_per_epoch(len(rows), cfg, world)  # an epoch without a full step would loop forever
     params = [p for p in model.parameters() if p.requires_grad]
@@ -319,7 +364,7 @@ def train_loop(
             for j, batch in enumerate(micro):
                 sync = j == len(micro) - 1
                 with nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
-                    loss, _ = _forward_loss(model, batch, accelerator.device, task)
+                    loss, _ = _forward_loss(model, batch, accelerator.device, task, task_objective)
                 # DDP averages gradients over processes, so scale by world to get the global token mean.
                 objective = loss * (world / global_n)
                 if sync and cfg.l2sp > 0:

@@ -39,6 +39,7 @@ from lmtune.config import (
     QloraMethod,
 )
 from lmtune.errors import LmtuneError
+from lmtune.model import is_classifier
 
 
 def apply_full(model: PreTrainedModel, cfg: FullMethod) -> PreTrainedModel:
@@ -57,7 +58,10 @@ def _peft(model: PreTrainedModel, peft_cfg: Any) -> Any:
 
 
 def _task_type(model: PreTrainedModel) -> TaskType:
-    """peft's wrapper for the model: an encoder-decoder's (SEQ_2_SEQ_LM) routes decoder inputs and labels."""
+    """peft's wrapper for the model: an encoder-decoder's (SEQ_2_SEQ_LM) routes decoder inputs and labels; a
+    classifier's (SEQ_CLS) trains and saves the new classification head in full (modules_to_save)."""
+    if is_classifier(model):
+        return TaskType.SEQ_CLS
     return TaskType.SEQ_2_SEQ_LM if getattr(model.config, "is_encoder_decoder", False) else TaskType.CAUSAL_LM
 
 
@@ -168,6 +172,10 @@ def transformer_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
     return max(lists, key=len)
 
 
+# What transformers names the head of a sequence classifier (BERT-style encoders; decoders such as Llama).
+CLASSIFIER_HEADS = ("classifier", "score")
+
+
 def apply_freeze(model: PreTrainedModel, cfg: FreezeMethod) -> PreTrainedModel:
     for p in model.parameters():
         p.requires_grad_(False)
@@ -180,6 +188,11 @@ def apply_freeze(model: PreTrainedModel, cfg: FreezeMethod) -> PreTrainedModel:
     for block in list(blocks)[len(blocks) - cfg.train_last_layers :]:
         for p in block.parameters():
             p.requires_grad_(True)
+    if is_classifier(model):
+        # The classification head is new: frozen at its random initialisation it could not learn anything.
+        for name, p in model.named_parameters():
+            if name.split(".")[0] in CLASSIFIER_HEADS:
+                p.requires_grad_(True)
     for pattern in cfg.train_modules:
         matched = [p for n, p in model.named_parameters() if fnmatch.fnmatchcase(n, pattern)]
         if not matched:
@@ -203,12 +216,13 @@ class Method:
 
 _CAUSAL = frozenset({"sft", "causal_lm"})
 _ANY_LM = _CAUSAL | {"seq2seq"}
+_WITH_CLS = _ANY_LM | {"classification"}
 
 METHODS: dict[str, Method] = {
-    "full": Method(apply_full, _ANY_LM, "every weight"),
-    "freeze": Method(apply_freeze, _ANY_LM, "the last N blocks (+ glob-matched modules)"),
-    "lora": Method(apply_lora, _ANY_LM, "low-rank A·B beside each adapted linear layer"),
-    "dora": Method(apply_lora, _ANY_LM, "LoRA + a magnitude vector per adapted layer"),
+    "full": Method(apply_full, _WITH_CLS, "every weight"),
+    "freeze": Method(apply_freeze, _WITH_CLS, "the last N blocks (+ glob-matched modules; a classifier's head)"),
+    "lora": Method(apply_lora, _WITH_CLS, "low-rank A·B beside each adapted linear layer"),
+    "dora": Method(apply_lora, _WITH_CLS, "LoRA + a magnitude vector per adapted layer"),
     "qlora": Method(apply_lora, _CAUSAL, "LoRA on a 4/8-bit quantized base (CUDA)"),
     "ia3": Method(apply_ia3, _CAUSAL, "one scaling vector per targeted layer"),
     "prompt_tuning": Method(apply_prompt_tuning, _CAUSAL, "virtual-token input embeddings"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
     AutoTokenizer,
     GenerationConfig,
     PreTrainedModel,
@@ -82,15 +84,24 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     return tok
 
 
-def load_model(cfg: ModelConfig, quantization: Any = None, task: str = "sft") -> PreTrainedModel:
-    """The causal LM in the configured dtype (task seq2seq: the encoder-decoder). Presets are built from their
-    config with a fixed seed.
+def load_model(
+    cfg: ModelConfig,
+    quantization: Any = None,
+    task: str = "sft",
+    *,
+    labels: Sequence[str] = (),
+    pad_token_id: int | None = None,
+) -> PreTrainedModel:
+    """The causal LM in the configured dtype (task seq2seq: the encoder-decoder; task classification: the model
+    with a classification head for `labels`). Presets are built from their config with a fixed seed.
 
     `quantization` (a transformers quantization config, e.g. qlora's BitsAndBytesConfig) quantizes the weights as
     they load; a preset has no weights to load, so it cannot be quantized.
     """
     if task == "seq2seq":
         return load_seq2seq_model(cfg)
+    if task == "classification":
+        return load_classifier(cfg, labels, pad_token_id)
     dtype = _DTYPES[cfg.dtype]
     kwargs: dict[str, Any] = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
     if quantization is not None:
@@ -159,6 +170,63 @@ def load_seq2seq_model(cfg: ModelConfig) -> PreTrainedModel:
     if cfg.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
+    return model
+
+
+def is_classifier(model: Any) -> bool:
+    """Whether the model (or the model under a peft wrapper) is a transformers sequence classifier."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return type(base).__name__.endswith("ForSequenceClassification")
+
+
+def load_classifier(cfg: ModelConfig, labels: Sequence[str], pad_token_id: int | None = None) -> PreTrainedModel:
+    """An encoder (BERT, MiniLM, ...) or decoder with a sequence-classification head for `labels` (task
+    classification). The label names go into the model config (id2label/label2id), so the saved model keeps them.
+
+    A decoder classifies from the last non-padding token, which it finds by the pad token id: the config gets the
+    tokenizer's. The head is new (randomly initialised, seeded by the run's seed) unless the checkpoint has one
+    for the same labels.
+    """
+    if not labels:
+        raise LmtuneError("task classification: no labels in the training data", hint="check data.columns.label")
+    id2label = dict(enumerate(labels))
+    options: dict[str, Any] = dict(
+        num_labels=len(labels), id2label=id2label, label2id={name: i for i, name in id2label.items()}
+    )
+    if pad_token_id is not None:
+        options["pad_token_id"] = pad_token_id
+    kwargs: dict[str, Any] = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
+    try:
+        config = AutoConfig.from_pretrained(
+            _source(cfg.name), revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, **options
+        )
+    except (OSError, ValueError) as e:
+        raise _load_error("model", cfg.name, e) from None
+    if getattr(config, "is_encoder_decoder", False):
+        raise LmtuneError(
+            f"model.name: task classification needs an encoder or a decoder model, and {cfg.name} is an "
+            "encoder-decoder",
+            hint="use an encoder such as sentence-transformers/all-MiniLM-L6-v2 or bert-base-uncased",
+        )
+    if is_preset(cfg.name):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(PRESET_INIT_SEED)
+            model = AutoModelForSequenceClassification.from_config(config, dtype=_DTYPES[cfg.dtype], **kwargs)
+    else:
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                cfg.name,
+                config=config,
+                revision=cfg.revision,
+                dtype=_DTYPES[cfg.dtype],
+                trust_remote_code=cfg.trust_remote_code,
+                use_safetensors=True,  # never unpickle weights from the hub
+                **kwargs,
+            )
+        except (OSError, ValueError) as e:
+            raise _load_error("model", cfg.name, e) from None
+    if cfg.gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return model
 
 

@@ -5,15 +5,19 @@ micro-batches are padded or packed)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
 from lmtune.data.tokenize import IGNORE
+from lmtune.errors import LmtuneError
 
 
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+def causal_lm_loss(
+    logits: torch.Tensor, labels: torch.Tensor, *, label_smoothing: float = 0.0
+) -> tuple[torch.Tensor, int]:
     """Next-token cross-entropy summed over labelled positions (computed in float32).
 
     Prompt tuning prepends virtual tokens, so its logits are longer than the labels by their number: only the
@@ -27,11 +31,15 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     n = int(mask.sum())
     if n == 0:
         return logits.sum() * 0.0, 0
-    loss = F.cross_entropy(shift_logits[mask].float(), shift_labels[mask], reduction="sum")
+    loss = F.cross_entropy(
+        shift_logits[mask].float(), shift_labels[mask], reduction="sum", label_smoothing=label_smoothing
+    )
     return loss, n
 
 
-def seq2seq_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+def seq2seq_loss(
+    logits: torch.Tensor, labels: torch.Tensor, *, label_smoothing: float = 0.0
+) -> tuple[torch.Tensor, int]:
     """Cross-entropy of an encoder-decoder's decoder logits, summed over the target tokens (in float32).
 
     No shift: the model feeds the labels shifted right as decoder inputs, so the logits at t score the label at t.
@@ -40,7 +48,28 @@ def seq2seq_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
     n = int(mask.sum())
     if n == 0:
         return logits.sum() * 0.0, 0
-    return F.cross_entropy(logits[mask].float(), labels[mask], reduction="sum"), n
+    return F.cross_entropy(logits[mask].float(), labels[mask], reduction="sum", label_smoothing=label_smoothing), n
+
+
+def classification_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    label_smoothing: float = 0.0,
+    class_weights: Sequence[float] | None = None,
+) -> tuple[torch.Tensor, int]:
+    """Cross-entropy of a sequence classifier's logits (batch, classes) against label indices (batch,), summed
+    over the examples (in float32), and the number of examples.
+
+    With class weights each example's loss is multiplied by its class's weight and the sum is still divided by the
+    example count (not the summed weights, as torch's weighted mean does): with 'balanced' weights the mean weight
+    over the training set is 1, so the loss keeps its scale and gradient accumulation stays exact.
+    """
+    weight = None
+    if class_weights is not None:
+        weight = torch.tensor(list(class_weights), dtype=torch.float32, device=logits.device)
+    loss = F.cross_entropy(logits.float(), labels, weight=weight, reduction="sum", label_smoothing=label_smoothing)
+    return loss, int(labels.numel())
 
 
 @dataclass(frozen=True)
@@ -56,7 +85,42 @@ OBJECTIVES: dict[str, Objective] = {
     "sft": Objective(causal_lm_loss),
     "causal_lm": Objective(causal_lm_loss),
     "seq2seq": Objective(seq2seq_loss, model_takes_labels=True),
+    "classification": Objective(classification_loss),
 }
+
+
+def objective_for(
+    task: str, *, label_smoothing: float = 0.0, class_weights: Sequence[float] | None = None
+) -> Objective:
+    """The task's objective with the run's loss settings (train.label_smoothing, the resolved class weights)."""
+    objective = OBJECTIVES[task]
+    options: dict = {"label_smoothing": label_smoothing} if label_smoothing else {}
+    if class_weights is not None:
+        options["class_weights"] = list(class_weights)
+    return replace(objective, loss=partial(objective.loss, **options)) if options else objective
+
+
+def resolve_class_weights(
+    setting: str | Sequence[float], label_ids: Sequence[int], n_labels: int
+) -> list[float] | None:
+    """train.class_weights as one weight per label index: None for 'none'; 'balanced' from the training label
+    counts (scikit-learn's compute_class_weight: n_examples / (n_classes * count)); a list as given."""
+    if setting == "none":
+        return None
+    if setting == "balanced":
+        import numpy as np
+        from sklearn.utils.class_weight import compute_class_weight
+
+        return [
+            float(w) for w in compute_class_weight("balanced", classes=np.arange(n_labels), y=np.asarray(label_ids))
+        ]
+    weights = [float(w) for w in setting]
+    if len(weights) != n_labels:
+        raise LmtuneError(
+            f"train.class_weights: {len(weights)} weights for {n_labels} labels",
+            hint="give one weight per label, in the sorted order of the label names, or 'balanced'",
+        )
+    return weights
 
 
 def l2sp_penalty(params: Sequence[torch.Tensor], anchors: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -23,7 +23,15 @@ from rich.console import Console
 
 from lmtune.config import RunConfig, load_config
 from lmtune.data.batching import unpacked
-from lmtune.data.formats import ChatExample, Example, Message, PromptCompletionExample, TextExample, normalize
+from lmtune.data.formats import (
+    ChatExample,
+    Example,
+    LabelExample,
+    Message,
+    PromptCompletionExample,
+    TextExample,
+    normalize,
+)
 from lmtune.data.load import load_records
 from lmtune.data.prepare import general_text, load_splits
 from lmtune.data.text import example_input
@@ -130,6 +138,9 @@ def evaluate_run(
     is_run = (run_dir / "config.yaml").is_file()
     chosen = [b if isinstance(b, Baseline) else Baseline.parse(b) for b in baselines]
 
+    if is_run and read_run_config(run_dir).task == "classification":
+        return _evaluate_classifier(run_dir, data, metrics, baselines, limit, batch_size, save, start)
+
     # 1. The model and the held-out examples in the run's shape, with their references.
     if is_run:
         cfg = read_run_config(run_dir)
@@ -214,6 +225,58 @@ def evaluate_run(
     return result
 
 
+def _evaluate_classifier(
+    run_dir: Path,
+    data: str | None,
+    metrics: Sequence[str],
+    baselines: Sequence[Any],
+    limit: int | None,
+    batch_size: int,
+    save: bool,
+    start: float,
+) -> EvalResult:
+    """A classification run: the label of each example predicted by argmax over the head's logits (no generation),
+    scored by the label metrics (default accuracy and macro F1) on the label names as strings."""
+    import torch
+
+    if baselines:
+        raise LmtuneError(
+            "baselines prompt the base model to generate answers; a classification run predicts labels with its "
+            "trained head, and the base model has none",
+            hint="leave out --baseline (eval.baselines) for classification runs",
+        )
+    model, tokenizer, cfg = load_tuned(run_dir)
+    examples, _, source = _eval_data(cfg, data, (), limit)
+    names = list(metrics) or ["accuracy", "f1"]
+    id2label = model.config.id2label
+    predictions: list[str] = []
+    with torch.no_grad():
+        for i in range(0, len(examples), batch_size):
+            texts = [ex.text for ex in examples[i : i + batch_size] if isinstance(ex, LabelExample)]
+            batch = tokenizer(texts, padding=True, truncation=True, max_length=cfg.data.max_length, return_tensors="pt")
+            batch.pop("token_type_ids", None)  # one segment: all zeros, the default (and training passes none)
+            logits = model(**batch).logits
+            predictions += [id2label[int(j)] for j in logits.argmax(-1)]
+    refs = [(ex.label,) for ex in examples if isinstance(ex, LabelExample)]
+    scores = {"tuned": compute_metrics(names, predictions, refs)}
+    samples = [
+        {"input": ex.text, "reference": [ex.label], "outputs": {"tuned": pred}}
+        for ex, pred in zip(examples[:SAMPLES], predictions, strict=False)
+        if isinstance(ex, LabelExample)
+    ]
+    why = "as asked" if metrics else "classification: the label metrics"
+    result = EvalResult(
+        str(run_dir),
+        {"source": source, "examples": len(examples), "references_per_example": 1, "metrics": why},
+        scores,
+        samples=samples,
+        seconds=time.perf_counter() - start,
+    )
+    if save:
+        atomic_write_json(run_dir / EVAL_FILE, result.as_dict())
+    return result
+
+
 def _plain_model(
     name: str, data: str | None, overrides: Sequence[str], baselines: Sequence[Baseline]
 ) -> tuple[RunConfig, Any, Any]:
@@ -289,6 +352,8 @@ def _eval_data(
 def _answer(example: Example) -> str:
     if isinstance(example, PromptCompletionExample):
         return example.completion
+    if isinstance(example, LabelExample):
+        return example.label
     assert isinstance(example, ChatExample)
     return _split_chat(example)[1].content
 

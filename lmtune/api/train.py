@@ -25,6 +25,7 @@ from lmtune.data.tokenize import (
     IGNORE,
     TokenStats,
     encode,
+    label_names,
     render,
     setup_chat_template,
     special_affixes,
@@ -55,6 +56,7 @@ from lmtune.loop import (
 )
 from lmtune.methods import apply_method, check_method, quantization_config
 from lmtune.model import count_parameters, load_model, load_tokenizer
+from lmtune.objectives import objective_for, resolve_class_weights
 from lmtune.report import write_report
 from lmtune.rundir import MetricsLog, check_run_dir, environment, prepare_run_dir, read_json, write_json
 
@@ -62,6 +64,11 @@ from lmtune.rundir import MetricsLog, check_run_dir, environment, prepare_run_di
 SEQ2SEQ_FORGETTING_NOTE = (
     "not measured: the general-text loss is a causal-LM measurement and task seq2seq trains an encoder-decoder"
 )
+# ... nor a model whose language-model head was replaced by a classification head.
+CLASSIFICATION_FORGETTING_NOTE = (
+    "not measured: the general-text loss is a causal-LM measurement and task classification trains a classifier"
+)
+FORGETTING_NOTES = {"seq2seq": SEQ2SEQ_FORGETTING_NOTE, "classification": CLASSIFICATION_FORGETTING_NOTE}
 
 
 @dataclass(frozen=True)
@@ -111,7 +118,11 @@ def finetune(
     if resume:
         _check_same_data(run_dir, splits.info)
     leaks = _check_leakage(cfg, splits.train, splits.validation, say)
-    tokenize = dict(max_length=cfg.data.max_length, overlong=cfg.data.overlong, template=cfg.data.template)
+    # Task classification: the label set is the training data's (sorted); validation labels must be among it.
+    labels = label_names(splits.train) if cfg.task == "classification" else []
+    tokenize = dict(
+        max_length=cfg.data.max_length, overlong=cfg.data.overlong, template=cfg.data.template, labels=labels
+    )
     train_tok, train_stats = tokenize_task(splits.train, tokenizer, cfg.task, **tokenize)
     val_tok, val_stats = tokenize_task(splits.validation, tokenizer, cfg.task, **tokenize)
     if not train_tok:
@@ -135,7 +146,13 @@ def finetune(
         )
 
     # 3. Model and method.
-    model = load_model(cfg.model, quantization=quantization_config(cfg.method), task=cfg.task)
+    model = load_model(
+        cfg.model,
+        quantization=quantization_config(cfg.method),
+        task=cfg.task,
+        labels=labels,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     if needs_base_copy(cfg) and not resume and accelerator.is_main_process:
         save_base(run_dir, model)
     model = apply_method(model, cfg.method, cfg.task)
@@ -152,13 +169,23 @@ def finetune(
 
     eval_bs = cfg.train.eval_batch_size or cfg.train.batch_size
     pad_id = tokenizer.pad_token_id
+    class_weights = None
+    if cfg.task == "classification":
+        ids = [t.class_label for t in train_tok if t.class_label is not None]
+        class_weights = resolve_class_weights(cfg.train.class_weights, ids, len(labels))
+        counts = Counter(ids)
+        say(
+            f"labels: {', '.join(f'{name} ({counts[i]})' for i, name in enumerate(labels))} in the training data"
+            + (f"; class weights {', '.join(f'{w:.3g}' for w in class_weights)}" if class_weights else "")
+        )
+    objective = objective_for(cfg.task, label_smoothing=cfg.train.label_smoothing, class_weights=class_weights)
 
     # 5. What training is measured against, taken before a resume loads its checkpoint so that both belong to
     #    the weights training started from (recomputed, not stored): the trainable weights themselves (L2-SP
     #    pulls toward them) and the loss on a general text (the forgetting measurement compares the end with it).
     anchors = [p.detach().clone() for p in model.parameters() if p.requires_grad] if cfg.train.l2sp > 0 else None
     general: list[Row] = []
-    if cfg.forgetting.measure and cfg.task != "seq2seq":
+    if cfg.forgetting.measure and cfg.task not in FORGETTING_NOTES:
         general_source, general_file = general_text(cfg.forgetting.text)
         general = general_rows(
             tokenizer,
@@ -197,7 +224,7 @@ def finetune(
         write_json(run_dir, "env.json", environment())
 
     def on_eval(s: LoopState) -> dict[str, float]:
-        result = evaluate_loss(model, val_rows, eval_bs, pad_id, accelerator, cfg.task)
+        result = evaluate_loss(model, val_rows, eval_bs, pad_id, accelerator, cfg.task, objective)
         if s.best_val_loss is None or result["loss"] < s.best_val_loss:
             s.best_val_loss = result["loss"]
         if accelerator.is_main_process:
@@ -237,7 +264,10 @@ def finetune(
     )
     if val_rows and not resume:
         before = run_evaluation(state, hooks, cfg.train.early_stopping)
-        say(f"validation loss before training: {before['loss']:.4f} (perplexity {before['perplexity']:.2f})")
+        extra = (
+            f"accuracy {before['accuracy']:.4f}" if "accuracy" in before else f"perplexity {before['perplexity']:.2f}"
+        )
+        say(f"validation loss before training: {before['loss']:.4f} ({extra})")
 
     # 7. Train.
     with graceful_interrupt() as stop_requested:
@@ -256,6 +286,7 @@ def finetune(
             hooks=hooks,
             anchors=anchors,
             task=cfg.task,
+            objective=objective,
         )
 
     # 8. The final model: with early stopping, the weights of the best evaluation, not the last ones.
@@ -289,8 +320,10 @@ def finetune(
     if accelerator.is_main_process:
         save_final(run_dir, accelerator.unwrap_model(model), tokenizer)
         summary = summarize(run_dir, state, trainable, total, early_stopping=early, forgetting=forgetting)
-        if cfg.task == "seq2seq" and cfg.forgetting.measure:
-            summary["forgetting_skipped"] = SEQ2SEQ_FORGETTING_NOTE
+        if cfg.task in FORGETTING_NOTES and cfg.forgetting.measure:
+            summary["forgetting_skipped"] = FORGETTING_NOTES[cfg.task]
+        if labels:
+            summary["labels"] = labels
         write_json(run_dir, "summary.json", summary)
         for finding in summary["diagnosis"]:
             advice = finding["advice"][:1].upper() + finding["advice"][1:]
@@ -380,6 +413,12 @@ def summarize(
     out.update(stopped_early=state.stopped_early, stopped_at=state.step, best_step=state.best_step, final_step=kept)
     at_kept = [r for r in val if r["step"] == kept]
     out["val_loss_final"] = at_kept[-1]["loss"] if at_kept else None
+    # Task classification: the label scores of the validation split, before, after and for the final model.
+    for key in ("accuracy", "f1"):
+        if val and key in val[-1]:
+            out[f"val_{key}_before"] = val[0][key] if val[0]["step"] == 0 else None
+            out[f"val_{key}_after"] = val[-1][key]
+            out[f"val_{key}_final"] = at_kept[-1][key] if at_kept else None
     if early_stopping is not None:
         out["early_stopping"] = {
             **early_stopping.model_dump(),

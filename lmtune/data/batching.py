@@ -22,16 +22,19 @@ class Row:
     labels: list[int]
     position_ids: list[int] | None = None  # set for packed rows
     decoder_labels: list[int] | None = None  # encoder-decoder rows: the decoder's targets (not shifted)
+    class_label: int | None = None  # classification rows: the label index (one prediction per row)
 
     @property
     def trained_tokens(self) -> int:
+        if self.class_label is not None:
+            return 1
         if self.decoder_labels is not None:
             return sum(label != IGNORE for label in self.decoder_labels)
         return sum(label != IGNORE for label in self.labels[1:])
 
 
 def unpacked(examples: Sequence[Tokenized]) -> list[Row]:
-    return [Row(e.input_ids, e.labels, decoder_labels=e.decoder_labels) for e in examples]
+    return [Row(e.input_ids, e.labels, decoder_labels=e.decoder_labels, class_label=e.class_label) for e in examples]
 
 
 def pack(examples: Sequence[Tokenized], max_length: int) -> list[Row]:
@@ -71,7 +74,7 @@ def collate(rows: Sequence[Row], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch. Unpacked rows get an attention mask; packed rows get position ids instead.
 
     Encoder-decoder rows carry the decoder's targets as `labels`, padded to their own width (the model builds its
-    decoder inputs from them, shifted right).
+    decoder inputs from them, shifted right). Classification rows carry one label index each: `labels` is (batch,).
     """
     width = max(len(r.input_ids) for r in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -88,6 +91,8 @@ def collate(rows: Sequence[Row], pad_id: int) -> dict[str, torch.Tensor]:
         else:
             extra[i, :n] = 1
     key = "position_ids" if packed else "attention_mask"
+    if rows[0].class_label is not None:
+        labels = torch.tensor([r.class_label for r in rows], dtype=torch.long)
     if rows[0].decoder_labels is not None:
         targets = [r.decoder_labels or [] for r in rows]
         labels = torch.full((len(rows), max(map(len, targets))), IGNORE, dtype=torch.long)

@@ -47,10 +47,20 @@ class ChatExample:
     line: int
 
 
-Example = TextExample | PromptCompletionExample | ChatExample
+@dataclass(frozen=True)
+class LabelExample:
+    """A text and its class (task classification). Labels are kept as strings: integer labels become "0", "1"."""
 
-FORMATS = ("auto", "text", "prompt_completion", "messages", "instruction")
-CANONICAL_FIELDS = ("text", "prompt", "completion", "messages", "instruction", "input", "output")
+    text: str
+    label: str
+    source: str
+    line: int
+
+
+Example = TextExample | PromptCompletionExample | ChatExample | LabelExample
+
+FORMATS = ("auto", "text", "prompt_completion", "messages", "instruction", "classification")
+CANONICAL_FIELDS = ("text", "prompt", "completion", "messages", "instruction", "input", "output", "label")
 ROLES = ("system", "user", "assistant")
 # Set by `lmtune data augment` on every copy it writes: {"strategy", "source", "line", "of": key of the original}.
 AUGMENTATION_FIELD = "augmentation"
@@ -165,6 +175,10 @@ def _convert(
     if shape == "messages":
         messages = _messages(record, columns.get("messages", "messages"), report)
         return None if messages is None else ChatExample(messages, record.source, record.line)
+    if shape == "classification":
+        text = _string(record, columns.get("text", "text"), report, allow_empty=False)
+        label = _label(record, columns.get("label", "label"), report)
+        return None if text is None or label is None else LabelExample(text, label, record.source, record.line)
     return _prompt_completion(record, shape, columns, template, report)
 
 
@@ -180,6 +194,22 @@ def _string(record: Record, field: str, report: _Report, *, allow_empty: bool) -
         report(field, "is empty")
         return None
     return value
+
+
+def _label(record: Record, field: str, report: _Report) -> str | None:
+    """A class label: a non-empty string or an integer (read as its decimal string, so 1 and "1" are one class)."""
+    if field not in record.data:
+        report(field, f"missing (the record has keys {sorted(record.data)})")
+        return None
+    value = record.data[field]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        report(field, f"must be a string or an integer label, got {json_type(value)}")
+        return None
+    label = str(value).strip()
+    if not label:
+        report(field, "is empty")
+        return None
+    return label
 
 
 def _prompt_completion(

@@ -17,7 +17,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from lmtune.data.formats import ChatExample, Example, Message, PromptCompletionExample, TextExample
+from lmtune.data.formats import ChatExample, Example, LabelExample, Message, PromptCompletionExample, TextExample
 from lmtune.errors import DataError, LmtuneError
 
 IGNORE = -100
@@ -50,6 +50,7 @@ class Tokenized:
     input_ids: list[int]
     labels: list[int]  # aligned with input_ids (IGNORE where not trained); all IGNORE for an encoder input
     decoder_labels: list[int] | None = None  # encoder-decoder (task seq2seq): the decoder's target tokens
+    class_label: int | None = None  # task classification: the index of the example's label
 
 
 @dataclass
@@ -299,6 +300,57 @@ def tokenize_seq2seq(
     return out, stats
 
 
+def label_names(examples: Sequence[Example]) -> list[str]:
+    """The label set of task classification, read from the training examples: sorted, numerically when every
+    label is an integer (so "2" < "10"), so the same data always gives the same label ids."""
+    names = {ex.label for ex in examples if isinstance(ex, LabelExample)}
+    numeric = all(n.lstrip("-").isdigit() for n in names)
+    return sorted(names, key=lambda n: (int(n), n) if numeric else (0, n))
+
+
+def tokenize_classification(
+    examples: Sequence[Example],
+    tokenizer: PreTrainedTokenizerBase,
+    labels: Sequence[str],
+    *,
+    max_length: int,
+    overlong: str = "truncate",
+) -> tuple[list[Tokenized], TokenStats]:
+    """Task classification: the text with the tokenizer's own special tokens (BERT's [CLS] ... [SEP], Llama's
+    BOS) and the index of its label. A label outside `labels` (the training set's) is a DataError at its line.
+    `trained_tokens` counts examples: each is one prediction."""
+    index = {name: i for i, name in enumerate(labels)}
+    stats = TokenStats(examples=len(examples))
+    out = []
+    for ex in examples:
+        if not isinstance(ex, LabelExample):
+            raise LmtuneError(
+                f"{ex.source}:{ex.line}: task classification needs records with a text and a label field",
+                hint="set data.format: classification and map your columns with data.columns, e.g. {text: sentence}",
+            )
+        if ex.label not in index:
+            raise DataError(
+                ex.source,
+                ex.line,
+                "label",
+                f"unknown label {ex.label!r}: the training data has the labels {', '.join(map(repr, labels))}",
+                hint="fix the label, or add examples of it to the training data",
+            )
+        ids = tokenizer(ex.text, add_special_tokens=True)["input_ids"]
+        stats.lengths.append(len(ids))
+        if len(ids) > max_length:
+            if overlong == "drop":
+                stats.dropped += 1
+                continue
+            ids = tokenizer(ex.text, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
+            stats.truncated += 1
+        out.append(Tokenized(list(ids), [IGNORE] * len(ids), class_label=index[ex.label]))
+        stats.kept += 1
+        stats.tokens += len(ids)
+        stats.trained_tokens += 1
+    return out, stats
+
+
 def tokenize_task(
     examples: Sequence[Example],
     tokenizer: PreTrainedTokenizerBase,
@@ -307,9 +359,13 @@ def tokenize_task(
     max_length: int,
     overlong: str = "truncate",
     template: str = "auto",
+    labels: Sequence[str] = (),
 ) -> tuple[list[Tokenized], TokenStats]:
     """Examples tokenized the way the training type (`task:`) trains them: encoder input + decoder target for
-    seq2seq, one labelled sequence otherwise."""
+    seq2seq, a text and its label index for classification (`labels`: the label names), one labelled sequence
+    otherwise."""
+    if task == "classification":
+        return tokenize_classification(examples, tokenizer, labels, max_length=max_length, overlong=overlong)
     if task == "seq2seq":
         return tokenize_seq2seq(examples, tokenizer, max_length=max_length, overlong=overlong)
     return tokenize_examples(examples, tokenizer, max_length=max_length, overlong=overlong, template=template)
