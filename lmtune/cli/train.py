@@ -67,7 +67,11 @@ def train(
             f"held-out loss before training: {s['val_loss_before']:.4f}   after: {s['val_loss_after']:.4f}   "
             f"(best {s['best_val_loss']:.4f} at step {s['best_val_step']})"
         )
-        if s.get("val_perplexity_before") is not None:
+        if s.get("val_accuracy_before") is not None:
+            out.print(
+                f"held-out accuracy before: {s['val_accuracy_before']:.4f}   after: {s['val_accuracy_final']:.4f}"
+            )
+        elif s.get("val_perplexity_before") is not None:
             out.print(
                 f"held-out perplexity before: {s['val_perplexity_before']:.2f}   after: {s['val_perplexity_after']:.2f}"
             )
