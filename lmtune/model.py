@@ -117,20 +117,30 @@ def load_model(
             torch.manual_seed(PRESET_INIT_SEED)
             model = AutoModelForCausalLM.from_config(config, dtype=dtype, **kwargs)
     else:
-        try:
-            model = AutoModelForCausalLM.from_pretrained(
-                cfg.name,
-                revision=cfg.revision,
-                dtype=dtype,
-                trust_remote_code=cfg.trust_remote_code,
-                use_safetensors=True,  # never unpickle weights from the hub
-                **kwargs,
-            )
-        except (OSError, ValueError) as e:
-            raise _load_error("model", cfg.name, e) from None
+        model = _from_pretrained(AutoModelForCausalLM, cfg, **kwargs)
+    return _checkpointing(model, cfg)
+
+
+def _from_pretrained(auto_class: Any, cfg: ModelConfig, **kwargs: Any) -> PreTrainedModel:
+    """Weights from the hub or a local directory, in the configured dtype, from safetensors only."""
+    try:
+        return auto_class.from_pretrained(
+            cfg.name,
+            revision=cfg.revision,
+            dtype=_DTYPES[cfg.dtype],
+            trust_remote_code=cfg.trust_remote_code,
+            use_safetensors=True,  # never unpickle weights from the hub
+            **kwargs,
+        )
+    except (OSError, ValueError) as e:
+        raise _load_error("model", cfg.name, e) from None
+
+
+def _checkpointing(model: PreTrainedModel, cfg: ModelConfig) -> PreTrainedModel:
     if cfg.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
+        if hasattr(model.config, "use_cache"):
+            model.config.use_cache = False
     return model
 
 
@@ -156,21 +166,7 @@ def load_seq2seq_model(cfg: ModelConfig) -> PreTrainedModel:
             hint="use a seq2seq model such as google/flan-t5-base, or task sft for a decoder-only model",
         )
     kwargs: dict[str, Any] = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
-    try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(
-            cfg.name,
-            revision=cfg.revision,
-            dtype=_DTYPES[cfg.dtype],
-            trust_remote_code=cfg.trust_remote_code,
-            use_safetensors=True,  # never unpickle weights from the hub
-            **kwargs,
-        )
-    except (OSError, ValueError) as e:
-        raise _load_error("model", cfg.name, e) from None
-    if cfg.gradient_checkpointing:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
-    return model
+    return _checkpointing(_from_pretrained(AutoModelForSeq2SeqLM, cfg, **kwargs), cfg)
 
 
 def is_classifier(model: Any) -> bool:
@@ -213,21 +209,8 @@ def load_classifier(cfg: ModelConfig, labels: Sequence[str], pad_token_id: int |
             torch.manual_seed(PRESET_INIT_SEED)
             model = AutoModelForSequenceClassification.from_config(config, dtype=_DTYPES[cfg.dtype], **kwargs)
     else:
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                cfg.name,
-                config=config,
-                revision=cfg.revision,
-                dtype=_DTYPES[cfg.dtype],
-                trust_remote_code=cfg.trust_remote_code,
-                use_safetensors=True,  # never unpickle weights from the hub
-                **kwargs,
-            )
-        except (OSError, ValueError) as e:
-            raise _load_error("model", cfg.name, e) from None
-    if cfg.gradient_checkpointing:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    return model
+        model = _from_pretrained(AutoModelForSequenceClassification, cfg, config=config, **kwargs)
+    return _checkpointing(model, cfg)
 
 
 def stop_token_ids(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> list[int]:
