@@ -382,6 +382,9 @@ class _RecordingModel:
         self.generation_config = model.generation_config
         self.inputs: list[list[int]] = []
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)  # config, device, eval/train: the wrapped model's
+
     def generate(self, input_ids: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         self.inputs.append(input_ids[0].tolist())
         return self.model.generate(input_ids=input_ids, **kwargs)

@@ -157,7 +157,7 @@ def evaluate_run(
     # Prompts past the context (long inputs, many demonstrations) keep their end: the question and what follows.
     context = context_limit(model)
     room = None if context is None or getattr(model.config, "is_encoder_decoder", False) else context - max_new_tokens
-    options = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, max_input_tokens=room)
+    options = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, max_input_tokens=room, rendered=chat)
     prompts = [_prompt(ex, tokenizer, chat) for ex in examples]
     outputs = {system: generate_texts(model, tokenizer, prompts, desc=system, **options)}
     if chosen:

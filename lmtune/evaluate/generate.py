@@ -84,42 +84,36 @@ def generate(
     model, tokenizer, cfg = loaded or load_tuned(run_dir)
     chat = bool(read_json(run_dir, "data.json").get("chat"))
     text = build_prompt(tokenizer, cfg, chat, prompt, messages)
-    encoder_decoder = cfg.task == "seq2seq"
-    if encoder_decoder:
-        ids = _prompt_ids(tokenizer, text, encoder_decoder, chat=False)  # the encoder input, as training had it
-    else:
-        prefix, _ = special_affixes(tokenizer)
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if not chat:
-            ids = [*prefix, *ids]
-    input_ids = torch.tensor([ids])
-    torch.manual_seed(seed)
-    sample = temperature > 0
-    stop = model.generation_config.eos_token_id
-    stop = [*(stop if isinstance(stop, list) else [stop] if stop is not None else []), tokenizer.eos_token_id]
-    out = model.generate(
-        input_ids=input_ids,
-        attention_mask=torch.ones_like(input_ids),
+    # The same batched path `lmtune eval` uses: the prompt as training rendered it, stop at the model's EOS.
+    (answer,) = generate_texts(
+        model,
+        tokenizer,
+        [text],
         max_new_tokens=max_new_tokens,
-        do_sample=sample,
-        temperature=temperature if sample else None,
-        top_p=top_p if sample else None,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=sorted(set(stop)),
+        batch_size=1,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        rendered=chat,
+        progress=False,
     )
-    # A decoder-only model's output starts with the prompt; an encoder-decoder's is the answer alone.
-    return tokenizer.decode(out[0, 0 if encoder_decoder else input_ids.shape[1] :], skip_special_tokens=True)
+    return answer
 
 
-def _prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, encoder_decoder: bool, chat: bool) -> list[int]:
+def _prompt_ids(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, encoder_decoder: bool, chat: bool, rendered: bool = False
+) -> list[int]:
     """Token ids of one prompt, with the special tokens the model expects around it.
 
     An encoder gets the tokenizer's own affixes (T5 ends its input with </s>). A decoder-only model gets the
     start tokens training gave raw text (Llama's BOS) but never the end ones: a trailing EOS would tell it the
-    text is over. A chat template writes its own special tokens.
+    text is over. A chat template writes its own special tokens: a prompt it already `rendered` is taken as is,
+    as training took chat text.
     """
     if encoder_decoder:
         return list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    if rendered:
+        return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     if chat:
         text = tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
@@ -159,13 +153,14 @@ def _generate_batched(
     chat: bool,
     max_input_tokens: int | None,
     skip_too_long: bool,
+    rendered: bool = False,
     progress: bool,
     desc: str,
 ) -> list[str | None]:
     if batch_size < 1 or max_new_tokens < 1:
         raise LmtuneError(f"batch_size and max_new_tokens must be at least 1, got {batch_size} and {max_new_tokens}")
     encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
-    ids = [_prompt_ids(tokenizer, p, encoder_decoder, chat) for p in prompts]
+    ids = [_prompt_ids(tokenizer, p, encoder_decoder, chat, rendered) for p in prompts]
     if max_input_tokens is not None:
         # A decoder continues from the end of its prompt, so that is what it keeps; an encoder reads from the start.
         ids = [row[:max_input_tokens] if encoder_decoder else row[-max_input_tokens:] for row in ids]
@@ -234,6 +229,7 @@ def generate_texts(
     top_p: float = 1.0,
     seed: int = 0,
     chat: bool = False,
+    rendered: bool = False,
     max_input_tokens: int | None = None,
     progress: bool = True,
     desc: str = "generating",
@@ -243,7 +239,8 @@ def generate_texts(
     Works for decoder-only models (left-padded batches, so attention masks and the position ids generate derives
     from them skip the padding) and encoder-decoder models (the encoder input padded on the right), with the KV
     cache on. ``chat=True`` sends each prompt as a user turn through the tokenizer's chat template (decoder-only);
-    otherwise the prompt is used as is. A prompt longer than the model's context raises unless
+    otherwise the prompt is used as is (``rendered=True``: it was already rendered by the chat template, so no BOS
+    is added). A prompt longer than the model's context raises unless
     ``max_input_tokens`` truncates it. Generation stops at the tokenizer's or the model's EOS, which is cut off.
     """
     texts = _generate_batched(
@@ -258,6 +255,7 @@ def generate_texts(
         chat=chat,
         max_input_tokens=max_input_tokens,
         skip_too_long=False,
+        rendered=rendered,
         progress=progress,
         desc=desc,
     )
