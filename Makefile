@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lmtune-installed
 
-.PHONY: install quickstart test test-slow lint format clean
+.PHONY: install quickstart test test-slow bench lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test: install lint
 # Acceptance tests on real pretrained weights (../shared/models/stories260K); slower.
 test-slow: install
 	$(BIN)/pytest -m slow
+
+# Speed and memory against the HF Trainer and TRL baselines, side by side (benchmarks/README.md); ~30 min on 2 cores.
+bench: install
+	$(BIN)/python benchmarks/throughput.py --levers --scaling --json
 
 lint: install
 	$(BIN)/ruff check .

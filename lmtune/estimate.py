@@ -86,6 +86,7 @@ class ModelSpec:
     matmul_params: int  # weights of all linear layers: the 2·N of a forward pass (embeddings do no matmul)
     backward_matmul_params: int  # linear weights that backward passes a gradient through (active blocks + head)
     trainable_matmul_params: int  # trainable linear weights: their weight gradient is another 2·N
+    chunked_loss: bool = False  # the loss runs the head only at trained positions, in chunks (lmtune.linear_ce)
 
     @property
     def lora_params(self) -> int:
@@ -241,7 +242,9 @@ class MicroBatch:
         return self.rows * self.width
 
 
-def plan_steps(rows: Sequence[Row], batch_size: int, grad_accum: int, seed: int, steps: int) -> list[list[MicroBatch]]:
+def plan_steps(
+    rows: Sequence[Row], batch_size: int, grad_accum: int, seed: int, steps: int, grouped: bool = True
+) -> list[list[MicroBatch]]:
     """The micro-batches of every optimizer step in the order `train_loop` forms them (same seeded shuffle per
     epoch, `grad_accum` micro-batches per step, one process), so memory and time see the run's real batches."""
     lengths = [len(r.input_ids) for r in rows]
@@ -250,7 +253,7 @@ def plan_steps(rows: Sequence[Row], batch_size: int, grad_accum: int, seed: int,
     plan: list[list[MicroBatch]] = []
     epoch = 0
     while len(plan) < steps:
-        batches = epoch_batches(len(rows), batch_size, seed, epoch)
+        batches = epoch_batches(len(rows), batch_size, seed, epoch, lengths=lengths if grouped else None)
         for i in range(0, len(batches), grad_accum):
             step = []
             for idx in batches[i : i + grad_accum]:

@@ -12,6 +12,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -20,10 +21,15 @@ from lmtune.adapters import has_adapters, is_adapter_dir, load_adapters, save_ad
 from lmtune.config import RunConfig
 from lmtune.errors import LmtuneError
 from lmtune.methods import quantization_config, transformer_blocks
-from lmtune.model import is_classifier, is_preset, load_model, load_tokenizer
+from lmtune.model import is_classifier, is_preset, is_token_classifier, load_model, load_tokenizer
 
 # The model class of each training type's saved model (others: a causal LM).
-AUTO_CLASSES = {"seq2seq": AutoModelForSeq2SeqLM, "classification": AutoModelForSequenceClassification}
+AUTO_CLASSES = {
+    "seq2seq": AutoModelForSeq2SeqLM,
+    "classification": AutoModelForSequenceClassification,
+    "token_classification": AutoModelForTokenClassification,
+    "reward": AutoModelForSequenceClassification,  # a reward model: a classifier with one output, the score
+}
 
 FINAL = "final"
 BASE_MODEL = "base_model"
@@ -52,7 +58,7 @@ def save_final(run_dir: Path, model: Any, tokenizer: PreTrainedTokenizerBase) ->
         save_adapters(model, tmp)  # bottleneck adapters: lmtune's own (peft has none), the same contract
     else:
         model.save_pretrained(tmp, safe_serialization=True)
-        if hasattr(model, "peft_config") and is_classifier(model):
+        if hasattr(model, "peft_config") and (is_classifier(model) or is_token_classifier(model)):
             # A classifier adapter needs its label names (and head size) back: the base config that holds them.
             model.get_base_model().config.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -85,7 +91,7 @@ def load_tuned(run_dir: Path) -> tuple[Any, PreTrainedTokenizerBase, RunConfig]:
             base = auto.from_pretrained(base_dir, use_safetensors=True)
         else:
             extra: dict[str, Any] = {}
-            if cfg.task == "classification":
+            if cfg.task in ("classification", "reward", "token_classification"):
                 saved = AutoConfig.from_pretrained(final)
                 extra = dict(
                     labels=[saved.id2label[i] for i in range(saved.num_labels)], pad_token_id=saved.pad_token_id
@@ -93,7 +99,7 @@ def load_tuned(run_dir: Path) -> tuple[Any, PreTrainedTokenizerBase, RunConfig]:
             base = load_model(
                 cfg.model.model_copy(update={"gradient_checkpointing": False}),
                 quantization=_quantized(cfg),
-                task=cfg.task,
+                task="classification" if cfg.task == "reward" else cfg.task,
                 **extra,
             )
         if is_adapter_dir(final):

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -27,8 +28,10 @@ from transformers import get_scheduler
 from lmtune.checkpoint import CHECKPOINTS, trainable_state
 from lmtune.config import EarlyStoppingConfig, TrainConfig
 from lmtune.data.batching import Row, collate, epoch_batches
+from lmtune.data.ner import entity_scores, tag_sequences
 from lmtune.errors import LmtuneError
 from lmtune.fileio import atomic_dir
+from lmtune.linear_ce import output_head
 from lmtune.objectives import OBJECTIVES, Objective, l2sp_penalty
 
 
@@ -45,6 +48,10 @@ class LoopState:
     best_step: int | None = None  # the step it was reached at; its weights are kept in checkpoints/best-NNNNNN
     bad_evals: int = 0  # evaluations in a row without an improvement
     stopped_early: bool = False
+    # The launch the run has been training under: a resume on another number of processes keeps the global batch
+    # (micro-batches per optimizer step, over all processes) by changing grad_accum (`resume_grad_accum`).
+    processes: int = 1
+    step_batches: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,6 +99,23 @@ def total_steps(n_rows: int, cfg: TrainConfig, num_processes: int = 1) -> int:
     return cfg.max_steps if cfg.max_steps is not None else per_epoch * cfg.epochs
 
 
+def resume_grad_accum(saved: dict[str, Any], cfg: TrainConfig, processes: int) -> int:
+    """train.grad_accum for resuming, on `processes` processes, a run whose checkpoint has loop state `saved`: the
+    same number of micro-batches per optimizer step as before, so the batches, the loss scale and the schedule go
+    on exactly as they would have (a run started on 2 processes resumes on 1 with twice the accumulation)."""
+    before = int(saved.get("processes", 1))
+    per_step = int(saved.get("step_batches") or cfg.grad_accum * before)
+    if processes == before or per_step == cfg.grad_accum * processes:
+        return cfg.grad_accum
+    if per_step % processes:
+        raise LmtuneError(
+            f"--resume: the run took {per_step} micro-batches per optimizer step on {before} process(es), which "
+            f"{processes} processes cannot share evenly",
+            hint=f"resume on a number of processes that divides {per_step}",
+        )
+    return per_step // processes
+
+
 def warmup_steps(cfg: TrainConfig, steps: int) -> int:
     return cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_fraction * steps)
 
@@ -111,13 +135,34 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, steps: int) -> tupl
     return optimizer, scheduler
 
 
+def loss_head(model: torch.nn.Module, accelerator: Accelerator, objective: Objective) -> torch.nn.Linear | None:
+    """The output layer for the chunked loss (`lmtune.linear_ce`), or None to compute the model's logits: the
+    objective has no hidden-state form, the head is not a plain linear layer, or FSDP/DeepSpeed shard the head's
+    weight (it is only gathered inside the wrapped model's forward)."""
+    if objective.hidden_loss is None or accelerator.distributed_type in (
+        DistributedType.FSDP,
+        DistributedType.DEEPSPEED,
+    ):
+        return None
+    return output_head(accelerator.unwrap_model(model))
+
+
 def _forward(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device, objective: Objective
-) -> tuple[torch.Tensor, tuple]:
-    """The logits of a batch and its (summed loss, count) under the objective."""
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    device: torch.device,
+    objective: Objective,
+    head: torch.nn.Linear | None = None,
+) -> tuple[torch.Tensor | None, tuple]:
+    """The logits of a batch and its (summed loss, count) under the objective. With `head` (see `loss_head`) the
+    model computes no logits (None): the loss comes from its last hidden states through the head."""
     inputs = {k: v.to(device) for k, v in batch.items() if k != "labels" or objective.model_takes_labels}
+    labels = batch["labels"].to(device)
+    if head is not None and objective.hidden_loss is not None:
+        out = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
+        return None, objective.hidden_loss(out.hidden_states[-1], head, labels)
     logits = model(**inputs, use_cache=False).logits
-    return logits, objective.loss(logits, batch["labels"].to(device))
+    return logits, objective.loss(logits, labels)
 
 
 def _forward_loss(
@@ -126,8 +171,9 @@ def _forward_loss(
     device: torch.device,
     task: str = "sft",
     objective: Objective | None = None,
+    head: torch.nn.Linear | None = None,
 ) -> tuple:
-    return _forward(model, batch, device, objective or OBJECTIVES[task])[1]
+    return _forward(model, batch, device, objective or OBJECTIVES[task], head)[1]
 
 
 @torch.no_grad()
@@ -143,9 +189,11 @@ def evaluate_loss(
     """Token-weighted mean loss and perplexity over rows (each process takes its share).
 
     Task classification also gets the accuracy and macro F1 of the argmax predictions (every label of the model
-    weighs the same in the F1, predicted or not); `tokens` then counts examples.
+    weighs the same in the F1, predicted or not); `tokens` then counts examples. Task token_classification gets
+    entity-level precision, recall and F1 (seqeval, micro) and the token accuracy over the tagged words.
     """
     objective = objective or OBJECTIVES[task]
+    head = loss_head(model, accelerator, objective)
     was_training = model.training
     model.eval()
     mine = list(rows)[accelerator.process_index :: accelerator.num_processes]
@@ -153,15 +201,21 @@ def evaluate_loss(
     gold: list[int] = []
     predicted: list[int] = []
     n_classes = 0
+    tags_gold: list[list[str]] = []
+    tags_predicted: list[list[str]] = []
     for i in range(0, len(mine), batch_size):
         batch = collate(mine[i : i + batch_size], pad_id)
         with accelerator.autocast():
-            logits, (loss, n) = _forward(model, batch, accelerator.device, objective)
+            logits, (loss, n) = _forward(model, batch, accelerator.device, objective, head)
         total += torch.tensor([float(loss), n], dtype=torch.float64, device=accelerator.device)
         if task == "classification":
             n_classes = logits.shape[-1]
             gold += batch["labels"].tolist()
             predicted += logits.argmax(-1).tolist()
+        if task == "token_classification":
+            id2label = accelerator.unwrap_model(model).config.id2label
+            g, p = tag_sequences(batch["labels"].tolist(), logits.argmax(-1).tolist(), id2label)
+            tags_gold, tags_predicted = tags_gold + g, tags_predicted + p
     total = accelerator.reduce(total, reduction="sum")
     model.train(was_training)
     loss_sum, n = float(total[0]), int(total[1])
@@ -169,6 +223,12 @@ def evaluate_loss(
     out: dict[str, float] = {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "tokens": n}
     if task == "classification":
         out.update(_label_scores(gold, predicted, n_classes, accelerator))
+    if task == "token_classification":
+        from accelerate.utils import gather_object
+
+        if accelerator.num_processes > 1:
+            tags_gold, tags_predicted = gather_object(tags_gold), gather_object(tags_predicted)
+        out.update(entity_scores(tags_gold, tags_predicted))
     return out
 
 
@@ -339,7 +399,9 @@ def train_loop(
     """
     world, rank = accelerator.num_processes, accelerator.process_index
     task_objective = objective or OBJECTIVES[task]
+    head = loss_head(model, accelerator, task_objective) if cfg.chunked_loss else None
     per_step = cfg.grad_accum * world
+    state.processes, state.step_batches = world, per_step
     steps_per_epoch(len(rows), cfg, world)  # an epoch without a full step would loop forever
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.l2sp > 0 and (anchors is None or len(anchors) != len(params)):
@@ -348,8 +410,9 @@ def train_loop(
     bar = tqdm(total=steps, initial=state.step, desc="train", unit="step", disable=not accelerator.is_main_process)
     model.train()
     window_tokens, window_time = 0, 0.0
+    lengths = [len(r.input_ids) for r in rows] if cfg.batching == "length_grouped" else None
     while state.step < steps and not state.stopped_early:
-        batches = epoch_batches(len(rows), cfg.batch_size, seed, state.epoch)
+        batches = epoch_batches(len(rows), cfg.batch_size, seed, state.epoch, lengths=lengths)
         chunks = [batches[i : i + per_step] for i in range(state.batches_done, len(batches), per_step)]
         if world > 1:
             chunks = [c for c in chunks if len(c) == per_step]  # every process needs a share of each step
@@ -364,7 +427,7 @@ def train_loop(
             for j, batch in enumerate(micro):
                 sync = j == len(micro) - 1
                 with nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
-                    loss, _ = _forward_loss(model, batch, accelerator.device, task, task_objective)
+                    loss, _ = _forward_loss(model, batch, accelerator.device, task, task_objective, head)
                 # DDP averages gradients over processes, so scale by world to get the global token mean.
                 objective = loss * (world / global_n)
                 if sync and cfg.l2sp > 0:

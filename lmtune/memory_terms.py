@@ -10,6 +10,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from lmtune.linear_ce import CHUNK_ELEMENTS
+
 if TYPE_CHECKING:
     from lmtune.estimate import LinearSpec, MicroBatch, ModelSpec
 
@@ -160,6 +162,11 @@ def logits_bytes(spec: ModelSpec, mb: MicroBatch, prec: Precision) -> int:
     with large vocabularies peak here.
     """
     n, v, logits = mb.trained, spec.vocab, mb.tokens * spec.vocab
+    if spec.chunked_loss:
+        # lmtune.linear_ce: the gathered hidden rows and their gradient, and one chunk's logits in float32 with
+        # their gradient in the compute dtype; no full-vocabulary tensor.
+        rows = min(n, max(1, CHUNK_ELEMENTS // v))
+        return 2 * 4 * n * spec.hidden + rows * v * (4 + prec.compute_itemsize) + 8 * n + mb.rows * mb.width
     per_logit = 4 if prec.autocast else prec.compute_itemsize
     moments = [per_logit * logits + 8 * n * v, 12 * n * v, 2 * per_logit * logits]
     if prec.autocast and prec.compute_itemsize == 2:

@@ -39,7 +39,7 @@ from lmtune.config import (
     QloraMethod,
 )
 from lmtune.errors import LmtuneError
-from lmtune.model import is_classifier
+from lmtune.model import is_classifier, is_token_classifier
 
 
 def apply_full(model: PreTrainedModel, cfg: FullMethod) -> PreTrainedModel:
@@ -59,9 +59,11 @@ def _peft(model: PreTrainedModel, peft_cfg: Any) -> Any:
 
 def _task_type(model: PreTrainedModel) -> TaskType:
     """peft's wrapper for the model: an encoder-decoder's (SEQ_2_SEQ_LM) routes decoder inputs and labels; a
-    classifier's (SEQ_CLS) trains and saves the new classification head in full (modules_to_save)."""
+    classifier's (SEQ_CLS; TOKEN_CLS for a token classifier) trains and saves the new head in full (modules_to_save)."""
     if is_classifier(model):
         return TaskType.SEQ_CLS
+    if is_token_classifier(model):
+        return TaskType.TOKEN_CLS
     return TaskType.SEQ_2_SEQ_LM if getattr(model.config, "is_encoder_decoder", False) else TaskType.CAUSAL_LM
 
 
@@ -71,6 +73,10 @@ def apply_lora(model: PreTrainedModel, cfg: LoraMethod) -> Any:
     if getattr(model, "is_quantized", False):
         # Casts norms to fp32 and makes the frozen quantized embeddings pass gradients to the adapters.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    exclude = None
+    if cfg.target_modules == "all-linear" and is_token_classifier(model):
+        # peft leaves the head out of all-linear for SEQ_CLS only; a token classifier's head is trained in full.
+        exclude = [name for name in CLASSIFIER_HEADS if hasattr(model, name)]
     peft_cfg = LoraConfig(
         task_type=_task_type(model),
         r=cfg.r,
@@ -79,6 +85,7 @@ def apply_lora(model: PreTrainedModel, cfg: LoraMethod) -> Any:
         target_modules=cfg.target_modules,
         modules_to_save=cfg.modules_to_save or None,
         use_dora=cfg.name == "dora",
+        exclude_modules=exclude,
     )
     return _peft(model, peft_cfg)
 
@@ -188,7 +195,7 @@ def apply_freeze(model: PreTrainedModel, cfg: FreezeMethod) -> PreTrainedModel:
     for block in list(blocks)[len(blocks) - cfg.train_last_layers :]:
         for p in block.parameters():
             p.requires_grad_(True)
-    if is_classifier(model):
+    if is_classifier(model) or is_token_classifier(model):
         # The classification head is new: frozen at its random initialisation it could not learn anything.
         for name, p in model.named_parameters():
             if name.split(".")[0] in CLASSIFIER_HEADS:
@@ -216,14 +223,17 @@ class Method:
 
 _CAUSAL = frozenset({"sft", "causal_lm"})
 _ANY_LM = _CAUSAL | {"seq2seq"}
-_WITH_CLS = _ANY_LM | {"classification"}
+_WITH_CLS = _ANY_LM | {"classification", "token_classification"}
+_ALIGN = frozenset({"reward", "dpo", "rlhf"})  # preference tasks, trained through trl (lmtune.align)
 
 METHODS: dict[str, Method] = {
-    "full": Method(apply_full, _WITH_CLS, "every weight"),
-    "freeze": Method(apply_freeze, _WITH_CLS, "the last N blocks (+ glob-matched modules; a classifier's head)"),
-    "lora": Method(apply_lora, _WITH_CLS, "low-rank A·B beside each adapted linear layer"),
-    "dora": Method(apply_lora, _WITH_CLS, "LoRA + a magnitude vector per adapted layer"),
-    "qlora": Method(apply_lora, _CAUSAL, "LoRA on a 4/8-bit quantized base (CUDA)"),
+    "full": Method(apply_full, _WITH_CLS | _ALIGN, "every weight"),
+    "freeze": Method(
+        apply_freeze, _WITH_CLS | _ALIGN, "the last N blocks (+ glob-matched modules; a classifier's head)"
+    ),
+    "lora": Method(apply_lora, _WITH_CLS | _ALIGN, "low-rank A·B beside each adapted linear layer"),
+    "dora": Method(apply_lora, _WITH_CLS | _ALIGN, "LoRA + a magnitude vector per adapted layer"),
+    "qlora": Method(apply_lora, _CAUSAL | {"dpo", "rlhf"}, "LoRA on a 4/8-bit quantized base (CUDA)"),
     "ia3": Method(apply_ia3, _CAUSAL, "one scaling vector per targeted layer"),
     "prompt_tuning": Method(apply_prompt_tuning, _CAUSAL, "virtual-token input embeddings"),
     "prefix_tuning": Method(apply_prefix_tuning, _CAUSAL, "virtual keys/values in every layer"),

@@ -12,6 +12,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
     AutoTokenizer,
     GenerationConfig,
     PreTrainedModel,
@@ -100,8 +101,8 @@ def load_model(
     """
     if task == "seq2seq":
         return load_seq2seq_model(cfg)
-    if task == "classification":
-        return load_classifier(cfg, labels, pad_token_id)
+    if task in ("classification", "token_classification"):
+        return load_classifier(cfg, labels, pad_token_id, per_token=task == "token_classification")
     dtype = _DTYPES[cfg.dtype]
     kwargs: dict[str, Any] = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
     if quantization is not None:
@@ -175,16 +176,27 @@ def is_classifier(model: Any) -> bool:
     return type(base).__name__.endswith("ForSequenceClassification")
 
 
-def load_classifier(cfg: ModelConfig, labels: Sequence[str], pad_token_id: int | None = None) -> PreTrainedModel:
+def is_token_classifier(model: Any) -> bool:
+    """Whether the model (or the model under a peft wrapper) is a transformers token classifier (NER)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return type(base).__name__.endswith("ForTokenClassification")
+
+
+def load_classifier(
+    cfg: ModelConfig, labels: Sequence[str], pad_token_id: int | None = None, *, per_token: bool = False
+) -> PreTrainedModel:
     """An encoder (BERT, MiniLM, ...) or decoder with a sequence-classification head for `labels` (task
     classification). The label names go into the model config (id2label/label2id), so the saved model keeps them.
 
     A decoder classifies from the last non-padding token, which it finds by the pad token id: the config gets the
     tokenizer's. The head is new (randomly initialised, seeded by the run's seed) unless the checkpoint has one
-    for the same labels.
+    for the same labels. `per_token`: a token-classification head instead (task token_classification: one tag
+    per token, `labels` the tag names).
     """
+    task = "token_classification" if per_token else "classification"
+    auto = AutoModelForTokenClassification if per_token else AutoModelForSequenceClassification
     if not labels:
-        raise LmtuneError("task classification: no labels in the training data", hint="check data.columns.label")
+        raise LmtuneError(f"task {task}: no labels in the training data", hint="check data.columns")
     id2label = dict(enumerate(labels))
     options: dict[str, Any] = dict(
         num_labels=len(labels), id2label=id2label, label2id={name: i for i, name in id2label.items()}
@@ -200,16 +212,16 @@ def load_classifier(cfg: ModelConfig, labels: Sequence[str], pad_token_id: int |
         raise _load_error("model", cfg.name, e) from None
     if getattr(config, "is_encoder_decoder", False):
         raise LmtuneError(
-            f"model.name: task classification needs an encoder or a decoder model, and {cfg.name} is an "
-            "encoder-decoder",
+            f"model.name: task {task} needs an encoder or a decoder model, and {cfg.name} is an encoder-decoder",
             hint="use an encoder such as sentence-transformers/all-MiniLM-L6-v2 or bert-base-uncased",
         )
     if is_preset(cfg.name):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(PRESET_INIT_SEED)
-            model = AutoModelForSequenceClassification.from_config(config, dtype=_DTYPES[cfg.dtype], **kwargs)
+            model = auto.from_config(config, dtype=_DTYPES[cfg.dtype], **kwargs)
     else:
-        model = _from_pretrained(AutoModelForSequenceClassification, cfg, config=config, **kwargs)
+        # A checkpoint's head for another label count (e.g. a NER model's 9 tags) is replaced by a new one.
+        model = _from_pretrained(auto, cfg, config=config, ignore_mismatched_sizes=True, **kwargs)
     return _checkpointing(model, cfg)
 
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from lmtune.data.tokenize import IGNORE
 from lmtune.errors import LmtuneError
+from lmtune.linear_ce import causal_hidden_loss
 
 
 def causal_lm_loss(
@@ -72,20 +73,47 @@ def classification_loss(
     return loss, int(labels.numel())
 
 
+def token_classification_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    label_smoothing: float = 0.0,
+    class_weights: Sequence[float] | None = None,
+) -> tuple[torch.Tensor, int]:
+    """Cross-entropy of a token classifier's logits (batch, tokens, tags) against tag ids (IGNORE on the pieces
+    after a word's first, on special tokens and padding), summed over the tagged words (in float32), and their
+    number. Class weights scale each word's loss by its tag's weight, as `classification_loss` does."""
+    mask = labels != IGNORE
+    n = int(mask.sum())
+    if n == 0:
+        return logits.sum() * 0.0, 0
+    weight = None
+    if class_weights is not None:
+        weight = torch.tensor(list(class_weights), dtype=torch.float32, device=logits.device)
+    loss = F.cross_entropy(
+        logits[mask].float(), labels[mask], weight=weight, reduction="sum", label_smoothing=label_smoothing
+    )
+    return loss, n
+
+
 @dataclass(frozen=True)
 class Objective:
     loss: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, int]]
     # Encoder-decoders build their decoder inputs from the labels (shifted right, each architecture its own way),
     # so the labels go into the forward pass too (the model's own mean loss it then computes is not used).
     model_takes_labels: bool = False
+    # The same loss from the last hidden states and the output layer (`lmtune.linear_ce`), for the loop to use
+    # instead of `loss` when the model's head allows it: no full-vocabulary logits.
+    hidden_loss: Callable[..., tuple[torch.Tensor, int]] | None = None
 
 
 # The objective of each training type (`task:`), where the loop computes the loss.
 OBJECTIVES: dict[str, Objective] = {
-    "sft": Objective(causal_lm_loss),
-    "causal_lm": Objective(causal_lm_loss),
+    "sft": Objective(causal_lm_loss, hidden_loss=causal_hidden_loss),
+    "causal_lm": Objective(causal_lm_loss, hidden_loss=causal_hidden_loss),
     "seq2seq": Objective(seq2seq_loss, model_takes_labels=True),
     "classification": Objective(classification_loss),
+    "token_classification": Objective(token_classification_loss),
 }
 
 
@@ -97,7 +125,12 @@ def objective_for(
     options: dict = {"label_smoothing": label_smoothing} if label_smoothing else {}
     if class_weights is not None:
         options["class_weights"] = list(class_weights)
-    return replace(objective, loss=partial(objective.loss, **options)) if options else objective
+    if not options:
+        return objective
+    hidden = objective.hidden_loss
+    if hidden is not None and label_smoothing:
+        hidden = partial(hidden, label_smoothing=label_smoothing)
+    return replace(objective, loss=partial(objective.loss, **options), hidden_loss=hidden)
 
 
 def resolve_class_weights(

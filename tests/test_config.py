@@ -19,7 +19,10 @@ from lmtune.config import (
 from lmtune.errors import LmtuneError
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED_CONFIGS = sorted([*REPO.glob("configs/**/*.yaml"), *REPO.glob("configs/**/*.yml")])
+# configs/accelerate/ holds accelerate launch configs (tested in tests/test_distributed.py), not run configs.
+SHIPPED_CONFIGS = sorted(
+    p for p in [*REPO.glob("configs/**/*.yaml"), *REPO.glob("configs/**/*.yml")] if "accelerate" not in p.parts
+)
 MINIMAL = {"data": {"train": "train.jsonl"}}
 
 

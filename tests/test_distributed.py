@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ def test_two_processes_match_one_at_the_same_global_batch(tmp_path: Path) -> Non
             "max_examples": 128,
         },
         "method": "full",
-        "train": {"batch_size": 16, "lr": 3e-3, "max_steps": 4, "mixed_precision": "no"},
+        "train": {"batch_size": 16, "lr": 3e-3, "max_steps": 4, "mixed_precision": "no", "save_every": 2},
     }
     config = tmp_path / "ddp.yaml"
     config.write_text(yaml.safe_dump(cfg), encoding="utf-8")
@@ -38,8 +39,9 @@ def test_two_processes_match_one_at_the_same_global_batch(tmp_path: Path) -> Non
     # `--nproc 2` relaunches the command under torchrun (the same as `torchrun --nproc_per_node 2 -m lmtune ...`).
     lmtune = [sys.executable, "-m", "lmtune", "train", str(config)]
     subprocess.run([*lmtune, "--nproc", "2", "-o", str(two)], env=env, check=True, timeout=300)
+    # One process accumulates the two micro-batches of 16 the two processes take one each of.
     subprocess.run(
-        [sys.executable, "-m", "lmtune", "train", str(config), "-o", str(one), "--set", "train.batch_size=32"],
+        [sys.executable, "-m", "lmtune", "train", str(config), "-o", str(one), "--set", "train.grad_accum=2"],
         env=env,
         check=True,
         timeout=300,
@@ -50,3 +52,34 @@ def test_two_processes_match_one_at_the_same_global_batch(tmp_path: Path) -> Non
     assert tokens2 == tokens1  # the global step covers the same target tokens
     for a, b in zip(loss2 + val2, loss1 + val1, strict=True):
         assert abs(a - b) <= 1e-4 * abs(b)
+
+    # The two-process run resumes on one process from its step-2 checkpoint (as if it had crashed after it): one
+    # process accumulates both micro-batches of each step, and steps 3-4 come out as the two processes made them.
+    resumed = tmp_path / "resumed"
+    shutil.copytree(two, resumed)
+    shutil.rmtree(resumed / "checkpoints" / "step-000004")
+    out = subprocess.run(
+        [*lmtune, "-o", str(resumed), "--resume"], env=env, check=True, timeout=300, capture_output=True, text=True
+    )
+    assert "train.grad_accum 1 -> 2" in out.stderr
+    loss_r, tokens_r, val_r = _losses(resumed)
+    assert tokens_r == tokens2
+    for a, b in zip(loss_r + val_r, loss2 + val2, strict=True):
+        assert abs(a - b) <= 1e-4 * abs(b)
+
+
+def test_shipped_accelerate_configs_load() -> None:
+    """The example launch configs of the README (1 GPU, 8 GPUs DDP/FSDP/DeepSpeed, multi-node) are valid."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    found = {p.name: load_config_from_file(str(p)) for p in sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))}
+    kinds = {name: (c.distributed_type.value, c.num_processes, c.num_machines) for name, c in found.items()}
+    assert kinds == {
+        "1gpu.yaml": ("NO", 1, 1),
+        "ddp-8gpu.yaml": ("MULTI_GPU", 8, 1),
+        "deepspeed-zero3-8gpu.yaml": ("DEEPSPEED", 8, 1),
+        "fsdp-8gpu.yaml": ("FSDP", 8, 1),
+        "multinode-2x8gpu.yaml": ("MULTI_GPU", 16, 2),
+    }
+    assert found["fsdp-8gpu.yaml"].fsdp_config["fsdp_version"] == 2
+    assert found["deepspeed-zero3-8gpu.yaml"].deepspeed_config["zero_stage"] == 3

@@ -348,8 +348,10 @@ def test_virtual_token_methods_refuse_packing(name):
 
 
 def test_a_method_refuses_a_task_it_does_not_support(tiny_model):
+    from lmtune.config import PromptTuningMethod
+
     with pytest.raises(LmtuneError, match="does not support task 'dpo'"):
-        apply_method(tiny_model, LoraMethod(), task="dpo")
+        apply_method(tiny_model, PromptTuningMethod(), task="dpo")  # lora does support dpo (lmtune.align)
 
 
 def test_adapters_start_as_the_base_model(tiny_model):

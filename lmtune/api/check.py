@@ -10,6 +10,7 @@ from lmtune.config import ConfigLike, RunConfig, load_config
 from lmtune.data.dedup import RecordTexts, record_docs
 from lmtune.data.formats import Example, convert_records, detect_format
 from lmtune.data.load import Record, load_records
+from lmtune.data.ner import tag_findings, tag_names, tokenize_tokens
 from lmtune.data.prepare import carve_records
 from lmtune.data.quality import (
     CheckReport,
@@ -92,9 +93,21 @@ def check_data(
         report.roles, report.turns = role_balance(examples)
 
         # 2. Lengths as training renders them, and what max_length does to them.
-        _, stats = tokenize_examples(
-            examples, tokenizer, max_length=cfg.data.max_length, overlong=cfg.data.overlong, template=cfg.data.template
-        )
+        if report.format == "token_classification":  # sentences of tagged words (lmtune.data.ner)
+            report.labels, tag_problems = tag_findings(examples, name)
+            findings += tag_problems
+            tags = tag_names(examples)
+            _, stats = tokenize_tokens(
+                examples, tokenizer, tags, max_length=cfg.data.max_length, overlong=cfg.data.overlong
+            )
+        else:
+            _, stats = tokenize_examples(
+                examples,
+                tokenizer,
+                max_length=cfg.data.max_length,
+                overlong=cfg.data.overlong,
+                template=cfg.data.template,
+            )
         report.lengths, report.truncated, report.dropped = stats.lengths, stats.truncated, stats.dropped
         findings += length_findings(report, cfg.data.max_length, cfg.data.overlong)
 
@@ -110,9 +123,12 @@ def check_data(
     # 4. Leakage between the splits, and whether inference will see what training rendered.
     if "train" in texts and "validation" in texts:
         findings += leakage_findings(texts["train"], texts["validation"], near)
-    template_info, template_findings = template_check(
-        loaded["train"][1], tokenizer, cfg.data.template, stop_token_ids(cfg.model, tokenizer)
-    )
+    if splits["train"].format == "token_classification":  # tagged words: nothing is rendered or generated
+        template_info, template_findings = {}, []
+    else:
+        template_info, template_findings = template_check(
+            loaded["train"][1], tokenizer, cfg.data.template, stop_token_ids(cfg.model, tokenizer)
+        )
     findings += template_findings
     settings = {
         "model": cfg.model.name,

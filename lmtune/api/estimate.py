@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from lmtune.data.tokenize import (
     tokenize_examples,
 )
 from lmtune.errors import LmtuneError
+from lmtune.linear_ce import output_head
 from lmtune.loop import (
     Hooks,
     LoopState,
@@ -30,6 +32,7 @@ from lmtune.loop import (
 )
 from lmtune.methods import apply_method, transformer_blocks
 from lmtune.model import load_model, load_tokenizer
+from lmtune.objectives import OBJECTIVES
 
 
 def estimate(
@@ -58,11 +61,20 @@ def estimate(
         raise LmtuneError("no training example is left after tokenization", hint="check data.max_length and overlong")
     rows = pack(train_tok, cfg.data.max_length) if cfg.data.packing else unpacked(train_tok)
     steps = total_steps(len(rows), cfg.train)
-    plan = est.plan_steps(rows, cfg.train.batch_size, cfg.train.grad_accum, cfg.seed, steps)
+    plan = est.plan_steps(
+        rows,
+        cfg.train.batch_size,
+        cfg.train.grad_accum,
+        cfg.seed,
+        steps,
+        grouped=cfg.train.batching == "length_grouped",
+    )
 
     # 2. Model and method on the meta device: exact counts and shapes, no weights allocated or read.
     meta = apply_method(est.meta_model(cfg.model), cfg.method)
     spec = est.describe_model(meta, transformer_blocks(meta), cfg.model.gradient_checkpointing)
+    chunked = cfg.train.chunked_loss and OBJECTIVES[cfg.task].hidden_loss is not None and output_head(meta) is not None
+    spec = dataclasses.replace(spec, chunked_loss=chunked)
     del meta
 
     # 3. The analytic estimate: memory at the run's heaviest step, time from FLOPs and a matmul benchmark.

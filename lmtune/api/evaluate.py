@@ -140,6 +140,10 @@ def evaluate_run(
 
     if is_run and read_run_config(run_dir).task == "classification":
         return _evaluate_classifier(run_dir, data, metrics, baselines, limit, batch_size, save, start)
+    if is_run and read_run_config(run_dir).task == "token_classification":
+        from lmtune.api.tagging import evaluate_tagger  # it builds on EvalResult
+
+        return evaluate_tagger(run_dir, data, metrics, baselines, limit, batch_size, save, start)
 
     # 1. The model and the held-out examples in the run's shape, with their references.
     if is_run:

@@ -14,12 +14,21 @@ from accelerate.utils import set_seed
 from rich.console import Console
 from rich.markup import escape
 
+from lmtune.align import run_alignment
 from lmtune.api.evaluate import evaluate_run
 from lmtune.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from lmtune.config import ConfigLike, EarlyStoppingConfig, RunConfig, dump_config, load_config
+from lmtune.config import (
+    ALIGNMENT_TASKS,
+    ConfigLike,
+    EarlyStoppingConfig,
+    RunConfig,
+    dump_config,
+    load_config,
+)
 from lmtune.data.batching import Row, pack, unpacked
 from lmtune.data.formats import Example
 from lmtune.data.leakage import cheap_leaks
+from lmtune.data.ner import tag_names
 from lmtune.data.prepare import general_text, load_splits
 from lmtune.data.tokenize import (
     IGNORE,
@@ -39,6 +48,7 @@ from lmtune.evaluate.diagnose import diagnose
 from lmtune.evaluate.forgetting import forgetting_advice, forgetting_report, general_rows
 from lmtune.export import needs_base_copy, read_run_config, save_base, save_final
 from lmtune.fileio import atomic_write_text
+from lmtune.hostmem import keep_freed_memory
 from lmtune.loop import (
     Hooks,
     LoopState,
@@ -48,6 +58,7 @@ from lmtune.loop import (
     make_optimizer,
     prune_best,
     resolve_mixed_precision,
+    resume_grad_accum,
     run_evaluation,
     save_best,
     stop_reason,
@@ -68,7 +79,11 @@ SEQ2SEQ_FORGETTING_NOTE = (
 CLASSIFICATION_FORGETTING_NOTE = (
     "not measured: the general-text loss is a causal-LM measurement and task classification trains a classifier"
 )
-FORGETTING_NOTES = {"seq2seq": SEQ2SEQ_FORGETTING_NOTE, "classification": CLASSIFICATION_FORGETTING_NOTE}
+FORGETTING_NOTES = {
+    "seq2seq": SEQ2SEQ_FORGETTING_NOTE,
+    "classification": CLASSIFICATION_FORGETTING_NOTE,
+    "token_classification": CLASSIFICATION_FORGETTING_NOTE.replace("classification", "token_classification"),
+}
 
 
 @dataclass(frozen=True)
@@ -94,6 +109,10 @@ def finetune(
     console = console or Console(stderr=True, soft_wrap=True)
     cfg = load_config(config, overrides, output_dir)
     check_method(cfg.method.name, cfg.task)
+    if cfg.task in ALIGNMENT_TASKS:
+        # Preference tasks train through trl's trainers (lmtune.align): same run directory, data rules and methods.
+        summary = run_alignment(cfg, resume=resume, overwrite=overwrite, console=console)
+        return RunResult(cfg.run_dir, summary)
 
     # 1. Where the run lives: refuse to clobber an existing run unless asked (checked on every process,
     #    changed by the main one only).
@@ -105,6 +124,7 @@ def finetune(
     check_run_dir(run_dir, resume=resume, overwrite=overwrite)
     if resume:
         _check_same_config(run_dir, cfg)
+        cfg = _keep_global_batch(run_dir, cfg, accelerator.num_processes, say)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
@@ -120,6 +140,8 @@ def finetune(
     leaks = _check_leakage(cfg, splits.train, splits.validation, say)
     # Task classification: the label set is the training data's (sorted); validation labels must be among it.
     labels = label_names(splits.train) if cfg.task == "classification" else []
+    if cfg.task == "token_classification":
+        labels = tag_names(splits.train)  # the tag set: 'O' first, then by entity type
     tokenize = dict(
         max_length=cfg.data.max_length, overlong=cfg.data.overlong, template=cfg.data.template, labels=labels
     )
@@ -170,8 +192,10 @@ def finetune(
     eval_bs = cfg.train.eval_batch_size or cfg.train.batch_size
     pad_id = tokenizer.pad_token_id
     class_weights = None
-    if cfg.task == "classification":
+    if cfg.task in ("classification", "token_classification"):
         ids = [t.class_label for t in train_tok if t.class_label is not None]
+        if cfg.task == "token_classification":
+            ids = [label for t in train_tok for label in t.labels if label != IGNORE]  # one tag per word
         class_weights = resolve_class_weights(cfg.train.class_weights, ids, len(labels))
         counts = Counter(ids)
         say(
@@ -270,6 +294,8 @@ def finetune(
         say(f"validation loss before training: {before['loss']:.4f} ({extra})")
 
     # 7. Train.
+    if cfg.train.keep_host_memory and accelerator.device.type == "cpu":
+        keep_freed_memory()
     with graceful_interrupt() as stop_requested:
         hooks.stop_requested = stop_requested
         train_loop(
@@ -360,6 +386,12 @@ def preview(
 ) -> list[PreviewItem]:
     """The first n examples of a split as training renders them, split into trained and context segments."""
     cfg = load_config(config, overrides)
+    if cfg.task in ("classification", "token_classification"):
+        raise LmtuneError(
+            f"data preview shows the rendered text and the answer tokens trained on; task {cfg.task} renders no "
+            "prompt and answer (it trains a label per text or a tag per word)",
+            hint="`lmtune data check CONFIG` shows the labels or tags, their counts and the token lengths",
+        )
     tokenizer = load_tokenizer(cfg.model)
     setup_chat_template(tokenizer, cfg.data.chat_template)
     splits = load_splits(cfg.data, cfg.seed)
@@ -446,6 +478,22 @@ def _check_same_config(run_dir: Path, cfg: RunConfig) -> None:
             f"--resume: the config differs from the one {run_dir} was started with (sections: {', '.join(changed)})",
             hint=f"resume with the saved config: lmtune train {saved_path} --resume",
         )
+
+
+def _keep_global_batch(run_dir: Path, cfg: RunConfig, processes: int, say: Callable) -> RunConfig:
+    """On another number of processes than the checkpoint's, the grad_accum that keeps the global batch."""
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        return cfg  # refused later, with the reason
+    saved = read_json(ckpt, "loop_state.json")
+    accum = resume_grad_accum(saved, cfg.train, processes)
+    if accum == cfg.train.grad_accum:
+        return cfg
+    say(
+        f"resuming on {processes} process(es) instead of {saved.get('processes', 1)}: train.grad_accum "
+        f"{cfg.train.grad_accum} -> {accum} keeps {accum * processes} micro-batches per optimizer step"
+    )
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"grad_accum": accum})})
 
 
 def _check_same_data(run_dir: Path, info: dict[str, dict[str, Any]]) -> None:

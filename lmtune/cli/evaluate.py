@@ -154,6 +154,12 @@ def _eval_run(
     out.print(table)
     if result.verdict:
         out.print(escape(result.verdict), style="bold", highlight=False)
+    per_type = result.metrics["tuned"].get("per_type")  # a token-classification run: seqeval's table by entity type
+    if per_type:
+        types = Table("entity", "precision", "recall", "f1", "support", title="per entity type")
+        for kind, v in per_type.items():
+            types.add_row(escape(kind), *(f"{v[k]:.4f}" for k in ("precision", "recall", "f1")), str(v["support"]))
+        out.print(types)
     if (run / "eval.json").is_file():
         out.print(f"wrote {run / 'eval.json'}", highlight=False)
 

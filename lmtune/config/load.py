@@ -10,7 +10,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from lmtune.config.sections import METHOD_SECTIONS, LoraMethod, RunConfig
+from lmtune.config.methods import METHOD_SECTIONS, LoraMethod
+from lmtune.config.sections import RunConfig
 from lmtune.errors import LmtuneError
 
 _FRIENDLY = {

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+from lmtune.config.base import Section as _Section
+from lmtune.config.methods import (
+    LoraMethod,
+    MethodConfig,
+)
 
 
 class ModelConfig(_Section):
@@ -79,7 +81,8 @@ class ReplayConfig(_Section):
 class DataConfig(_Section):
     train: str = Field(
         ...,
-        description="Training data: a .jsonl/.json/.csv/.tsv/.parquet file, a directory saved with "
+        description="Training data: a .jsonl/.json/.csv/.tsv/.parquet file (or .conll/.iob/.bio for task "
+        "token_classification: a token and its tag per line), a directory saved with "
         "`datasets.save_to_disk`, or a hub dataset name.",
     )
     validation: str | None = Field(
@@ -91,15 +94,18 @@ class DataConfig(_Section):
     split: str = Field("train", description="Split to read from a hub dataset or a saved DatasetDict.")
     validation_split: str = Field("validation", description="Split to read for `validation` from a DatasetDict/hub.")
     subset: str | None = Field(None, description="Hub dataset configuration name, if it has several.")
-    format: Literal["auto", "text", "prompt_completion", "messages", "instruction", "classification"] = Field(
+    format: Literal[
+        "auto", "text", "prompt_completion", "messages", "instruction", "classification", "token_classification"
+    ] = Field(
         "auto",
         description="Record shape; 'auto' detects it from the keys of the first record. 'classification' (text + "
-        "label; the default for task classification) is never detected, only set.",
+        "label; the default for task classification) is never detected, only set. 'token_classification' (tokens + "
+        "tags lists, or a CoNLL file; the default for task token_classification).",
     )
     columns: dict[str, str] = Field(
         default_factory=dict,
         description="Map of canonical field -> your column, e.g. {prompt: dialogue, completion: summary}. "
-        "Canonical fields: text, prompt, completion, messages, instruction, input, output, label.",
+        "Canonical fields: text, prompt, completion, messages, instruction, input, output, label, tokens, tags.",
     )
     prompt_template: str | None = Field(
         None,
@@ -150,119 +156,6 @@ class DataConfig(_Section):
     )
 
 
-class FullMethod(_Section):
-    name: Literal["full"] = "full"
-
-
-class LoraMethod(_Section):
-    name: Literal["lora"] = "lora"
-    r: int = Field(16, gt=0, description="LoRA rank.")
-    alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
-    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA branch input.")
-    target_modules: list[str] | Literal["all-linear"] = Field(
-        "all-linear", description="Module names to adapt; 'all-linear' = every linear layer but the output head."
-    )
-    modules_to_save: list[str] = Field(
-        default_factory=list, description="Modules trained in full alongside the adapter (e.g. lm_head)."
-    )
-
-
-class FreezeMethod(_Section):
-    name: Literal["freeze"] = "freeze"
-    train_last_layers: int = Field(2, ge=0, description="Train the last N transformer blocks; the rest stay frozen.")
-    train_modules: list[str] = Field(
-        default_factory=list,
-        description="Also train parameters whose name matches one of these glob patterns (e.g. 'lm_head.*').",
-    )
-
-
-class DoraMethod(LoraMethod):
-    """DoRA (Liu et al. 2024): LoRA on the direction of each weight plus a trained magnitude per output feature."""
-
-    name: Literal["dora"] = "dora"  # type: ignore[assignment]
-
-
-class QloraMethod(LoraMethod):
-    """QLoRA (Dettmers et al. 2023): LoRA on a base quantized to 4 or 8 bits as it loads (bitsandbytes, CUDA)."""
-
-    name: Literal["qlora"] = "qlora"  # type: ignore[assignment]
-    bits: Literal[4, 8] = Field(4, description="Bits per base weight: 4 (NF4/FP4) or 8 (LLM.int8).")
-    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type; nf4 is QLoRA's NormalFloat.")
-    double_quant: bool = Field(
-        True, description="Quantize the quantization constants too (4-bit; saves ~0.4 bit/weight)."
-    )
-    compute_dtype: Literal["bfloat16", "float16", "float32"] = Field(
-        "bfloat16", description="Dtype the 4-bit weights are dequantized to for each matmul."
-    )
-
-
-class Ia3Method(_Section):
-    name: Literal["ia3"] = "ia3"
-    target_modules: list[str] | Literal["all-linear"] | None = Field(
-        None,
-        description="Modules whose activations get a learned scaling vector; None: peft's choice for the "
-        "architecture (Llama: k_proj, v_proj, down_proj; GPT-2: c_attn, mlp.c_proj).",
-    )
-    feedforward_modules: list[str] | None = Field(
-        None,
-        description="Those of target_modules scaled on their input rather than their output (the MLP's last "
-        "layer in (IA)^3); None: peft's choice for the architecture.",
-    )
-
-
-class PromptTuningMethod(_Section):
-    name: Literal["prompt_tuning"] = "prompt_tuning"
-    num_virtual_tokens: int = Field(20, gt=0, description="Trained embeddings prepended to every input.")
-    init_text: str | None = Field(
-        None,
-        description="Initialise the virtual tokens from the embeddings of this text (repeated or cut to "
-        "num_virtual_tokens tokens), e.g. 'Answer the question:'; None: random initialisation.",
-    )
-
-
-class PrefixTuningMethod(_Section):
-    name: Literal["prefix_tuning"] = "prefix_tuning"
-    num_virtual_tokens: int = Field(20, gt=0, description="Trained key/value positions prepended in every layer.")
-    projection: bool = Field(
-        False,
-        description="Train the prefix through a two-layer MLP (Li & Liang 2021's reparametrisation): more "
-        "parameters during training, steadier optimisation.",
-    )
-    projection_hidden: int = Field(512, gt=0, description="Hidden width of that MLP (when projection is on).")
-
-
-class AdaptersMethod(_Section):
-    name: Literal["adapters"] = "adapters"
-    bottleneck: int = Field(16, gt=0, description="Bottleneck width r: each adapter is hidden -> r -> hidden.")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on each adapter's input.")
-    activation: Literal["relu", "gelu", "silu"] = Field("relu", description="Nonlinearity inside the bottleneck.")
-
-
-MethodConfig = Annotated[
-    FullMethod
-    | LoraMethod
-    | FreezeMethod
-    | DoraMethod
-    | QloraMethod
-    | Ia3Method
-    | PromptTuningMethod
-    | PrefixTuningMethod
-    | AdaptersMethod,
-    Field(discriminator="name"),
-]
-METHOD_SECTIONS: dict[str, type[_Section]] = {
-    "full": FullMethod,
-    "lora": LoraMethod,
-    "freeze": FreezeMethod,
-    "dora": DoraMethod,
-    "qlora": QloraMethod,
-    "ia3": Ia3Method,
-    "prompt_tuning": PromptTuningMethod,
-    "prefix_tuning": PrefixTuningMethod,
-    "adapters": AdaptersMethod,
-}
-
-
 # Metrics the validation pass computes during training, and whether lower is better. A task metric (e.g. rougeL,
 # mode max) becomes usable for early stopping once the evaluation hook returns it.
 LOWER_IS_BETTER = {"loss": True, "perplexity": True}
@@ -297,6 +190,24 @@ class TrainConfig(_Section):
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps (overrides epochs).")
     batch_size: int = Field(8, gt=0, description="Examples (or packed rows) per micro-batch per process.")
     grad_accum: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
+    batching: Literal["length_grouped", "random"] = Field(
+        "length_grouped",
+        description="How rows meet in micro-batches: 'length_grouped' puts rows of similar length together (a batch "
+        "pads to its longest row, so this wastes almost no compute on padding; the order of the batches is still "
+        "shuffled every epoch), 'random' is a plain shuffle.",
+    )
+    keep_host_memory: bool = Field(
+        True,
+        description="CPU training on Linux/glibc: keep freed memory in the process for the next step instead of "
+        "returning it to the OS (mallopt), so large buffers are not page-faulted afresh every step. Peak memory is "
+        "unchanged; the process just does not shrink between steps.",
+    )
+    chunked_loss: bool = Field(
+        True,
+        description="Compute the language-model head and cross-entropy only at the positions that are trained, in "
+        "chunks, instead of full-vocabulary logits for every token (less memory and time; same loss). Models whose "
+        "head is not a plain linear layer (logit soft-capping or scaling) use the full logits anyway.",
+    )
     lr: float = Field(2e-4, gt=0, description="Peak learning rate (AdamW).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (not applied to biases and norms).")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
@@ -417,9 +328,75 @@ class EvalConfig(_Section):
         return self.run or self.data is not None
 
 
+class PreferenceConfig(_Section):
+    """Task dpo: direct preference optimisation (trl's DPOTrainer)."""
+
+    beta: float = Field(
+        0.1,
+        gt=0.0,
+        description="Task dpo: strength of the implicit KL constraint to the reference model (DPO's beta): higher "
+        "stays closer to the reference, lower follows the preferences more freely. The reference is the model "
+        "before training: the base with the adapter switched off for LoRA-like methods, a frozen copy otherwise.",
+    )
+    loss_type: Literal["sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero"] = Field(
+        "sigmoid",
+        description="Task dpo: the preference loss (trl's DPOConfig.loss_type): 'sigmoid' is the DPO paper's, "
+        "'ipo' (Azar et al. 2023) resists overfitting deterministic preferences, 'hinge' is SLiC's.",
+    )
+
+
+class RlhfConfig(_Section):
+    """Task rlhf: online optimisation of the policy against a trained reward model (trl's GRPO or RLOO)."""
+
+    reward_model: str | None = Field(
+        None,
+        description="Task rlhf: the reward model that scores the policy's answers: the run directory of a "
+        "`task: reward` run, or a directory holding a sequence-classification model with one output (num_labels 1).",
+    )
+    algorithm: Literal["grpo", "rloo"] = Field(
+        "grpo",
+        description="Task rlhf: 'grpo' (Group Relative Policy Optimization: advantages relative to the other answers "
+        "to the same prompt) or 'rloo' (REINFORCE leave-one-out), both from trl. PPO is not offered: trl 1.16 no "
+        "longer ships a PPO trainer.",
+    )
+    num_generations: int = Field(
+        4,
+        ge=2,
+        description="Task rlhf: answers sampled per prompt, compared with each other. train.batch_size counts "
+        "answers, so it must be a multiple of this.",
+    )
+    max_new_tokens: int = Field(32, gt=0, description="Task rlhf: most tokens per sampled answer.")
+    beta: float = Field(
+        0.05,
+        ge=0.0,
+        description="Task rlhf: weight of the KL penalty to the reference policy (the model before training; the "
+        "base with the adapter switched off for LoRA-like methods). 0 drops the constraint.",
+    )
+    temperature: float = Field(1.0, gt=0.0, description="Task rlhf: sampling temperature of the answers.")
+    eval_generations: int = Field(
+        2,
+        gt=0,
+        description="Task rlhf: answers sampled per validation prompt (seeded) to measure the policy's mean reward "
+        "before and after training.",
+    )
+
+    @field_validator("reward_model")
+    @classmethod
+    def _absolute_local_path(cls, value: str | None) -> str | None:
+        return str(Path(value).expanduser().resolve()) if value and Path(value).expanduser().exists() else value
+
+
+# Training types that learn from preferences: their data are preference pairs or prompts, not record shapes.
+ALIGNMENT_TASKS = ("reward", "dpo", "rlhf")
+
+
+# The training types (`task:`), described in RunConfig.task.
+Task = Literal["sft", "causal_lm", "seq2seq", "classification", "token_classification", "reward", "dpo", "rlhf"]
+
+
 class RunConfig(_Section):
     name: str = Field("run", description="Run name; the run directory is output_dir or runs/<name>.")
-    task: Literal["sft", "causal_lm", "seq2seq", "classification"] = Field(
+    task: Task = Field(
         "sft",
         description="Training type: 'sft' (prompt/completion, chat, instruction data: the answers are trained), "
         "'causal_lm' (domain adaptation / continued pretraining on raw text: every token is trained, long documents "
@@ -427,7 +404,13 @@ class RunConfig(_Section):
         "(an encoder-decoder model such as T5 or BART on prompt/completion or instruction data: the encoder reads "
         "the prompt, the decoder is trained on the completion; max_length applies to each side) or 'classification' "
         "(a text and its label, e.g. sentiment: a classification head on an encoder such as BERT/MiniLM or on a "
-        "decoder; records with a text and a label field, the label set read from the training data).",
+        "decoder; records with a text and a label field, the label set read from the training data) or "
+        "'token_classification' (NER: a tag per word, BIO tags, CoNLL files or tokens + tags records; a token "
+        "classification head, scored by entity-level F1 with seqeval). Preference "
+        "alignment through trl: 'reward' (a reward model, one score per text, trained on preference pairs: prompt, "
+        "chosen, rejected, or Anthropic-HH transcripts), 'dpo' (direct preference optimisation of a causal LM on the "
+        "same pairs, see `preference`) or 'rlhf' (online GRPO/RLOO of a causal LM on prompts against a trained "
+        "reward model, see `rlhf`).",
     )
     seed: int = Field(42, description="Seed for data order, splits, initialisation and dropout.")
     output_dir: str | None = Field(None, description="Run directory (default runs/<name>).")
@@ -440,6 +423,8 @@ class RunConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     forgetting: ForgettingConfig = Field(default_factory=ForgettingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
+    rlhf: RlhfConfig = Field(default_factory=RlhfConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -447,8 +432,9 @@ class RunConfig(_Section):
         # Continued pretraining wants every token of long documents, in full rows: chunk and pack unless told not to.
         if isinstance(values, dict) and values.get("task") == "causal_lm" and isinstance(values.get("data"), dict):
             values = {**values, "data": {"overlong": "chunk", "packing": True, "format": "text", **values["data"]}}
-        if isinstance(values, dict) and values.get("task") == "classification" and isinstance(values.get("data"), dict):
-            values = {**values, "data": {"format": "classification", **values["data"]}}
+        classifier = isinstance(values, dict) and values.get("task") in ("classification", "token_classification")
+        if classifier and isinstance(values.get("data"), dict):
+            values = {**values, "data": {"format": values["task"], **values["data"]}}
         return values
 
     @field_validator("method", mode="before")
@@ -475,14 +461,15 @@ class RunConfig(_Section):
             raise ValueError("task causal_lm trains on raw text: set data.format: text (records with a text field)")
         if self.task == "seq2seq":
             self._seq2seq_checks()
-        if self.task == "classification":
+        if self.task in ALIGNMENT_TASKS:
+            self._alignment_checks()
+            return self
+        if self.task in ("classification", "token_classification"):
             self._classification_checks()
-        elif self.data.format == "classification":
-            raise ValueError(
-                f"data.format: classification data (text + label) is for task classification, not {self.task}"
-            )
+        elif self.data.format in ("classification", "token_classification"):
+            raise ValueError(f"data.format: {self.data.format} data is for task {self.data.format}, not {self.task}")
         elif self.train.class_weights != "none":
-            raise ValueError("train.class_weights: applies to task classification only")
+            raise ValueError("train.class_weights: applies to task classification only (and token_classification)")
         if self.data.overlong == "chunk" and self.data.format not in ("text", "auto"):
             raise ValueError(
                 f"data.overlong: chunk cuts raw text into pieces; {self.data.format} data would lose its "
@@ -494,6 +481,34 @@ class RunConfig(_Section):
                 "share, and peft drops the position ids packing relies on; set data.packing: false"
             )
         return self
+
+    def _alignment_checks(self) -> None:
+        """Preference tasks read their own record shapes and train through trl's trainers, not lmtune's loop."""
+        shape = "prompts (a prompt field)" if self.task == "rlhf" else "preference pairs (prompt, chosen, rejected)"
+        if self.data.format != "auto":
+            raise ValueError(f"data.format: task {self.task} reads {shape}; leave data.format unset (auto)")
+        unsupported = [
+            ("data.packing", self.data.packing),
+            ("data.replay", self.data.replay is not None),
+            ("data.overlong: chunk", self.data.overlong == "chunk"),
+            ("train.early_stopping", self.train.early_stopping is not None),
+            ("train.l2sp", self.train.l2sp > 0),
+            ("train.label_smoothing", self.train.label_smoothing > 0),
+            ("train.class_weights", self.train.class_weights != "none"),
+            ("eval (generation metrics)", self.eval.enabled),
+        ]
+        for name, used in unsupported:
+            if used:
+                raise ValueError(f"{name}: not supported for task {self.task}; unset it")
+        if self.task == "rlhf" and self.rlhf.reward_model is None:
+            raise ValueError(
+                "rlhf.reward_model: task rlhf needs a reward model: the run directory of a `task: reward` run"
+            )
+        if self.task == "rlhf" and self.train.batch_size % self.rlhf.num_generations:
+            raise ValueError(
+                f"train.batch_size: counts sampled answers and must be a multiple of rlhf.num_generations "
+                f"({self.rlhf.num_generations}), got {self.train.batch_size}"
+            )
 
     def _seq2seq_checks(self) -> None:
         """What an encoder-decoder run cannot do: each example is one encoder input and one decoder target."""
@@ -514,7 +529,12 @@ class RunConfig(_Section):
 
     def _classification_checks(self) -> None:
         """A classification example is one text and one label: nothing to pack, chunk or replay."""
-        if self.data.format != "classification":
+        if self.task == "token_classification" and self.data.format != self.task:
+            raise ValueError(
+                "task token_classification reads sentences of tokens and tags (a CoNLL file, or records with tokens "
+                "and tags lists): set data.format: token_classification (the default for this task)"
+            )
+        if self.task == "classification" and self.data.format != "classification":
             raise ValueError(
                 "task classification reads records with a text and a label field: set data.format: classification "
                 "(the default for this task) and map your columns with data.columns, e.g. {text: sentence}"

@@ -62,12 +62,42 @@ def pack(examples: Sequence[Tokenized], max_length: int) -> list[Row]:
     return rows
 
 
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True) -> list[list[int]]:
-    """Row indices of each micro-batch of an epoch: a seeded shuffle, so a resumed run sees the same order."""
+# Length grouping sorts this many batches' worth of rows at a time: batches of near-equal lengths (little padding)
+# while which rows meet in a batch still changes from epoch to epoch (HF Trainer's group_by_length uses 50).
+GROUP_BATCHES = 64
+
+
+def epoch_batches(
+    n: int,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    shuffle: bool = True,
+    lengths: Sequence[int] | None = None,
+) -> list[list[int]]:
+    """Row indices of each micro-batch of an epoch: a seeded shuffle, so a resumed run sees the same order.
+
+    With `lengths` (train.batching: length_grouped) the shuffled rows are sorted by length within windows of
+    GROUP_BATCHES batches and cut into batches, whose order is then shuffled: a batch pads to its longest row, so
+    rows of similar length together waste almost no compute on padding. The batch with the longest row goes first,
+    so a batch that does not fit in memory fails at the first step, not hours in.
+    """
     order = list(range(n))
+    rng = random.Random(seed * 1_000_003 + epoch)
     if shuffle:
-        random.Random(seed * 1_000_003 + epoch).shuffle(order)
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+        rng.shuffle(order)
+    if lengths is None:
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    window = batch_size * GROUP_BATCHES
+    batches: list[list[int]] = []
+    for start in range(0, n, window):
+        part = sorted(order[start : start + window], key=lambda i: -lengths[i])
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    if shuffle:
+        rng.shuffle(batches)
+        longest = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]))
+        batches.insert(0, batches.pop(longest))
+    return batches
 
 
 def collate(rows: Sequence[Row], pad_id: int) -> dict[str, torch.Tensor]:

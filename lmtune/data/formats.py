@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from lmtune.data.conll import TokensExample, convert_tokens
 from lmtune.data.load import Record, json_type
 from lmtune.errors import DataError, LmtuneError
 
@@ -57,10 +58,12 @@ class LabelExample:
     line: int
 
 
-Example = TextExample | PromptCompletionExample | ChatExample | LabelExample
+Example = TextExample | PromptCompletionExample | ChatExample | LabelExample | TokensExample
 
-FORMATS = ("auto", "text", "prompt_completion", "messages", "instruction", "classification")
-CANONICAL_FIELDS = ("text", "prompt", "completion", "messages", "instruction", "input", "output", "label")
+FORMATS = ("auto", "text", "prompt_completion", "messages", "instruction", "classification", "token_classification")
+CANONICAL_FIELDS = (
+    "text", "prompt", "completion", "messages", "instruction", "input", "output", "label", "tokens", "tags"
+)  # fmt: skip
 ROLES = ("system", "user", "assistant")
 # Set by `lmtune data augment` on every copy it writes: {"strategy", "source", "line", "of": key of the original}.
 AUGMENTATION_FIELD = "augmentation"
@@ -86,12 +89,13 @@ _SHAPES = {
     "messages": ("messages",),
     "prompt_completion": ("prompt", "completion"),
     "instruction": ("instruction", "output"),
+    "token_classification": ("tokens", "tags"),
     "text": ("text",),
 }
 # Fields a prompt template may name, per shape; the answer field is left out so it cannot leak into the prompt.
 _TEMPLATE_FIELDS = {"prompt_completion": ("prompt",), "instruction": ("instruction", "input")}
 _ANSWER_FIELD = {"prompt_completion": "completion", "instruction": "output"}
-_SHAPES_TEXT = "messages | prompt + completion | instruction + output (+ input) | text"
+_SHAPES_TEXT = "messages | prompt + completion | instruction + output (+ input) | tokens + tags | text"
 
 
 _Report = Callable[[str, str], None]  # report(field, problem) for the record being converted
@@ -175,6 +179,8 @@ def _convert(
     if shape == "messages":
         messages = _messages(record, columns.get("messages", "messages"), report)
         return None if messages is None else ChatExample(messages, record.source, record.line)
+    if shape == "token_classification":
+        return convert_tokens(record, columns, problems)  # tokens + tags: lmtune.data.conll
     if shape == "classification":
         text = _string(record, columns.get("text", "text"), report, allow_empty=False)
         label = _label(record, columns.get("label", "label"), report)

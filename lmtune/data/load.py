@@ -18,7 +18,7 @@ from typing import Any
 
 from lmtune.errors import DataError, LmtuneError
 
-FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".conll", ".iob", ".bio")  # CoNLL: lmtune.data.conll
 
 _JSON_WHITESPACE = " \t\n\r"
 _JSON_TYPES = {
@@ -61,7 +61,11 @@ def load_records(
                 f"unsupported data file type '{path.suffix or '(none)'}': {source}",
                 hint=f"use one of {', '.join(FILE_SUFFIXES)}, or a directory saved with datasets' save_to_disk",
             )
-        if suffix == ".parquet":
+        if suffix in (".conll", ".iob", ".bio"):
+            from lmtune.data.conll import parse_conll  # it builds on Record
+
+            records = parse_conll(_read_text(path, source), source, skipped)
+        elif suffix == ".parquet":
             records = _load_parquet(path, source)
         elif suffix == ".jsonl" and skipped is not None:
             records = _parse_jsonl_lenient(path.read_bytes(), source, skipped)

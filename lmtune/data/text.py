@@ -12,7 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from lmtune.data.formats import ChatExample, Example, LabelExample, PromptCompletionExample, TextExample
+from lmtune.data.formats import (
+    ChatExample,
+    Example,
+    LabelExample,
+    PromptCompletionExample,
+    TextExample,
+    TokensExample,
+)
 
 _SPACE = re.compile(r"\s+")
 _PUNCT = re.compile(r"[^\w\s]")
@@ -33,7 +40,7 @@ class Doc:
 
 def example_text(example: Example) -> str:
     """What the model reads and writes for this example (but the system prompt), turns joined by blank lines."""
-    if isinstance(example, TextExample | LabelExample):
+    if isinstance(example, TextExample | LabelExample | TokensExample):  # a tagged sentence: its words
         return example.text
     if isinstance(example, PromptCompletionExample):
         return f"{example.prompt}\n\n{example.completion}"
@@ -44,7 +51,7 @@ def example_text(example: Example) -> str:
 
 def example_input(example: Example) -> str:
     """What the model is asked (the prompt, or the user turns); raw text (and a text to classify) is all input."""
-    if isinstance(example, TextExample | LabelExample):
+    if isinstance(example, TextExample | LabelExample | TokensExample):  # a tagged sentence: its words
         return example.text
     if isinstance(example, PromptCompletionExample):
         return example.prompt

@@ -17,7 +17,15 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from lmtune.data.formats import ChatExample, Example, LabelExample, Message, PromptCompletionExample, TextExample
+from lmtune.data.formats import (
+    ChatExample,
+    Example,
+    LabelExample,
+    Message,
+    PromptCompletionExample,
+    TextExample,
+    TokensExample,
+)
 from lmtune.errors import DataError, LmtuneError
 
 IGNORE = -100
@@ -362,10 +370,19 @@ def tokenize_task(
     labels: Sequence[str] = (),
 ) -> tuple[list[Tokenized], TokenStats]:
     """Examples tokenized the way the training type (`task:`) trains them: encoder input + decoder target for
-    seq2seq, a text and its label index for classification (`labels`: the label names), one labelled sequence
-    otherwise."""
+    seq2seq, a text and its label index for classification (`labels`: the label names), tag ids on the first
+    piece of each word for token_classification (`labels`: the tag names), one labelled sequence otherwise."""
     if task == "classification":
         return tokenize_classification(examples, tokenizer, labels, max_length=max_length, overlong=overlong)
+    if task == "token_classification":
+        from lmtune.data.ner import tokenize_tokens  # ner builds on this module
+
+        return tokenize_tokens(examples, tokenizer, labels, max_length=max_length, overlong=overlong)
+    if examples and isinstance(examples[0], TokensExample):
+        raise LmtuneError(
+            f"{examples[0].source}: sentences of tokens and tags are for task token_classification, not {task}",
+            hint="set task: token_classification",
+        )
     if task == "seq2seq":
         return tokenize_seq2seq(examples, tokenizer, max_length=max_length, overlong=overlong)
     return tokenize_examples(examples, tokenizer, max_length=max_length, overlong=overlong, template=template)

@@ -16,7 +16,7 @@ from lmtune.config import RunConfig
 from lmtune.data.formats import ALPACA_TEMPLATE, ROLES, Message
 from lmtune.data.tokenize import special_affixes
 from lmtune.errors import LmtuneError
-from lmtune.export import load_tuned
+from lmtune.export import load_tuned, read_run_config
 from lmtune.rundir import read_json
 
 
@@ -81,6 +81,12 @@ def generate(
     if (prompt is None) == (not messages):
         raise LmtuneError("give either a prompt or messages")
     run_dir = Path(run_dir)
+    task = loaded[2].task if loaded else read_run_config(run_dir).task
+    if task in ("classification", "token_classification"):
+        raise LmtuneError(
+            f"{run_dir} is a {task} run: its model predicts labels with a classification head and generates no text",
+            hint=f"score it with `lmtune eval {run_dir} --data FILE`",
+        )
     model, tokenizer, cfg = loaded or load_tuned(run_dir)
     chat = bool(read_json(run_dir, "data.json").get("chat"))
     text = build_prompt(tokenizer, cfg, chat, prompt, messages)
