@@ -146,3 +146,13 @@ def code_alpaca_set() -> Assets | None:
         _write_jsonl(train, records[:-200])
         _write_jsonl(val, records[-200:])
     return Assets(tokenizer_dir(), model_dir(), train, val, "code-alpaca")
+
+
+def first(assets: Assets, n: int) -> Assets:
+    """The first `n` training examples (the sets are in random order): with n = steps x batch size every runner
+    trains exactly one epoch over the very same examples, whatever order its sampler picks."""
+    path = assets.train.with_name(f"train-first-{n}.jsonl")
+    if not path.is_file():
+        lines = assets.train.read_text().splitlines(keepends=True)
+        path.write_text("".join(lines[:n]))
+    return Assets(assets.tokenizer, assets.model, path, assets.validation, assets.name)

@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from assets import CACHE, Assets, code_alpaca_set, model_dir, variable_length_set
+from assets import CACHE, Assets, code_alpaca_set, first, model_dir, variable_length_set
 from runners import RUNNERS, Spec, peak_memory_mb, validation_loss
 
 PLAIN = "hf-plain"
@@ -48,6 +48,12 @@ LEVERS = {
     "no bf16 autocast": ("train.mixed_precision=no",),
     "random batches (no length grouping)": ("train.batching=random",),
     "full-vocabulary logits (no chunked loss)": ("train.chunked_loss=false",),
+    "memory returned to the OS every step": ("train.keep_host_memory=false",),
+    "torch's dropout masks (no fast dropout)": ("train.fast_dropout=false",),
+}
+# Candidates that are not defaults, measured the same way (with "+": switched on).
+EXTRAS = {
+    "+ frozen base weights in bf16": ("model.dtype=bfloat16",),
 }
 
 
@@ -66,15 +72,17 @@ def _worker(name: str, spec_dict: dict[str, Any], conn: Any, log: str) -> None:
     steps: list[tuple[int, float]] = []
     t = [time.perf_counter()]
 
+    memory: dict[str, float] = {}
+
     def on_step(tokens: int) -> None:
         steps.append((tokens, time.perf_counter() - t[0]))
+        memory.update(peak_memory_mb())  # peaks up to the end of training (not of saving and reloading after it)
         conn.send(("step", len(steps)))
         conn.recv()
         t[0] = time.perf_counter()
 
     try:
         model, tok = RUNNERS[spec.runner](spec, on_step)
-        memory = peak_memory_mb()
         val = validation_loss(model, spec, tok)
     except Exception as e:  # reported to the orchestrator, which prints the log's tail
         conn.send(("error", f"{type(e).__name__}: {e}"))
@@ -124,10 +132,12 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
     seconds = sum(s for _, s in counted)
     return {
         "tokens_per_s": tokens / seconds if seconds else 0.0,
+        "first_step_s": r["steps"][0][1] if r["steps"] else 0.0,  # with loading, tokenizing, model setup
         "step_s": statistics.median(s for _, s in counted) if counted else 0.0,
         "trained_tokens": sum(n for n, _ in r["steps"]),
         "val_loss": r["val_loss"],
         **{k: v for k, v in r.items() if k.startswith("peak_")},
+        "steps": [[n, round(s, 4)] for n, s in r["steps"]],  # per step: trained tokens, seconds
     }
 
 
@@ -158,7 +168,12 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def base_spec(assets: Assets, args: argparse.Namespace, max_length: int = 512) -> Spec:
+def base_spec(assets: Assets, args: argparse.Namespace, max_length: int = 512, epoch: bool = True) -> Spec:
+    """Every runner trains one epoch of `steps` batches over the same first steps x batch_size examples: a
+    length-grouped sampler (HF's sorts each 50-batch window longest first) would otherwise see longer, cheaper-
+    per-token batches in a short window than a shuffled one, and the runs would not learn from the same data."""
+    if epoch:
+        assets = first(assets, args.steps * args.batch_size)
     return Spec(
         runner="lmtune",
         tokenizer=str(assets.tokenizer),
@@ -184,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scaling", action="store_true", help="tokens/s and memory at 256..2048 tokens, 1x/4x data")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     ap.add_argument("--only", default="", help="comma-separated runners to race (quick comparisons)")
+    ap.add_argument("--no-main", action="store_true", help="skip the main comparison (with --levers/--scaling)")
     args = ap.parse_args(argv)
 
     report: dict[str, Any] = {}
@@ -193,22 +209,24 @@ def main(argv: list[str] | None = None) -> int:
         specs = {n: s for n, s in contenders(base_spec(varlen, args)).items() if n in pick}
         print(table("selected runners (variable-length set)", race(specs, "only"), pick[0]))
         return 0
-    results = race(contenders(base_spec(varlen, args)), "varlen")
-    print(
-        table(f"{args.examples} SFT examples of 20-400 tokens ({args.steps} steps, batch {args.batch_size})", results)
-    )
-    report["varlen"] = {"runs": results, **ratios(results)}
-    alpaca = None if args.no_code_alpaca else code_alpaca_set()
+    if not args.no_main:
+        results = race(contenders(base_spec(varlen, args)), "varlen")
+        title = f"{args.examples} SFT examples of 20-400 tokens ({args.steps} steps, batch {args.batch_size})"
+        print(table(title, results), flush=True)
+        report["varlen"] = {"runs": results, **ratios(results)}
+    alpaca = None if args.no_code_alpaca or args.no_main else code_alpaca_set()
     if alpaca is not None:
         results = race(contenders(base_spec(alpaca, args)), "alpaca")
-        print(table(f"Code Alpaca ({args.steps} steps, batch {args.batch_size})", results))
+        print(table(f"Code Alpaca ({args.steps} steps, batch {args.batch_size})", results), flush=True)
         report["code_alpaca"] = {"runs": results, **ratios(results)}
     if args.levers:
         base = base_spec(varlen, args)
         specs = {"lmtune (all levers)": base}
         specs.update({f"without {k}": replace(base, overrides=base.overrides + v) for k, v in LEVERS.items()})
+        specs.update({k: replace(base, overrides=base.overrides + v) for k, v in EXTRAS.items()})
         results = race(specs, "levers")
         print(table("lmtune levers, each switched off in turn (variable-length set)", results, "lmtune (all levers)"))
+        sys.stdout.flush()
         report["levers"] = results
     if args.scaling:
         report["scaling"] = scaling(args)
@@ -219,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"\n{name}: speedup {r['speedup']:.2f}x, vs the best baseline {r['speedup_vs_best_baseline']:.2f}x, "
                 f"memory {r['memory_ratio']:.2f}x, validation loss {100 * r['loss_delta']:+.2f}%"
             )
-    if args.json:
+    if args.json and "varlen" in report:
         v = report["varlen"]
         head = {k: v[k] for k in ("speedup", "speedup_vs_best_baseline", "memory_ratio", "loss_delta")}
         print(json.dumps({**head, **report}))
@@ -227,23 +245,33 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def scaling(args: argparse.Namespace) -> dict[str, Any]:
+    """lmtune beside the plain baseline as the examples get longer (one epoch of a few steps over examples of
+    20..max_length tokens) and as the data grows (the same number of steps drawn from 1x and 4x the examples:
+    tokens/s should hold, and the first step shows what loading and tokenizing the data cost)."""
     steps = max(6, args.steps // 3)
+    small = argparse.Namespace(**{**vars(args), "steps": steps})
     out: dict[str, Any] = {}
-    rows = ["| set | max length | plain tok/s | lmtune tok/s | x | plain RSS MB | lmtune RSS MB | x |", "|---|"]
-    rows[-1] = "|---|---:|---:|---:|---:|---:|---:|---:|"
-    cases = [(args.examples, n) for n in (256, 512, 1024, 2048)] + [(4 * args.examples, 512)]
-    for examples, length in cases:
+    rows = [
+        "| data | max length | plain tok/s | lmtune tok/s | x | plain RSS MB | lmtune RSS MB | x | lmtune 1st step s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    cases = [(args.examples, n, True) for n in (256, 512, 1024, 2048)]
+    cases += [(n, 512, False) for n in (args.examples, 4 * args.examples)]
+    for examples, length, epoch in cases:
         assets = variable_length_set(examples, hi=length)
-        spec = replace(base_spec(assets, args, max_length=length), steps=steps)
-        res = race({PLAIN: replace(spec, runner="hf"), "lmtune": spec}, f"scale-{examples}-{length}")
+        spec = base_spec(assets, small, max_length=length, epoch=epoch)
+        label = f"scale-{examples}-{length}-{'epoch' if epoch else 'window'}"
+        res = race({PLAIN: replace(spec, runner="hf"), "lmtune": spec}, label)
         p, o = res[PLAIN], res["lmtune"]
-        out[f"{examples}x{length}"] = res
+        out[label] = res
+        what = f"{steps * args.batch_size} of 20-{length} tok" if epoch else f"{examples} ex, {steps} steps"
         rows.append(
-            f"| {examples} ex, 20-{length} tok | {length} | {p['tokens_per_s']:.0f} | {o['tokens_per_s']:.0f} | "
+            f"| {what} | {length} | {p['tokens_per_s']:.0f} | {o['tokens_per_s']:.0f} | "
             f"{o['tokens_per_s'] / p['tokens_per_s']:.2f} | {p['peak_rss_mb']:.0f} | {o['peak_rss_mb']:.0f} | "
-            f"{o['peak_rss_mb'] / p['peak_rss_mb']:.2f} |"
+            f"{o['peak_rss_mb'] / p['peak_rss_mb']:.2f} | {o['first_step_s']:.1f} |"
         )
-    print(f"\n## Scaling ({steps} steps each)\n\n" + "\n".join(rows))
+        print(rows[-1], flush=True)
+    print(f"\n## Scaling ({steps} steps each)\n\n" + "\n".join(rows), flush=True)
     return out
 
 

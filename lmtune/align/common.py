@@ -22,6 +22,7 @@ from lmtune.data.tokenize import setup_chat_template
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.diagnose import diagnose
 from lmtune.export import needs_base_copy, read_run_config, save_base, save_final
+from lmtune.fastdropout import use_fast_dropout
 from lmtune.fileio import atomic_write_text
 from lmtune.loop import resolve_mixed_precision
 from lmtune.methods import apply_method, quantization_config
@@ -265,6 +266,8 @@ def load_trainable(cfg: RunConfig, run_dir: Path, *, resume: bool, say: Callable
     if needs_base_copy(cfg) and not resume:
         save_base(run_dir, model)
     model = apply_method(model, cfg.method, cfg.task)
+    if cfg.train.fast_dropout:
+        use_fast_dropout(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     say(

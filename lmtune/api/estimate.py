@@ -21,6 +21,7 @@ from lmtune.data.tokenize import (
     tokenize_examples,
 )
 from lmtune.errors import LmtuneError
+from lmtune.fastdropout import use_fast_dropout
 from lmtune.linear_ce import output_head
 from lmtune.loop import (
     Hooks,
@@ -109,6 +110,8 @@ def estimate(
 
         with meter:
             model = apply_method(load_model(cfg.model), cfg.method)
+            if cfg.train.fast_dropout:
+                use_fast_dropout(model)
             optimizer, scheduler = make_optimizer(model, cfg.train, steps)
             model, optimizer = accelerator.prepare(model, optimizer)
             train_loop(

@@ -47,6 +47,7 @@ from lmtune.errors import LmtuneError
 from lmtune.evaluate.diagnose import diagnose
 from lmtune.evaluate.forgetting import forgetting_advice, forgetting_report, general_rows
 from lmtune.export import needs_base_copy, read_run_config, save_base, save_final
+from lmtune.fastdropout import use_fast_dropout
 from lmtune.fileio import atomic_write_text
 from lmtune.hostmem import keep_freed_memory
 from lmtune.loop import (
@@ -178,6 +179,8 @@ def finetune(
     if needs_base_copy(cfg) and not resume and accelerator.is_main_process:
         save_base(run_dir, model)
     model = apply_method(model, cfg.method, cfg.task)
+    if cfg.train.fast_dropout:
+        use_fast_dropout(model)
     trainable, total = count_parameters(model)
     say(
         f"model {cfg.model.name} · method {cfg.method.name}: {trainable:,} trainable of {total:,} parameters "
