@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from rich.console import Console
 from rich.markup import escape
 
@@ -121,6 +121,12 @@ def finetune(
     cpu_only = not (torch.cuda.is_available() or torch.backends.mps.is_available())
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.train.mixed_precision), cpu=cpu_only)
     say = console.print if accelerator.is_main_process else (lambda *a, **k: None)
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        # Checkpoints and the final save read whole parameters on the main process: right for DDP, not for shards.
+        raise LmtuneError(
+            f"{accelerator.distributed_type.value}: lmtune does not save sharded (FSDP / DeepSpeed ZeRO) states yet",
+            hint="launch with DDP (`--nproc N`, configs/accelerate/ddp-8gpu.yaml), or fit one GPU with method lora/qlora",
+        )
     run_dir = cfg.run_dir
     check_run_dir(run_dir, resume=resume, overwrite=overwrite)
     if resume:
