@@ -114,6 +114,7 @@ def load_model(
         kwargs["quantization_config"] = quantization
     if is_preset(cfg.name):
         config = AutoConfig.from_pretrained(preset_dir(cfg.name))
+        apply_dropout(config, cfg.dropout)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(PRESET_INIT_SEED)
             model = AutoModelForCausalLM.from_config(config, dtype=dtype, **kwargs)
@@ -122,8 +123,44 @@ def load_model(
     return _checkpointing(model, cfg)
 
 
+# The dropout probabilities model configs name (Llama/Qwen, GPT-2, BERT/MiniLM, T5, BART, ...): `model.dropout` sets
+# every one a config has, before the model is built (modules read them at construction).
+DROPOUT_FIELDS = (
+    "attention_dropout",
+    "hidden_dropout",
+    "resid_pdrop",
+    "embd_pdrop",
+    "attn_pdrop",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "dropout",
+    "activation_dropout",
+    "dropout_rate",
+    "classifier_dropout",
+)
+
+
+def apply_dropout(config: Any, p: float | None) -> list[str]:
+    """Set `model.dropout` on every dropout field the config has; returns their names (none when p is None)."""
+    if p is None:
+        return []
+    found = [k for k in DROPOUT_FIELDS if hasattr(config, k)]
+    for key in found:
+        setattr(config, key, p)
+    return found
+
+
 def _from_pretrained(auto_class: Any, cfg: ModelConfig, **kwargs: Any) -> PreTrainedModel:
     """Weights from the hub or a local directory, in the configured dtype, from safetensors only."""
+    if cfg.dropout is not None:
+        if "config" not in kwargs:
+            try:
+                kwargs["config"] = AutoConfig.from_pretrained(
+                    cfg.name, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+                )
+            except (OSError, ValueError) as e:
+                raise _load_error("model", cfg.name, e) from None
+        apply_dropout(kwargs["config"], cfg.dropout)
     try:
         return auto_class.from_pretrained(
             cfg.name,
@@ -216,6 +253,7 @@ def load_classifier(
             hint="use an encoder such as sentence-transformers/all-MiniLM-L6-v2 or bert-base-uncased",
         )
     if is_preset(cfg.name):
+        apply_dropout(config, cfg.dropout)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(PRESET_INIT_SEED)
             model = auto.from_config(config, dtype=_DTYPES[cfg.dtype], **kwargs)

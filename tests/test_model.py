@@ -132,3 +132,17 @@ def test_count_parameters_counts_tied_weights_once(gpt2_model):
     assert gpt2_model.lm_head.weight is gpt2_model.transformer.wte.weight
     expected = gpt2_parameter_count(gpt2_model.config)
     assert count_parameters(gpt2_model) == (expected, expected)
+
+
+def test_model_dropout_sets_every_dropout_field_before_the_model_is_built(gpt2_dir):
+    """model.dropout reaches the modules: GPT-2's nn.Dropout layers and a Llama's attention dropout."""
+    gpt2 = load_model(ModelConfig(name=str(gpt2_dir), dropout=0.2))
+    assert (gpt2.config.resid_pdrop, gpt2.config.embd_pdrop, gpt2.config.attn_pdrop) == (0.2, 0.2, 0.2)
+    drops = [m.p for m in gpt2.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops and set(drops) == {0.2}
+    assert {m.p for m in load_model(ModelConfig(name=str(gpt2_dir))).modules() if isinstance(m, torch.nn.Dropout)} == {
+        0.1
+    }  # GPT-2's own default when unset
+    llama = load_model(ModelConfig(name="preset:tiny-chat", dropout=0.3))
+    assert llama.config.attention_dropout == 0.3
+    assert {layer.self_attn.attention_dropout for layer in llama.model.layers} == {0.3}

@@ -37,6 +37,14 @@ class ModelConfig(_Section):
         None, description="Attention kernel; None lets transformers choose (sdpa where available)."
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, slower.")
+    dropout: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="Dropout inside the model: sets every dropout probability its config has (attention_dropout for "
+        "Llama/Qwen, resid/embd/attn_pdrop for GPT-2, hidden/attention dropout for BERT, dropout_rate for T5, ...) "
+        "before it is built. None keeps the model's own. The adapter's dropout is the method's `dropout`.",
+    )
 
     @field_validator("name")
     @classmethod
