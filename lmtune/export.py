@@ -74,6 +74,22 @@ def read_run_config(run_dir: Path) -> RunConfig:
     return RunConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
 
 
+def check_same_config(run_dir: Path, cfg: RunConfig) -> None:
+    """Resuming with changed settings would silently mix two runs; only the run directory may differ."""
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.exists():
+        return
+    saved = read_run_config(run_dir).model_dump(mode="json")
+    now = cfg.model_dump(mode="json")
+    saved.pop("output_dir", None), now.pop("output_dir", None)
+    changed = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    if changed:
+        raise LmtuneError(
+            f"--resume: the config differs from the one {run_dir} was started with (sections: {', '.join(changed)})",
+            hint=f"resume with the saved config: lmtune train {saved_path} --resume",
+        )
+
+
 def load_tuned(run_dir: Path) -> tuple[Any, PreTrainedTokenizerBase, RunConfig]:
     """The tuned model of a run in eval mode, its tokenizer (with the training chat template) and config.
 

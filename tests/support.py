@@ -69,3 +69,29 @@ def save_model_dir(model_class: Any, config: Any, path: Path) -> Path:
         model_class(config).save_pretrained(path)
     load_tokenizer(ModelConfig(name="preset:tiny-chat")).save_pretrained(path)
     return path
+
+
+def save_tiny_bert(root: Path, words: list[str], model_class: Any) -> Path:
+    """A 2-layer, 32-wide BERT (`model_class`: a sequence or token classifier) with a WordPiece vocabulary of
+    `words` plus the letters, so any word splits into known pieces (built offline), saved in `root`."""
+    import torch
+    from transformers import BertConfig, BertTokenizerFast
+
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *letters, *(f"##{c}" for c in letters)]
+    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
+    tokenizer.save_pretrained(root)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        initializer_range=0.2,  # a wider start than BERT's 0.02: a 2-layer toy learns in a few dozen steps
+    )
+    torch.manual_seed(0)
+    model_class(config).save_pretrained(root, safe_serialization=True)
+    return root

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from sklearn.metrics import accuracy_score
-from support import run_cli, write_jsonl
-from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+from support import run_cli, save_tiny_bert, write_jsonl
+from transformers import BertForSequenceClassification, BertTokenizerFast
 
 from lmtune.api import finetune
 from lmtune.api.evaluate import evaluate_run
@@ -52,26 +52,7 @@ def _write_tsv(path: Path, n: int, seed: int) -> Path:
 @pytest.fixture(scope="module")
 def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, 32-wide BERT with a WordPiece tokenizer over the words of these tests (built offline)."""
-    root = tmp_path_factory.mktemp("tiny-bert")
-    # A WordPiece vocabulary of whole words plus the letters (so any word splits into known pieces).
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *GOOD, *BAD, *FILLER, *letters, *(f"##{c}" for c in letters)]
-    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
-    tokenizer.save_pretrained(root)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        initializer_range=0.2,  # a wider start than BERT's 0.02: a 2-layer toy learns in a few dozen steps
-    )
-    torch.manual_seed(0)
-    BertForSequenceClassification(config).save_pretrained(root, safe_serialization=True)
-    return root
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), [*GOOD, *BAD, *FILLER], BertForSequenceClassification)
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from support import REPO, run_cli, run_main
-from transformers import BertConfig, BertForTokenClassification, BertTokenizerFast
+from support import REPO, run_cli, run_main, save_tiny_bert
+from transformers import BertForTokenClassification
 
 from lmtune.api import finetune
 from lmtune.api.evaluate import evaluate_run
@@ -68,26 +68,8 @@ def _conll(path: Path, n: int, seed: int) -> Path:
 @pytest.fixture(scope="module")
 def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, 32-wide BERT with a WordPiece vocabulary of these sentences' words and the letters."""
-    root = tmp_path_factory.mktemp("tiny-bert-ner")
     words = sorted({w for group in (PEOPLE, PLACES, ORGS) for name in group for w in name} | set(FILLER))
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *letters, *(f"##{c}" for c in letters)]
-    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
-    tokenizer.save_pretrained(root)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        initializer_range=0.2,
-    )
-    torch.manual_seed(0)
-    BertForTokenClassification(config).save_pretrained(root, safe_serialization=True)
-    return root
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert-ner"), words, BertForTokenClassification)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from lmtune.config import RunConfig, dump_config
 from lmtune.data.tokenize import setup_chat_template
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.diagnose import diagnose
-from lmtune.export import needs_base_copy, read_run_config, save_base, save_final
+from lmtune.export import check_same_config, needs_base_copy, save_base, save_final
 from lmtune.fastdropout import use_fast_dropout
 from lmtune.fileio import atomic_write_text
 from lmtune.loop import resolve_mixed_precision
@@ -80,17 +80,8 @@ def start_run(cfg: RunConfig, *, resume: bool, overwrite: bool) -> Path:
     """Refuse to clobber a run (or to resume one with another config), then make the directory and seed."""
     run_dir = cfg.run_dir
     check_run_dir(run_dir, resume=resume, overwrite=overwrite)
-    if resume and (run_dir / "config.yaml").exists():
-        saved = read_run_config(run_dir).model_dump(mode="json")
-        now = cfg.model_dump(mode="json")
-        saved.pop("output_dir", None), now.pop("output_dir", None)
-        changed = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
-        if changed:
-            raise LmtuneError(
-                f"--resume: the config differs from the one {run_dir} was started with (sections: "
-                f"{', '.join(changed)})",
-                hint=f"resume with the saved config: lmtune train {run_dir / 'config.yaml'} --resume",
-            )
+    if resume:
+        check_same_config(run_dir, cfg)
     prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
     set_seed(cfg.seed)
     return run_dir

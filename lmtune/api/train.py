@@ -46,7 +46,7 @@ from lmtune.data.tokenize import (
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.diagnose import diagnose
 from lmtune.evaluate.forgetting import forgetting_advice, forgetting_report, general_rows
-from lmtune.export import needs_base_copy, read_run_config, save_base, save_final
+from lmtune.export import check_same_config, needs_base_copy, save_base, save_final
 from lmtune.fastdropout import use_fast_dropout
 from lmtune.fileio import atomic_write_text
 from lmtune.hostmem import keep_freed_memory
@@ -130,7 +130,7 @@ def finetune(
     run_dir = cfg.run_dir
     check_run_dir(run_dir, resume=resume, overwrite=overwrite)
     if resume:
-        _check_same_config(run_dir, cfg)
+        check_same_config(run_dir, cfg)
         cfg = _keep_global_batch(run_dir, cfg, accelerator.num_processes, say)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -471,22 +471,6 @@ def summarize(
         out["forgetting"] = forgetting
     out["diagnosis"] = [f.as_dict() for f in diagnose(records)]
     return out
-
-
-def _check_same_config(run_dir: Path, cfg: RunConfig) -> None:
-    """Resuming with changed settings would silently mix two runs; only the run directory may differ."""
-    saved_path = run_dir / "config.yaml"
-    if not saved_path.exists():
-        return
-    saved = read_run_config(run_dir).model_dump(mode="json")
-    now = cfg.model_dump(mode="json")
-    saved.pop("output_dir", None), now.pop("output_dir", None)
-    changed = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
-    if changed:
-        raise LmtuneError(
-            f"--resume: the config differs from the one {run_dir} was started with (sections: {', '.join(changed)})",
-            hint=f"resume with the saved config: lmtune train {saved_path} --resume",
-        )
 
 
 def _keep_global_batch(run_dir: Path, cfg: RunConfig, processes: int, say: Callable) -> RunConfig:
