@@ -4,7 +4,7 @@ runner, so machine noise hits every runner alike).
 
 - `hf`: transformers.Trainer + peft LoRA with dynamic padding (DataCollatorForSeq2Seq), the tutorial baseline;
   with `grouped`/`bf16`, the same Trainer with `train_sampling_strategy="group_by_length"` and `bf16=True`.
-- `trl`: TRL's SFTTrainer on prompt/completion data (completion-only loss) with `padding_free` or `packing`.
+- `trl`: TRL's SFTTrainer on prompt/completion data (completion-only loss) with `padding_free`.
 - `lmtune`: `lmtune.finetune` on the same JSONL with its defaults (plus any `overrides`).
 
 All share the LoRA setup (r=16, alpha=32, dropout 0.05, every linear layer), AdamW, the cosine schedule, the
@@ -16,7 +16,6 @@ trains on the same tokens.
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,7 +41,6 @@ class Spec:
     warmup_steps: int = 3
     bf16: bool = False
     grouped: bool = False  # hf: length-grouped sampling
-    trl_mode: str = "padding_free"  # trl: padding_free | packing
     overrides: tuple[str, ...] = field(default_factory=tuple)  # lmtune: key=value
     seed: int = 0
 
@@ -126,6 +124,17 @@ def _lora_model(spec: Spec) -> Any:
     return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **LORA))
 
 
+def counting(collator: Callable[[list[dict[str, Any]]], Any], counts: list[int]) -> Callable[..., Any]:
+    """The collator, recording each batch's trained tokens in `counts` (in the order the batches are made)."""
+
+    def collate(features: list[dict[str, Any]]) -> Any:
+        batch = collator(features)
+        counts.append(trained_tokens(batch["labels"]))
+        return batch
+
+    return collate
+
+
 def _step_callback(on_step: Callable[[int], None], counts: list[int]) -> Any:
     from transformers import TrainerCallback
 
@@ -144,14 +153,8 @@ def run_hf(spec: Spec, on_step: Callable[[int], None]) -> Any:
 
     tok = AutoTokenizer.from_pretrained(spec.tokenizer)
     data = Dataset.from_list([encode(r, tok, spec.max_length) for r in read_jsonl(spec.train)])
-    pad = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=IGNORE)
     counts: list[int] = []
-
-    def collate(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        batch = pad(features)
-        counts.append(trained_tokens(batch["labels"]))
-        return batch
-
+    collate = counting(DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=IGNORE), counts)
     model = _lora_model(spec)
     strategy = "group_by_length" if spec.grouped else "random"
     with tempfile.TemporaryDirectory() as out:
@@ -174,17 +177,14 @@ def run_trl(spec: Spec, on_step: Callable[[int], None]) -> Any:
 
     tok = AutoTokenizer.from_pretrained(spec.tokenizer)
     data = Dataset.from_list(read_jsonl(spec.train))
-    if spec.trl_mode == "padding_free":
-        data = data.filter(lambda r: len(tok(r["prompt"] + r["completion"])["input_ids"]) < spec.max_length)
+    data = data.filter(lambda r: len(tok(r["prompt"] + r["completion"])["input_ids"]) < spec.max_length)
     model = _lora_model(spec)
     counts: list[int] = []
-    # padding_free without packing does not truncate (TRL refuses a max_length): the sets are cut to max_length.
-    mode = {
-        "padding_free": dict(padding_free=True, max_length=None),
-        "packing": dict(packing=True, max_length=spec.max_length),
-    }[spec.trl_mode]
     with tempfile.TemporaryDirectory() as out:
-        args = SFTConfig(**_hf_args(spec, out), completion_only_loss=True, dataset_num_proc=None, **mode)
+        # padding_free without packing does not truncate (TRL refuses a max_length): longer examples are left out.
+        args = SFTConfig(
+            **_hf_args(spec, out), completion_only_loss=True, dataset_num_proc=None, padding_free=True, max_length=None
+        )
         trainer = SFTTrainer(
             model=model,
             args=args,
@@ -192,14 +192,7 @@ def run_trl(spec: Spec, on_step: Callable[[int], None]) -> Any:
             processing_class=tok,
             callbacks=[_step_callback(on_step, counts)],
         )
-        inner = trainer.data_collator
-
-        def collate(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-            batch = inner(features)
-            counts.append(trained_tokens(batch["labels"]))
-            return batch
-
-        trainer.data_collator = collate
+        trainer.data_collator = counting(trainer.data_collator, counts)
         trainer.train()
     return model, tok
 
@@ -265,7 +258,3 @@ def peak_memory_mb() -> dict[str, float]:
     if torch.cuda.is_available():
         out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out
-
-
-def finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None

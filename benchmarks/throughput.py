@@ -38,7 +38,7 @@ def contenders(base: Spec, baselines: bool = True) -> dict[str, Spec]:
     if baselines:
         out[PLAIN] = replace(base, runner="hf")
         out["hf-grouped-bf16"] = replace(base, runner="hf", grouped=True, bf16=True)
-        out["trl-padding-free-bf16"] = replace(base, runner="trl", trl_mode="padding_free", bf16=True)
+        out["trl-padding-free-bf16"] = replace(base, runner="trl", bf16=True)
     out["lmtune"] = replace(base, runner="lmtune")
     return out
 

@@ -138,12 +138,19 @@ def evaluate_run(
     is_run = (run_dir / "config.yaml").is_file()
     chosen = [b if isinstance(b, Baseline) else Baseline.parse(b) for b in baselines]
 
-    if is_run and read_run_config(run_dir).task == "classification":
-        return _evaluate_classifier(run_dir, data, metrics, baselines, limit, batch_size, save, start)
-    if is_run and read_run_config(run_dir).task == "token_classification":
-        from lmtune.api.tagging import evaluate_tagger  # it builds on EvalResult
+    task = read_run_config(run_dir).task if is_run else None
+    if task in ("classification", "token_classification"):
+        if baselines:
+            raise LmtuneError(
+                f"baselines prompt the base model to generate answers; a {task} run predicts with its trained head, "
+                "and the base model has none",
+                hint=f"leave out --baseline (eval.baselines) for {task} runs",
+            )
+        if task == "classification":
+            return _evaluate_classifier(run_dir, data, metrics, limit, batch_size, save, start)
+        from lmtune.api.tagging import evaluate_tagger  # it builds on this module's results
 
-        return evaluate_tagger(run_dir, data, metrics, baselines, limit, batch_size, save, start)
+        return evaluate_tagger(run_dir, data, metrics, limit, batch_size, save, start)
 
     # 1. The model and the held-out examples in the run's shape, with their references.
     if is_run:
@@ -233,7 +240,6 @@ def _evaluate_classifier(
     run_dir: Path,
     data: str | None,
     metrics: Sequence[str],
-    baselines: Sequence[Any],
     limit: int | None,
     batch_size: int,
     save: bool,
@@ -243,12 +249,6 @@ def _evaluate_classifier(
     scored by the label metrics (default accuracy and macro F1) on the label names as strings."""
     import torch
 
-    if baselines:
-        raise LmtuneError(
-            "baselines prompt the base model to generate answers; a classification run predicts labels with its "
-            "trained head, and the base model has none",
-            hint="leave out --baseline (eval.baselines) for classification runs",
-        )
     model, tokenizer, cfg = load_tuned(run_dir)
     examples, _, source = _eval_data(cfg, data, (), limit)
     names = list(metrics) or ["accuracy", "f1"]
@@ -269,9 +269,24 @@ def _evaluate_classifier(
         if isinstance(ex, LabelExample)
     ]
     why = "as asked" if metrics else "classification: the label metrics"
+    return head_result(run_dir, source, len(examples), why, scores, samples, save=save, start=start)
+
+
+def head_result(
+    run_dir: Path,
+    source: str,
+    n: int,
+    why: str,
+    scores: dict[str, Any],
+    samples: list[dict[str, Any]],
+    *,
+    save: bool,
+    start: float,
+) -> EvalResult:
+    """The result of a run that predicts with a trained head (one reference per example), saved as eval.json."""
     result = EvalResult(
         str(run_dir),
-        {"source": source, "examples": len(examples), "references_per_example": 1, "metrics": why},
+        {"source": source, "examples": n, "references_per_example": 1, "metrics": why},
         scores,
         samples=samples,
         seconds=time.perf_counter() - start,
@@ -317,20 +332,10 @@ def _eval_data(
     cfg: RunConfig, data: str | None, references: Sequence[str], limit: int | None
 ) -> tuple[list[Example], list[tuple[str, ...]], str]:
     """Examples and references: `data` in the run's shape, or the run's own validation split."""
-    if data is None:
-        examples = load_splits(cfg.data, cfg.seed).validation
-        if not examples:
-            raise LmtuneError("the run has no validation split to evaluate on", hint="pass --data FILE")
-        source = cfg.data.validation or f"{cfg.data.train} (the run's validation carve)"
-        records = None
-    else:
-        records = load_records(data)
-        columns = dict(cfg.data.columns)
-        if references:
-            answer = "output" if cfg.data.format == "instruction" else "completion"
-            columns[answer] = references[0]
-        examples = normalize(records, format=cfg.data.format, columns=columns, prompt_template=cfg.data.prompt_template)
-        source = data
+    columns = dict(cfg.data.columns)
+    if references:
+        columns["output" if cfg.data.format == "instruction" else "completion"] = references[0]
+    examples, records, source = run_examples(cfg, data, columns)
     if limit is not None:
         examples = examples[:limit]
     refs = []
@@ -351,6 +356,22 @@ def _eval_data(
                 extra.append(value)
         refs.append((answer, *extra))
     return examples, refs, source
+
+
+def run_examples(
+    cfg: RunConfig, data: str | None, columns: dict[str, str] | None = None
+) -> tuple[list[Example], list[Any] | None, str]:
+    """`data` read in the run's shape (its column mapping, or `columns`, and its template), or the run's own
+    validation split; with the records read (None for the split) and where the examples come from."""
+    if data is None:
+        examples = load_splits(cfg.data, cfg.seed).validation
+        if not examples:
+            raise LmtuneError("the run has no validation split to evaluate on", hint="pass --data FILE")
+        return examples, None, cfg.data.validation or f"{cfg.data.train} (the run's validation carve)"
+    records = load_records(data)
+    columns = dict(cfg.data.columns) if columns is None else columns
+    examples = normalize(records, format=cfg.data.format, columns=columns, prompt_template=cfg.data.prompt_template)
+    return examples, records, data
 
 
 def _answer(example: Example) -> str:

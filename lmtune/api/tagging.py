@@ -3,7 +3,6 @@ scored by entity-level precision/recall/F1 (seqeval) with a table per entity typ
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,13 +10,9 @@ from typing import Any
 import torch
 
 from lmtune.data.conll import TokensExample
-from lmtune.data.formats import normalize
-from lmtune.data.load import load_records
 from lmtune.data.ner import ENTITY_METRICS, align, entity_report, entity_scores, word_tags
-from lmtune.data.prepare import load_splits
 from lmtune.errors import LmtuneError
 from lmtune.export import load_tuned
-from lmtune.fileio import atomic_write_json
 
 SAMPLES = 8
 
@@ -48,21 +43,14 @@ def evaluate_tagger(
     run_dir: Path,
     data: str | None,
     metrics: Sequence[str],
-    baselines: Sequence[Any],
     limit: int | None,
     batch_size: int,
     save: bool,
     start: float,
 ) -> Any:
     """A token-classification run scored on `data` (default: its validation split) in the run's shape."""
-    from lmtune.api.evaluate import EVAL_FILE, EvalResult
+    from lmtune.api.evaluate import head_result, run_examples
 
-    if baselines:
-        raise LmtuneError(
-            "baselines prompt the base model to generate answers; a token-classification run tags words with its "
-            "trained head, and the base model has none",
-            hint="leave out --baseline (eval.baselines) for token_classification runs",
-        )
     unknown = [m for m in metrics if m not in ENTITY_METRICS]
     if unknown:
         raise LmtuneError(
@@ -70,14 +58,7 @@ def evaluate_tagger(
             hint="f1, precision and recall are entity-level (seqeval); accuracy is tag by tag",
         )
     model, tokenizer, cfg = load_tuned(run_dir)
-    if data is None:
-        examples = load_splits(cfg.data, cfg.seed).validation
-        if not examples:
-            raise LmtuneError("the run has no validation split to evaluate on", hint="pass --data FILE")
-        source = cfg.data.validation or f"{cfg.data.train} (the run's validation carve)"
-    else:
-        examples = normalize(load_records(data), format=cfg.data.format, columns=cfg.data.columns)
-        source = data
+    examples, _, source = run_examples(cfg, data)
     sentences = [ex for ex in examples if isinstance(ex, TokensExample)][:limit]
     if not sentences:
         raise LmtuneError(f"{source}: no sentences of tokens and tags to evaluate")
@@ -94,13 +75,4 @@ def evaluate_tagger(
         for ex, tags in zip(sentences[:SAMPLES], predicted, strict=False)
     ]
     why = "as asked" if metrics else "token_classification: entity-level scores (seqeval) and tag accuracy"
-    result = EvalResult(
-        str(run_dir),
-        {"source": source, "examples": len(sentences), "references_per_example": 1, "metrics": why},
-        {"tuned": scores},
-        samples=samples,
-        seconds=time.perf_counter() - start,
-    )
-    if save:
-        atomic_write_json(run_dir / EVAL_FILE, result.as_dict())
-    return result
+    return head_result(run_dir, source, len(sentences), why, {"tuned": scores}, samples, save=save, start=start)
