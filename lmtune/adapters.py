@@ -78,12 +78,21 @@ def has_adapters(model: torch.nn.Module) -> bool:
     return bool(adapter_modules(model))
 
 
-def save_adapters(model: torch.nn.Module, directory: str | Path) -> None:
-    """Write the adapters' weights and settings (not the base model) to `directory`."""
+def save_adapters(
+    model: torch.nn.Module, directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None
+) -> None:
+    """Write the adapters' weights and settings (not the base model) to `directory`; the weights are read from
+    `state_dict` (the model's, gathered whole from FSDP shards) when given."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     modules = adapter_modules(model)
-    weights = {f"{n}.{k}": v.detach().contiguous().cpu() for n, m in modules.items() for k, v in m.state_dict().items()}
+    if state_dict is None:
+        state_dict = {f"{n}.{k}": v for n, m in modules.items() for k, v in m.state_dict().items()}
+    weights = {
+        f"{n}.{k}": state_dict[f"{n}.{k}"].detach().contiguous().cpu()
+        for n, m in modules.items()
+        for k in m.state_dict()
+    }
     save_file(weights, str(directory / WEIGHTS_FILE))
     settings = next(iter(modules.values())).settings
     (directory / CONFIG_FILE).write_text(json.dumps({**settings, "modules": list(modules)}, indent=2) + "\n")

@@ -4,6 +4,11 @@ A checkpoint holds the trainable weights (safetensors), the optimizer and schedu
 the loop position (step, epoch, micro-batch) in `checkpoints/step-NNNNNN/`. It is written to a temporary folder
 and renamed into place, so a crash never leaves a half-written checkpoint that resume would pick up. Only the
 trainable parameters are saved: for LoRA that is the adapter, so checkpoints stay small.
+
+Under FSDP the parameters and optimizer states are sharded over the processes. Every process then takes part in
+gathering them (torch.distributed.checkpoint's state-dict API, which also reads DDP-wrapped and plain models), and
+the checkpoint holds whole tensors keyed by parameter name, so it loads into any launch: one process, DDP, or
+FSDP on another number of processes.
 """
 
 from __future__ import annotations
@@ -16,6 +21,15 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor
 
 from lmtune.fileio import atomic_dir
 
@@ -23,9 +37,69 @@ CHECKPOINTS = "checkpoints"
 _PREFIX = "step-"
 
 
+# Whole tensors on the CPU of the first process (the others get none): what a checkpoint file holds.
+_WHOLE = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    """The model under a DDP wrapper (FSDP2 shards a model in place, so it has none)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    """Whether FSDP2 holds the model's parameters as shards over processes (DTensors)."""
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def _resharded(model: torch.nn.Module) -> torch.nn.Module:
+    """FSDP2 leaves the root module's parameters whole after a forward without backward (an evaluation); the
+    state-dict functions read every parameter as its shard, so shard them back first."""
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+    return model
+
+
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable weights as whole CPU tensors, keyed by the model's own parameter names.
+
+    Takes a plain, DDP-wrapped or FSDP-sharded model. Sharded, it is collective (every process must call it) and
+    only the first process gets the weights; the others get {}.
+    """
+    inner = unwrapped(model)
     # named_parameters() lists a tied weight once, which safetensors requires.
-    return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+    names = [n for n, p in inner.named_parameters() if p.requires_grad]
+    if not is_sharded(inner):
+        params = dict(inner.named_parameters())
+        return {n: params[n].detach().contiguous().cpu() for n in names}
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+    state = get_model_state_dict(_resharded(inner), options=options)
+    return {n: state[n].contiguous() for n in names if n in state}
+
+
+def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every weight and buffer as whole CPU tensors (collective when sharded; the first process gets them)."""
+    return get_model_state_dict(_resharded(unwrapped(model)), options=_WHOLE)
+
+
+def load_trainable(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
+    """Put whole trainable weights (from `trainable_state`) back into a plain, DDP or FSDP-sharded model."""
+    inner = unwrapped(model)
+    params = dict(inner.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
+    if missing:
+        raise RuntimeError(f"{source} lacks trainable parameters, e.g. {missing[:3]}")
+    if is_sharded(inner):
+        # Every process holds the whole tensors (read from disk); each keeps its own shard of them.
+        set_model_state_dict(_resharded(inner), weights, options=StateDictOptions(full_state_dict=True, strict=False))
+        return
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            params[name].copy_(tensor)
+
+
+def _torch_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    return getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps it
 
 
 def rng_state() -> dict[str, Any]:
@@ -51,12 +125,23 @@ def save_checkpoint(
     scheduler: Any,
     loop_state: dict[str, Any],
     keep: int,
+    *,
+    write: bool = True,
 ) -> Path:
+    """Save a checkpoint of `model` (plain, DDP or FSDP) and its optimizer. Call it on every process: sharded
+    states are gathered collectively; only where `write` (the main process) are files written."""
     final = run_dir / CHECKPOINTS / f"{_PREFIX}{step:06d}"
+    weights = trainable_state(model)
+    # Keyed by parameter name with whole tensors (not by position in the optimizer, nor sharded): loads anywhere.
+    optimizer_state = get_optimizer_state_dict(
+        _resharded(unwrapped(model)), _torch_optimizer(optimizer), options=_WHOLE
+    )
+    if not write:
+        return final
     with atomic_dir(final) as tmp:
-        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        save_file(weights, str(tmp / "trainable.safetensors"))
         torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()},
+            {"optimizer": optimizer_state, "scheduler": scheduler.state_dict(), "rng": rng_state()},
             tmp / "training_state.pt",
         )
         (tmp / "loop_state.json").write_text(json.dumps(loop_state, indent=2) + "\n", encoding="utf-8")
@@ -81,17 +166,17 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict:
-    """Restore weights, optimizer, scheduler and RNG in place; return the loop state to continue from."""
-    weights = load_file(str(path / "trainable.safetensors"))
-    params = dict(model.named_parameters())
-    missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
-    if missing:
-        raise RuntimeError(f"checkpoint {path} lacks trainable parameters, e.g. {missing[:3]}")
-    with torch.no_grad():
-        for name, tensor in weights.items():
-            params[name].copy_(tensor)
+    """Restore weights, optimizer, scheduler and RNG in place; return the loop state to continue from.
+
+    `model` may be plain, DDP-wrapped or FSDP-sharded, on any number of processes (call it on every process)."""
+    load_trainable(model, load_file(str(path / "trainable.safetensors")), path)
     state = torch.load(path / "training_state.pt", map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
+    saved = state["optimizer"]
+    if all(isinstance(k, int) for k in saved["state"]):  # checkpoints from before 0.2 keyed them by position
+        _torch_optimizer(optimizer).load_state_dict(saved)
+    else:
+        options = StateDictOptions(full_state_dict=True)
+        set_optimizer_state_dict(_resharded(unwrapped(model)), _torch_optimizer(optimizer), saved, options=options)
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
     return json.loads((path / "loop_state.json").read_text(encoding="utf-8"))

@@ -18,6 +18,7 @@ from transformers import (
 )
 
 from lmtune.adapters import has_adapters, is_adapter_dir, load_adapters, save_adapters
+from lmtune.checkpoint import is_sharded, model_state, trainable_state
 from lmtune.config import RunConfig
 from lmtune.errors import LmtuneError
 from lmtune.methods import quantization_config, transformer_blocks
@@ -49,15 +50,27 @@ def save_base(run_dir: Path, base: PreTrainedModel) -> None:
     tmp.replace(run_dir / BASE_MODEL)
 
 
-def save_final(run_dir: Path, model: Any, tokenizer: PreTrainedTokenizerBase) -> Path:
-    """Write the tuned model (or LoRA adapter) and its tokenizer to `final/` in safetensors, atomically."""
+def final_state(model: Any) -> dict[str, Any] | None:
+    """The weights `save_final` needs gathered whole when FSDP shards `model` (collective: call on every process),
+    or None when the model holds them whole. An adapter's run saves only the trainable weights."""
+    if not is_sharded(model):
+        return None
+    return trainable_state(model) if hasattr(model, "peft_config") or has_adapters(model) else model_state(model)
+
+
+def save_final(
+    run_dir: Path, model: Any, tokenizer: PreTrainedTokenizerBase, state_dict: dict[str, Any] | None = None
+) -> Path:
+    """Write the tuned model (or LoRA adapter) and its tokenizer to `final/` in safetensors, atomically.
+
+    `state_dict`: the model's weights gathered whole (`checkpoint.model_state`) when FSDP holds them as shards."""
     out = run_dir / FINAL
     tmp = run_dir / f".{FINAL}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     if has_adapters(model):
-        save_adapters(model, tmp)  # bottleneck adapters: lmtune's own (peft has none), the same contract
+        save_adapters(model, tmp, state_dict)  # bottleneck adapters: lmtune's own (peft has none), the same contract
     else:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, **({"state_dict": state_dict} if state_dict else {}))
         if hasattr(model, "peft_config") and (is_classifier(model) or is_token_classifier(model)):
             # A classifier adapter needs its label names (and head size) back: the base config that holds them.
             model.get_base_model().config.save_pretrained(tmp)

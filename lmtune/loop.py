@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from lmtune.checkpoint import CHECKPOINTS, trainable_state
+from lmtune.checkpoint import CHECKPOINTS, is_sharded, load_trainable, trainable_state
 from lmtune.config import EarlyStoppingConfig, TrainConfig
 from lmtune.data.batching import Row, collate, epoch_batches
 from lmtune.data.ner import entity_scores, tag_sequences
@@ -139,12 +139,14 @@ def loss_head(model: torch.nn.Module, accelerator: Accelerator, objective: Objec
     """The output layer for the chunked loss (`lmtune.linear_ce`), or None to compute the model's logits: the
     objective has no hidden-state form, the head is not a plain linear layer, or FSDP/DeepSpeed shard the head's
     weight (it is only gathered inside the wrapped model's forward)."""
-    if objective.hidden_loss is None or accelerator.distributed_type in (
-        DistributedType.FSDP,
-        DistributedType.DEEPSPEED,
+    unwrapped = accelerator.unwrap_model(model)
+    if (
+        objective.hidden_loss is None
+        or is_sharded(unwrapped)
+        or accelerator.distributed_type == DistributedType.DEEPSPEED
     ):
         return None
-    return output_head(accelerator.unwrap_model(model))
+    return output_head(unwrapped)
 
 
 def _forward(
@@ -197,16 +199,23 @@ def evaluate_loss(
     was_training = model.training
     model.eval()
     mine = list(rows)[accelerator.process_index :: accelerator.num_processes]
+    # FSDP gathers each layer's weights inside every forward, a collective: all processes must run as
+    # many batches as the one with most rows (a process short of one repeats a batch and counts none of it).
+    shares = math.ceil(len(rows) / accelerator.num_processes)
+    n_batches = math.ceil((shares if is_sharded(accelerator.unwrap_model(model)) else len(mine)) / batch_size)
     total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
     gold: list[int] = []
     predicted: list[int] = []
     n_classes = 0
     tags_gold: list[list[str]] = []
     tags_predicted: list[list[str]] = []
-    for i in range(0, len(mine), batch_size):
-        batch = collate(mine[i : i + batch_size], pad_id)
+    for i in range(0, n_batches * batch_size, batch_size):
+        part = mine[i : i + batch_size]
+        batch = collate(part or list(rows[:1]), pad_id)
         with accelerator.autocast():
             logits, (loss, n) = _forward(model, batch, accelerator.device, objective, head)
+        if not part:
+            continue
         total += torch.tensor([float(loss), n], dtype=torch.float64, device=accelerator.device)
         if task == "classification":
             n_classes = logits.shape[-1]
@@ -332,15 +341,21 @@ def best_dir(run_dir: Path, step: int) -> Path:
     return run_dir / CHECKPOINTS / f"{_BEST}{step:06d}"
 
 
-def save_best(run_dir: Path, step: int, model: torch.nn.Module, keep: Iterable[int | None] = ()) -> Path:
+def save_best(
+    run_dir: Path, step: int, model: torch.nn.Module, keep: Iterable[int | None] = (), *, write: bool = True
+) -> Path:
     """Write the trainable weights of the best evaluation (atomically), then drop older bests not in `keep`.
 
     The recipe keeps the best that the last checkpoint refers to until the next checkpoint: a crash between the
-    two resumes from that checkpoint, whose best must still be on disk.
+    two resumes from that checkpoint, whose best must still be on disk. Call it on every process (an FSDP model's
+    shards are gathered); only where `write` (the main process) is anything written or deleted.
     """
     final = best_dir(run_dir, step)
+    weights = trainable_state(model)
+    if not write:
+        return final
     with atomic_dir(final) as tmp:
-        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        save_file(weights, str(tmp / "trainable.safetensors"))
     prune_best(run_dir, {step, *keep})
     return final
 
@@ -358,18 +373,14 @@ def prune_best(run_dir: Path, keep: Iterable[int | None]) -> None:
 
 
 def load_best(run_dir: Path, step: int, model: torch.nn.Module) -> None:
-    """Put the kept weights of the best evaluation back into the model (in place)."""
+    """Put the kept weights of the best evaluation back into the model (in place; plain, DDP or FSDP)."""
     path = best_dir(run_dir, step) / "trainable.safetensors"
     if not path.is_file():
         raise LmtuneError(
             f"the weights of the best evaluation (step {step}) are missing: {path}",
             hint="they are written when the validation metric improves; was the checkpoints folder changed?",
         )
-    weights = load_file(str(path))
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, tensor in weights.items():
-            params[name].copy_(tensor)
+    load_trainable(model, load_file(str(path)), path)
 
 
 def train_loop(

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import set_seed
 from rich.console import Console
 from rich.markup import escape
 
@@ -46,10 +46,11 @@ from lmtune.data.tokenize import (
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.diagnose import diagnose
 from lmtune.evaluate.forgetting import forgetting_advice, forgetting_report, general_rows
-from lmtune.export import check_same_config, needs_base_copy, save_base, save_final
+from lmtune.export import check_same_config, final_state, needs_base_copy, save_base, save_final
 from lmtune.fastdropout import use_fast_dropout
 from lmtune.fileio import atomic_write_text
 from lmtune.hostmem import keep_freed_memory
+from lmtune.launch import check_launch
 from lmtune.loop import (
     Hooks,
     LoopState,
@@ -121,12 +122,7 @@ def finetune(
     cpu_only = not (torch.cuda.is_available() or torch.backends.mps.is_available())
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.train.mixed_precision), cpu=cpu_only)
     say = console.print if accelerator.is_main_process else (lambda *a, **k: None)
-    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        # Checkpoints and the final save read whole parameters on the main process: right for DDP, not for shards.
-        raise LmtuneError(
-            f"{accelerator.distributed_type.value}: lmtune does not save sharded (FSDP / DeepSpeed ZeRO) states yet",
-            hint="launch with DDP (`--nproc N`, configs/accelerate/ddp-8gpu.yaml), or fit one GPU with method lora/qlora",
-        )
+    check_launch(accelerator, cfg)
     run_dir = cfg.run_dir
     check_run_dir(run_dir, resume=resume, overwrite=overwrite)
     if resume:
@@ -268,24 +264,21 @@ def finetune(
     # until the next checkpoint (a crash in between resumes from that checkpoint and needs its best).
     committed_best: list[int | None] = [state.best_step]
 
+    # Saving is collective (FSDP gathers the shards on every process); the main process writes.
     def on_checkpoint(s: LoopState) -> None:
-        if accelerator.is_main_process:
-            save_checkpoint(
-                run_dir,
-                s.step,
-                accelerator.unwrap_model(model),
-                optimizer,
-                scheduler,
-                s.as_dict(),
-                cfg.train.keep_checkpoints,
-            )
+        main = accelerator.is_main_process
+        unwrapped = accelerator.unwrap_model(model)
+        save_checkpoint(run_dir, s.step, unwrapped, optimizer, scheduler, s.as_dict(), cfg.train.keep_checkpoints,
+                        write=main)  # fmt: skip
+        if main:
             prune_best(run_dir, {s.best_step})
         committed_best[0] = s.best_step
         accelerator.wait_for_everyone()
 
     def on_best(s: LoopState) -> None:
-        if accelerator.is_main_process:
-            save_best(run_dir, s.step, accelerator.unwrap_model(model), keep=committed_best)
+        save_best(
+            run_dir, s.step, accelerator.unwrap_model(model), keep=committed_best, write=accelerator.is_main_process
+        )
         accelerator.wait_for_everyone()
 
     hooks = Hooks(
@@ -352,8 +345,9 @@ def finetune(
 
     # 10. Save the tuned model, summarise, and say what the curves show.
     summary: dict[str, Any] = {}
+    whole = final_state(accelerator.unwrap_model(model))  # collective under FSDP, None otherwise
     if accelerator.is_main_process:
-        save_final(run_dir, accelerator.unwrap_model(model), tokenizer)
+        save_final(run_dir, accelerator.unwrap_model(model), tokenizer, whole)
         summary = summarize(run_dir, state, trainable, total, early_stopping=early, forgetting=forgetting)
         if cfg.task in FORGETTING_NOTES and cfg.forgetting.measure:
             summary["forgetting_skipped"] = FORGETTING_NOTES[cfg.task]
