@@ -16,13 +16,15 @@ from torch import nn
 _LANES = 4  # int16 lanes per int64 draw
 
 
-def dropout_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
-    """A boolean keep-mask: True with probability 1 - p (to 2^-16), one 64-bit random draw per four elements."""
+def dropout_mask(shape: torch.Size, p: float, device: torch.device, keep: bool = True) -> torch.Tensor:
+    """A boolean keep-mask: True with probability 1 - p (to 2^-16), one 64-bit random draw per four elements; with
+    keep=False its complement (True where dropped), from the same draws."""
     n = shape.numel()
     draws = torch.empty((n + _LANES - 1) // _LANES, dtype=torch.int64, device=device)
     # The full signed range: random_() alone leaves the top bit 0, so one lane in four would never drop.
     lanes = draws.random_(-(2**63), 2**63 - 1).view(torch.int16)[:n].view(shape)
-    return lanes >= round(p * 65536) - 32768
+    threshold = round(p * 65536) - 32768
+    return lanes >= threshold if keep else lanes < threshold
 
 
 class FastDropout(nn.Dropout):
@@ -33,8 +35,10 @@ class FastDropout(nn.Dropout):
             return super().forward(x)
         if self.p == 1:
             return x * 0
-        keep = dropout_mask(x.shape, self.p, x.device)
-        return x.masked_fill(~keep, 0) * (1 / (1 - self.p))
+        # Drop where not keep, then scale in place: one new tensor instead of three (masked_fill's backward needs
+        # only the mask, so scaling its output in place is safe); the result is the same, bit for bit.
+        drop = dropout_mask(x.shape, self.p, x.device, keep=False)
+        return x.masked_fill(drop, 0).mul_(1 / (1 - self.p))
 
 
 def use_fast_dropout(model: nn.Module) -> int:

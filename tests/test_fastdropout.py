@@ -11,6 +11,8 @@ def test_mask_drops_at_the_rate_in_every_lane():
     keep = dropout_mask(torch.Size([400_000]), 0.1, torch.device("cpu"))
     lanes = 1 - keep.view(-1, 4).float().mean(0)  # each int16 lane of the 64-bit draws drops at p
     assert torch.allclose(lanes, torch.full((4,), 0.1), atol=0.004), lanes
+    torch.manual_seed(0)
+    assert torch.equal(dropout_mask(torch.Size([400_000]), 0.1, torch.device("cpu"), keep=False), ~keep)
 
 
 def test_forward_backward_scale_like_nn_dropout_and_repeat_with_the_seed():
@@ -23,6 +25,7 @@ def test_forward_backward_scale_like_nn_dropout_and_repeat_with_the_seed():
     assert set(y.unique().tolist()) == {0.0, scale.item()}
     assert abs(1 - kept.float().mean().item() - 0.25) < 0.03
     y.sum().backward()
+    assert torch.equal(x, torch.ones(64, 100))  # scaling in place touched the output only
     assert torch.equal(x.grad, kept.float() * scale)  # the gradient flows through the kept elements only
     torch.manual_seed(1)
     assert torch.equal(d(x), y)
