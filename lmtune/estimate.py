@@ -26,7 +26,7 @@ import torch
 from transformers import PreTrainedModel
 
 from lmtune.config import ModelConfig
-from lmtune.data.batching import Row, epoch_batches
+from lmtune.data.batching import Row, epoch_batches, padded_width
 from lmtune.errors import LmtuneError
 from lmtune.memory_terms import (
     MemoryEstimate,
@@ -232,7 +232,7 @@ class MicroBatch:
     """The shape of one micro-batch as collate() pads it."""
 
     rows: int
-    width: int  # padded length: the longest row of the batch
+    width: int  # padded length: the longest row of the batch, rounded up (train.pad_to_multiple_of)
     trained: int  # target tokens the loss is computed on
     masked: bool  # an attention mask reaches attention (padding in the batch, or packed rows)
     packed: bool = False  # rows carry their own position ids
@@ -243,7 +243,13 @@ class MicroBatch:
 
 
 def plan_steps(
-    rows: Sequence[Row], batch_size: int, grad_accum: int, seed: int, steps: int, grouped: bool = True
+    rows: Sequence[Row],
+    batch_size: int,
+    grad_accum: int,
+    seed: int,
+    steps: int,
+    grouped: bool = True,
+    pad_multiple: int = 1,
 ) -> list[list[MicroBatch]]:
     """The micro-batches of every optimizer step in the order `train_loop` forms them (same seeded shuffle per
     epoch, `grad_accum` micro-batches per step, one process), so memory and time see the run's real batches."""
@@ -257,7 +263,7 @@ def plan_steps(
         for i in range(0, len(batches), grad_accum):
             step = []
             for idx in batches[i : i + grad_accum]:
-                width = max(lengths[j] for j in idx)
+                width = padded_width(max(lengths[j] for j in idx), pad_multiple, max(lengths))
                 masked = packed or any(lengths[j] < width for j in idx)
                 step.append(MicroBatch(len(idx), width, sum(trained[j] for j in idx), masked, packed))
             plan.append(step)

@@ -422,6 +422,7 @@ def train_loop(
     model.train()
     window_tokens, window_time = 0, 0.0
     lengths = [len(r.input_ids) for r in rows] if cfg.batching == "length_grouped" else None
+    longest = max(len(r.input_ids) for r in rows)
     while state.step < steps and not state.stopped_early:
         batches = epoch_batches(len(rows), cfg.batch_size, seed, state.epoch, lengths=lengths)
         chunks = [batches[i : i + per_step] for i in range(state.batches_done, len(batches), per_step)]
@@ -430,7 +431,7 @@ def train_loop(
         for chunk in chunks:
             t0 = time.perf_counter()
             mine = chunk[rank::world]
-            micro = [collate([rows[i] for i in idx], pad_id) for idx in mine]
+            micro = [collate([rows[i] for i in idx], pad_id, cfg.pad_to_multiple_of, longest) for idx in mine]
             local_n = sum(rows[i].trained_tokens for idx in mine for i in idx)
             counts = accelerator.reduce(torch.tensor([local_n], device=accelerator.device), reduction="sum")
             global_n = max(int(counts.item()), 1)

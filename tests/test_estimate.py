@@ -238,16 +238,17 @@ def test_plan_matches_the_batches_train_loop_forms(monkeypatch):
     """plan_steps follows train_loop's seeded order, padding and accumulation, so the estimate sees its batches."""
     rng = random.Random(1)
     rows = unpacked([Tokenized([1] * n, [1] * n) for n in (rng.randint(5, 40) for _ in range(23))])
-    cfg = TrainConfig(batch_size=4, grad_accum=2, mixed_precision="no")
-    plan = est.plan_steps(rows, cfg.batch_size, cfg.grad_accum, seed=3, steps=5)  # 3 steps per epoch: crosses one
+    cfg = TrainConfig(batch_size=4, grad_accum=2, mixed_precision="no", pad_to_multiple_of=8)
+    # 3 steps per epoch: crosses one
+    plan = est.plan_steps(rows, cfg.batch_size, cfg.grad_accum, seed=3, steps=5, pad_multiple=8)
 
     import lmtune.loop as loop
 
     seen: list[tuple[int, int]] = []
     real_collate = loop.collate
 
-    def spy(batch_rows, pad_id):
-        out = real_collate(batch_rows, pad_id)
+    def spy(batch_rows, pad_id, *padding):
+        out = real_collate(batch_rows, pad_id, *padding)
         seen.append(tuple(out["input_ids"].shape))
         return out
 

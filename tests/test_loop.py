@@ -193,6 +193,20 @@ def test_gradient_accumulation_is_normalised_by_target_tokens(accelerator, token
         assert_same_weights(big, naive, atol=1e-6)
 
 
+def test_padding_to_a_multiple_does_not_change_what_is_learned(accelerator, tokenized):
+    rows = unpacked(tokenized[:8])
+    models = []
+    for multiple in (1, 64):
+        model = fresh_model()
+        optimizer, scheduler = constant_sgd(model, lr=1.0)
+        cfg = TrainConfig(batch_size=4, grad_accum=1, pad_to_multiple_of=multiple, **EXACT)
+        state = run(model, optimizer, scheduler, accelerator, rows, cfg, steps=2)
+        models.append((model, state))
+    (plain, plain_state), (padded, padded_state) = models
+    assert padded_state.tokens == plain_state.tokens  # padding is not trained on
+    assert_same_weights(plain, padded, atol=1e-5)
+
+
 def test_resume_continues_exactly(accelerator, tokenized, tmp_path):
     rows = unpacked(tokenized)  # 6 rows, 3 micro-batches per epoch: 4 steps cross an epoch boundary
     cfg = TrainConfig(batch_size=2, lr=1e-2, warmup_steps=1, weight_decay=0.01, **EXACT)

@@ -69,6 +69,7 @@ def estimate(
         cfg.seed,
         steps,
         grouped=cfg.train.batching == "length_grouped",
+        pad_multiple=cfg.train.pad_to_multiple_of,
     )
 
     # 2. Model and method on the meta device: exact counts and shapes, no weights allocated or read.

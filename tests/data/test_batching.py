@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmtune.data.batching import Row, collate, epoch_batches, pack, unpacked
+from lmtune.data.batching import Row, collate, epoch_batches, pack, padded_width, unpacked
 from lmtune.data.tokenize import IGNORE, Tokenized
 
 
@@ -97,6 +97,27 @@ def test_collate_unpacked_pads_and_builds_the_attention_mask():
     assert batch["labels"].tolist() == [[IGNORE, 6, 7], [8, IGNORE, IGNORE]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert all(t.dtype == torch.long for t in batch.values())
+
+
+def test_collate_rounds_the_width_up_to_a_multiple_but_not_past_the_cap():
+    rows = [Row([5, 6, 7], [IGNORE, 6, 7]), Row([8], [8])]
+    batch = collate(rows, pad_id=0, multiple=4)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 0], [8, 0, 0, 0]]
+    assert batch["labels"].tolist() == [[IGNORE, 6, 7, IGNORE], [8, IGNORE, IGNORE, IGNORE]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]]
+    assert padded_width(3, 64, cap=10) == 10  # never past the data's longest row ...
+    assert padded_width(12, 8, cap=12) == 12
+    assert padded_width(12, 8) == 16 and padded_width(16, 8, cap=20) == 16 and padded_width(5, 1, cap=9) == 5
+
+
+def test_collate_pads_packed_rows_with_their_own_segment(examples):
+    rows = pack(examples, 64)
+    batch = collate(rows[:1], pad_id=0, multiple=8, cap=64)
+    n = len(rows[0].input_ids)
+    width = batch["input_ids"].shape[1]
+    assert width % 8 == 0 or width == 64
+    assert batch["position_ids"][0, n:].tolist() == list(range(width - n))  # padding: positions from 0, untrained
+    assert (batch["labels"][0, n:] == IGNORE).all()
 
 
 def test_collate_uses_the_given_pad_id():
