@@ -50,7 +50,7 @@ LEVERS = {
     "chunked loss": ("train.chunked_loss=false",),
     "keep host memory": ("train.keep_host_memory=false",),
     "fast dropout": ("train.fast_dropout=false",),
-    "padding to a multiple of 64": ("train.pad_to_multiple_of=1",),
+    "rounded batch lengths": ("train.pad_to_multiple_of=1",),
 }
 # Candidates that are not defaults, measured the same way (with "+": switched on).
 EXTRAS = {

@@ -249,7 +249,7 @@ def plan_steps(
     seed: int,
     steps: int,
     grouped: bool = True,
-    pad_multiple: int = 1,
+    pad_multiple: int | str = 1,
 ) -> list[list[MicroBatch]]:
     """The micro-batches of every optimizer step in the order `train_loop` forms them (same seeded shuffle per
     epoch, `grad_accum` micro-batches per step, one process), so memory and time see the run's real batches."""

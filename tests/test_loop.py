@@ -196,15 +196,16 @@ def test_gradient_accumulation_is_normalised_by_target_tokens(accelerator, token
 def test_padding_to_a_multiple_does_not_change_what_is_learned(accelerator, tokenized):
     rows = unpacked(tokenized[:8])
     models = []
-    for multiple in (1, 64):
+    for multiple in (1, 64, "auto"):
         model = fresh_model()
         optimizer, scheduler = constant_sgd(model, lr=1.0)
         cfg = TrainConfig(batch_size=4, grad_accum=1, pad_to_multiple_of=multiple, **EXACT)
         state = run(model, optimizer, scheduler, accelerator, rows, cfg, steps=2)
         models.append((model, state))
-    (plain, plain_state), (padded, padded_state) = models
-    assert padded_state.tokens == plain_state.tokens  # padding is not trained on
-    assert_same_weights(plain, padded, atol=1e-5)
+    (plain, plain_state), *padded_runs = models
+    for padded, padded_state in padded_runs:
+        assert padded_state.tokens == plain_state.tokens  # padding is not trained on
+        assert_same_weights(plain, padded, atol=1e-5)
 
 
 def test_resume_continues_exactly(accelerator, tokenized, tmp_path):

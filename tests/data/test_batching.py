@@ -108,6 +108,10 @@ def test_collate_rounds_the_width_up_to_a_multiple_but_not_past_the_cap():
     assert padded_width(3, 64, cap=10) == 10  # never past the data's longest row ...
     assert padded_width(12, 8, cap=12) == 12
     assert padded_width(12, 8) == 16 and padded_width(16, 8, cap=20) == 16 and padded_width(5, 1, cap=9) == 5
+    # auto: a quarter of the octave, at least 8: at most a quarter longer (7 positions below 32).
+    assert [padded_width(n, "auto") for n in (5, 20, 100, 210, 256, 257, 400)] == [8, 24, 112, 224, 256, 320, 448]
+    assert all(padded_width(n, "auto") <= n + max(7, n // 4) for n in range(1, 5000))
+    assert padded_width(400, "auto", cap=420) == 420
 
 
 def test_collate_pads_packed_rows_with_their_own_segment(examples):
