@@ -172,7 +172,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     load_trainable(model, load_file(str(path / "trainable.safetensors")), path)
     state = torch.load(path / "training_state.pt", map_location="cpu", weights_only=True)
     saved = state["optimizer"]
-    if all(isinstance(k, int) for k in saved["state"]):  # checkpoints from before 0.2 keyed them by position
+    if isinstance(saved["param_groups"][0]["params"][0], int):  # older checkpoints keyed states by position
         _torch_optimizer(optimizer).load_state_dict(saved)
     else:
         options = StateDictOptions(full_state_dict=True)

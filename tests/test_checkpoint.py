@@ -92,6 +92,22 @@ def test_training_state_loads_with_weights_only(tmp_path, tiny_model):
     assert sorted(p.name for p in ckpt.iterdir()) == ["loop_state.json", "trainable.safetensors", "training_state.pt"]
 
 
+def test_optimizer_states_are_saved_by_name_and_older_positional_ones_still_load(tmp_path, tiny_model):
+    optimizer, scheduler = make_optimizer(tiny_model, CFG, steps=10)
+    train_steps(tiny_model, optimizer, scheduler, 1)
+    ckpt = save_checkpoint(tmp_path, 1, tiny_model, optimizer, scheduler, {"step": 1}, keep=1)
+    state = torch.load(ckpt / "training_state.pt", map_location="cpu", weights_only=True)
+    names = {n for n, p in tiny_model.named_parameters() if p.requires_grad}
+    assert set(state["optimizer"]["state"]) == names  # loads into a DDP, FSDP or plain model alike
+    # A checkpoint written before (the optimizer's own positional state dict) loads as it did.
+    state["optimizer"] = optimizer.state_dict()
+    torch.save(state, ckpt / "training_state.pt")
+    other = load_model(ModelConfig(name="preset:tiny-chat"))
+    other_opt, other_sched = make_optimizer(other, CFG, steps=10)
+    load_checkpoint(ckpt, other, other_opt, other_sched)
+    assert_same_tree(other_opt.state_dict(), optimizer.state_dict())
+
+
 def test_lora_checkpoint_holds_only_the_adapter(tmp_path, tiny_model):
     model = apply_method(tiny_model, LoraMethod(r=2, dropout=0.0))
     optimizer, scheduler = make_optimizer(model, CFG, steps=10)
