@@ -86,13 +86,9 @@ def save_adapters(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     modules = adapter_modules(model)
-    if state_dict is None:
-        state_dict = {f"{n}.{k}": v for n, m in modules.items() for k, v in m.state_dict().items()}
-    weights = {
-        f"{n}.{k}": state_dict[f"{n}.{k}"].detach().contiguous().cpu()
-        for n, m in modules.items()
-        for k in m.state_dict()
-    }
+    own = {f"{n}.{k}": v for n, m in modules.items() for k, v in m.state_dict().items()}
+    source = own if state_dict is None else state_dict
+    weights = {name: source[name].detach().contiguous().cpu() for name in own}
     save_file(weights, str(directory / WEIGHTS_FILE))
     settings = next(iter(modules.values())).settings
     (directory / CONFIG_FILE).write_text(json.dumps({**settings, "modules": list(modules)}, indent=2) + "\n")

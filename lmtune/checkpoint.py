@@ -68,13 +68,12 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """
     inner = unwrapped(model)
     # named_parameters() lists a tied weight once, which safetensors requires.
-    names = [n for n, p in inner.named_parameters() if p.requires_grad]
+    trainable = {n: p for n, p in inner.named_parameters() if p.requires_grad}
     if not is_sharded(inner):
-        params = dict(inner.named_parameters())
-        return {n: params[n].detach().contiguous().cpu() for n in names}
+        return {n: p.detach().contiguous().cpu() for n, p in trainable.items()}
     options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
     state = get_model_state_dict(_resharded(inner), options=options)
-    return {n: state[n].contiguous() for n in names if n in state}
+    return {n: state[n].contiguous() for n in trainable if n in state}
 
 
 def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -131,6 +130,8 @@ def save_checkpoint(
     """Save a checkpoint of `model` (plain, DDP or FSDP) and its optimizer. Call it on every process: sharded
     states are gathered collectively; only where `write` (the main process) are files written."""
     final = run_dir / CHECKPOINTS / f"{_PREFIX}{step:06d}"
+    if not write and not is_sharded(unwrapped(model)):
+        return final  # nothing to gather: the writing process holds every weight and state whole
     weights = trainable_state(model)
     # Keyed by parameter name with whole tensors (not by position in the optimizer, nor sharded): loads anywhere.
     optimizer_state = get_optimizer_state_dict(

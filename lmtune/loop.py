@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from lmtune.checkpoint import CHECKPOINTS, is_sharded, load_trainable, trainable_state
+from lmtune.checkpoint import CHECKPOINTS, is_sharded, load_trainable, trainable_state, unwrapped
 from lmtune.config import EarlyStoppingConfig, TrainConfig
 from lmtune.data.batching import Row, collate, epoch_batches
 from lmtune.data.ner import entity_scores, tag_sequences
@@ -351,6 +351,8 @@ def save_best(
     shards are gathered); only where `write` (the main process) is anything written or deleted.
     """
     final = best_dir(run_dir, step)
+    if not write and not is_sharded(unwrapped(model)):
+        return final  # nothing to gather: the writing process holds every weight whole
     weights = trainable_state(model)
     if not write:
         return final

@@ -268,8 +268,8 @@ def finetune(
     def on_checkpoint(s: LoopState) -> None:
         main = accelerator.is_main_process
         unwrapped = accelerator.unwrap_model(model)
-        save_checkpoint(run_dir, s.step, unwrapped, optimizer, scheduler, s.as_dict(), cfg.train.keep_checkpoints,
-                        write=main)  # fmt: skip
+        keep = cfg.train.keep_checkpoints
+        save_checkpoint(run_dir, s.step, unwrapped, optimizer, scheduler, s.as_dict(), keep, write=main)
         if main:
             prune_best(run_dir, {s.best_step})
         committed_best[0] = s.best_step
