@@ -8,7 +8,8 @@ trainable parameters are saved: for LoRA that is the adapter, so checkpoints sta
 Under FSDP the parameters and optimizer states are sharded over the processes. Every process then takes part in
 gathering them (torch.distributed.checkpoint's state-dict API, which also reads DDP-wrapped and plain models), and
 the checkpoint holds whole tensors keyed by parameter name, so it loads into any launch: one process, DDP, or
-FSDP on another number of processes.
+FSDP on another number of processes. DeepSpeed ZeRO runs read and write the same whole, name-keyed tensors
+through DeepSpeed's own functions (`lmtune.zero`), so they load anywhere too.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
+from lmtune import zero
 from lmtune.fileio import atomic_dir
 
 CHECKPOINTS = "checkpoints"
@@ -39,16 +41,27 @@ _PREFIX = "step-"
 
 # Whole tensors on the CPU of the first process (the others get none): what a checkpoint file holds.
 _WHOLE = StateDictOptions(full_state_dict=True, cpu_offload=True)
+_FULL = StateDictOptions(full_state_dict=True)  # loading: every process holds the whole tensors
 
 
 def unwrapped(model: torch.nn.Module) -> torch.nn.Module:
-    """The model under a DDP wrapper (FSDP2 shards a model in place, so it has none)."""
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    """The model under a DDP wrapper or DeepSpeed engine (FSDP2 shards a model in place, so it has none)."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel) or zero.engine_of(model) is not None:
+        return model.module
+    return model
 
 
 def is_sharded(model: torch.nn.Module) -> bool:
-    """Whether FSDP2 holds the model's parameters as shards over processes (DTensors)."""
-    return any(isinstance(p, DTensor) for p in model.parameters())
+    """Whether the model's weights are sharded over processes (FSDP2's DTensors, or ZeRO-3's partitions), so that
+    every forward is a collective."""
+    return any(isinstance(p, DTensor) for p in model.parameters()) or zero.is_zero3(model)
+
+
+def gathers(model: torch.nn.Module) -> bool:
+    """Whether reading the model's whole weights or optimizer states takes every process: they are sharded, or
+    ZeRO partitions the optimizer's master copies."""
+    inner = unwrapped(model)
+    return is_sharded(inner) or zero.uses_zero(inner)
 
 
 def _resharded(model: torch.nn.Module) -> torch.nn.Module:
@@ -63,10 +76,12 @@ def _resharded(model: torch.nn.Module) -> torch.nn.Module:
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The trainable weights as whole CPU tensors, keyed by the model's own parameter names.
 
-    Takes a plain, DDP-wrapped or FSDP-sharded model. Sharded, it is collective (every process must call it) and
-    only the first process gets the weights; the others get {}.
+    Takes a plain, DDP-wrapped, FSDP-sharded or DeepSpeed model. Sharded, it is collective (every process must
+    call it) and only the first process gets the weights (under FSDP; the others get {}).
     """
     inner = unwrapped(model)
+    if zero.uses_zero(inner):
+        return zero.trainable_state(inner)
     # named_parameters() lists a tied weight once, which safetensors requires.
     trainable = {n: p for n, p in inner.named_parameters() if p.requires_grad}
     if not is_sharded(inner):
@@ -78,16 +93,21 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Every weight and buffer as whole CPU tensors (collective when sharded; the first process gets them)."""
+    if zero.uses_zero(unwrapped(model)):
+        return zero.model_state(unwrapped(model))
     return get_model_state_dict(_resharded(unwrapped(model)), options=_WHOLE)
 
 
 def load_trainable(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
-    """Put whole trainable weights (from `trainable_state`) back into a plain, DDP or FSDP-sharded model."""
+    """Put whole trainable weights (from `trainable_state`) back into a plain, DDP, FSDP or DeepSpeed model."""
     inner = unwrapped(model)
     params = dict(inner.named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
     if missing:
         raise RuntimeError(f"{source} lacks trainable parameters, e.g. {missing[:3]}")
+    if zero.uses_zero(inner):
+        zero.load_weights(inner, weights)
+        return
     if is_sharded(inner):
         # Every process holds the whole tensors (read from disk); each keeps its own shard of them.
         set_model_state_dict(_resharded(inner), weights, options=StateDictOptions(full_state_dict=True, strict=False))
@@ -127,16 +147,14 @@ def save_checkpoint(
     *,
     write: bool = True,
 ) -> Path:
-    """Save a checkpoint of `model` (plain, DDP or FSDP) and its optimizer. Call it on every process: sharded
-    states are gathered collectively; only where `write` (the main process) are files written."""
+    """Save a checkpoint of `model` (plain, DDP, FSDP or DeepSpeed) and its optimizer. Call it on every process:
+    sharded states are gathered collectively; only where `write` (the main process) are files written."""
     final = run_dir / CHECKPOINTS / f"{_PREFIX}{step:06d}"
-    if not write and not is_sharded(unwrapped(model)):
+    if not write and not gathers(model):
         return final  # nothing to gather: the writing process holds every weight and state whole
     weights = trainable_state(model)
     # Keyed by parameter name with whole tensors (not by position in the optimizer, nor sharded): loads anywhere.
-    optimizer_state = get_optimizer_state_dict(
-        _resharded(unwrapped(model)), _torch_optimizer(optimizer), options=_WHOLE
-    )
+    optimizer_state = optimizer_state_of(model, optimizer)
     if not write:
         return final
     with atomic_dir(final) as tmp:
@@ -149,6 +167,15 @@ def save_checkpoint(
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def optimizer_state_of(model: torch.nn.Module, optimizer: Any) -> dict[str, Any]:
+    """The optimizer's state as torch's full state dict, whole tensors keyed by parameter name (collective when
+    sharded or under ZeRO)."""
+    inner = unwrapped(model)
+    if zero.uses_zero(inner):
+        return zero.optimizer_state(inner, optimizer)
+    return get_optimizer_state_dict(_resharded(inner), _torch_optimizer(optimizer), options=_WHOLE)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -169,15 +196,27 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict:
     """Restore weights, optimizer, scheduler and RNG in place; return the loop state to continue from.
 
-    `model` may be plain, DDP-wrapped or FSDP-sharded, on any number of processes (call it on every process)."""
+    `model` may be plain, DDP-wrapped, FSDP-sharded or a DeepSpeed engine (not its module: loading into ZeRO may
+    take a step of the engine), on any number of processes (call it on every process)."""
     load_trainable(model, load_file(str(path / "trainable.safetensors")), path)
     state = torch.load(path / "training_state.pt", map_location="cpu", weights_only=True)
     saved = state["optimizer"]
-    if isinstance(saved["param_groups"][0]["params"][0], int):  # older checkpoints keyed states by position
-        _torch_optimizer(optimizer).load_state_dict(saved)
+    inner, torch_optimizer = unwrapped(model), _torch_optimizer(optimizer)
+    if zero.uses_zero(inner):
+        engine = zero.engine_of(model)
+        if engine is None:
+            raise ValueError("load_checkpoint under DeepSpeed takes the engine, not the module it wraps")
+        zero.load_optimizer(engine, optimizer, saved)
+    elif "param_groups" not in saved:  # written under ZeRO: its groups are rebuilt from this optimizer's
+        saved = {**saved, "param_groups": zero.param_groups_by_name(inner, torch_optimizer)}
+        set_optimizer_state_dict(_resharded(inner), torch_optimizer, saved, options=_FULL)
+    elif isinstance(saved["param_groups"][0]["params"][0], int):  # older checkpoints keyed states by position
+        torch_optimizer.load_state_dict(saved)
     else:
-        options = StateDictOptions(full_state_dict=True)
-        set_optimizer_state_dict(_resharded(unwrapped(model)), _torch_optimizer(optimizer), saved, options=options)
+        set_optimizer_state_dict(_resharded(inner), torch_optimizer, saved, options=_FULL)
     scheduler.load_state_dict(state["scheduler"])
+    # The rate of the next step: ZeRO's states and those written under ZeRO carry no param groups to restore it.
+    for group, lr in zip(scheduler.optimizer.param_groups, scheduler.get_last_lr(), strict=True):
+        group["lr"] = lr
     set_rng_state(state["rng"])
     return json.loads((path / "loop_state.json").read_text(encoding="utf-8"))

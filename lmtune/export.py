@@ -18,7 +18,7 @@ from transformers import (
 )
 
 from lmtune.adapters import has_adapters, is_adapter_dir, load_adapters, save_adapters
-from lmtune.checkpoint import is_sharded, model_state, trainable_state
+from lmtune.checkpoint import gathers, model_state, trainable_state
 from lmtune.config import RunConfig
 from lmtune.errors import LmtuneError
 from lmtune.methods import quantization_config, transformer_blocks
@@ -51,9 +51,10 @@ def save_base(run_dir: Path, base: PreTrainedModel) -> None:
 
 
 def final_state(model: Any) -> dict[str, Any] | None:
-    """The weights `save_final` needs gathered whole when FSDP shards `model` (collective: call on every process),
-    or None when the model holds them whole. An adapter's run saves only the trainable weights."""
-    if not is_sharded(model):
+    """The weights `save_final` needs gathered whole when FSDP shards `model` or ZeRO holds its fp32 master weights
+    (collective: call on every process), or None when the model holds them whole. An adapter's run saves only the
+    trainable weights."""
+    if not gathers(model):
         return None
     return trainable_state(model) if hasattr(model, "peft_config") or has_adapters(model) else model_state(model)
 

@@ -25,7 +25,8 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from lmtune.checkpoint import CHECKPOINTS, is_sharded, load_trainable, trainable_state, unwrapped
+from lmtune import zero
+from lmtune.checkpoint import CHECKPOINTS, gathers, is_sharded, load_trainable, trainable_state
 from lmtune.config import EarlyStoppingConfig, TrainConfig
 from lmtune.data.batching import Row, collate, epoch_batches
 from lmtune.data.ner import entity_scores, tag_sequences
@@ -351,7 +352,7 @@ def save_best(
     shards are gathered); only where `write` (the main process) is anything written or deleted.
     """
     final = best_dir(run_dir, step)
-    if not write and not is_sharded(unwrapped(model)):
+    if not write and not gathers(model):
         return final  # nothing to gather: the writing process holds every weight whole
     weights = trainable_state(model)
     if not write:
@@ -411,6 +412,9 @@ def train_loop(
     (cfg.l2sp > 0): the recipe takes them before a resume loads a checkpoint.
     """
     world, rank = accelerator.num_processes, accelerator.process_index
+    # Under DeepSpeed its engine runs backward and the optimizer step (with the clipping of its config, which
+    # `lmtune.launch.configure_deepspeed` sets from train.max_grad_norm); lmtune keeps the loss scale and schedule.
+    engine = zero.engine_of(model)
     task_objective = objective or OBJECTIVES[task]
     head = loss_head(model, accelerator, task_objective) if cfg.chunked_loss else None
     per_step = cfg.grad_accum * world
@@ -440,7 +444,9 @@ def train_loop(
             loss_sum, penalty = 0.0, None
             for j, batch in enumerate(micro):
                 sync = j == len(micro) - 1
-                with nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
+                # DeepSpeed's engine holds its reduction back by the boundary flag set below instead.
+                quiet = nullcontext() if sync or engine is not None else accelerator.no_sync(model)
+                with quiet, accelerator.autocast():
                     loss, _ = _forward_loss(model, batch, accelerator.device, task, task_objective, head)
                 # DDP averages gradients over processes, so scale by world to get the global token mean.
                 objective = loss * (world / global_n)
@@ -448,15 +454,23 @@ def train_loop(
                     # Once per step, on every process: the average over processes leaves it as it is.
                     penalty = cfg.l2sp * l2sp_penalty(params, anchors)
                     objective = objective + penalty
-                accelerator.backward(objective)
+                if engine is not None:
+                    engine.set_gradient_accumulation_boundary(sync)
+                    engine.backward(objective, scale_wrt_gas=False)  # the objective is already the step's mean
+                else:
+                    accelerator.backward(objective)
                 loss_sum += float(loss.detach())
             grad_norm = None
-            if cfg.max_grad_norm is not None:
-                grad_norm = float(accelerator.clip_grad_norm_(params, cfg.max_grad_norm))
             lr = scheduler.get_last_lr()[0]
-            optimizer.step()
+            if engine is not None:
+                engine.step()  # clip, step, zero the gradients
+                grad_norm = float(engine.get_global_grad_norm()) if cfg.max_grad_norm is not None else None
+            else:
+                if cfg.max_grad_norm is not None:
+                    grad_norm = float(accelerator.clip_grad_norm_(params, cfg.max_grad_norm))
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
             scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
             total = accelerator.reduce(torch.tensor([loss_sum], device=accelerator.device), reduction="sum")
             dt = time.perf_counter() - t0
             state.step += 1

@@ -30,6 +30,8 @@ LIBRARIES = (
     "tokenizers",
     "safetensors",
     "pydantic",
+    "trl",
+    "deepspeed",
 )
 
 

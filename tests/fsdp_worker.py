@@ -1,7 +1,9 @@
-"""One training process for tests/test_checkpoint_fsdp.py: lmtune's loop on the preset tiny Llama, sharded with
-FSDP2 (`fully_shard`, as accelerate's FSDP2 preparation does) when torchrun starts several processes, plain when
-one. accelerate puts FSDP only on GPUs, so the test shards the model itself; everything after that (loop,
-checkpoints, best weights, final save, evaluation) is lmtune's code as `finetune` runs it.
+"""One training process for tests/test_checkpoint_fsdp.py and test_checkpoint_deepspeed.py: lmtune's loop on the
+preset tiny Llama, sharded with FSDP2 (`fully_shard`, as accelerate's FSDP2 preparation does) when torchrun starts
+several processes, plain when one. accelerate puts FSDP only on GPUs, so the test shards the model itself;
+everything after that (loop, checkpoints, best weights, final save, evaluation) is lmtune's code as `finetune`
+runs it. Under DeepSpeed (ACCELERATE_USE_DEEPSPEED and ACCELERATE_DEEPSPEED_ZERO_STAGE set, as `accelerate launch`
+sets them) accelerate's `prepare` builds the ZeRO engine, as in `finetune`.
 
     python tests/fsdp_worker.py OUT METHOD STEPS [--resume CHECKPOINT] [--grad-accum N]
 """
@@ -10,21 +12,32 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from safetensors.torch import load_file
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
-from lmtune.checkpoint import is_sharded, load_checkpoint, save_checkpoint, trainable_state
+from lmtune.checkpoint import (
+    is_sharded,
+    load_checkpoint,
+    optimizer_state_of,
+    save_checkpoint,
+    trainable_state,
+    unwrapped,
+)
 from lmtune.config import ModelConfig, TrainConfig
 from lmtune.config.methods import FullMethod, LoraMethod
 from lmtune.data.batching import Row
 from lmtune.export import final_state, save_final
+from lmtune.launch import configure_deepspeed, make_accelerator, whole_model_loading
 from lmtune.loop import Hooks, LoopState, evaluate_loss, load_best, make_optimizer, save_best, train_loop
 from lmtune.methods import apply_method, transformer_blocks
 from lmtune.model import load_model, load_tokenizer
@@ -41,12 +54,35 @@ def rows(n: int, seed: int) -> list[Row]:
     return out
 
 
+WORKER = Path(__file__)
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def run(out: Path, method: str, processes: int, *extra: str, zero: int | None = None) -> dict:
+    """Run this worker (from a test) on 1 process or, under torchrun, 2; `zero`: under DeepSpeed ZeRO that stage,
+    set in the environment as `accelerate launch` sets it."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"] if processes == 2 else []
+    cmd = [*(launcher or [sys.executable]), str(WORKER), str(out), method, "4", *extra]
+    deepspeed = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": str(zero)} if zero else {}
+    done = subprocess.run(cmd, env={**ENV, **deepspeed}, timeout=300, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((out / "result.json").read_text())
+
+
+def close(a: list[float], b: list[float], rel: float) -> bool:
+    return len(a) == len(b) and all(abs(x - y) <= rel * abs(y) for x, y in zip(a, b, strict=True))
+
+
+def final_loss(model: torch.nn.Module) -> float:
+    return evaluate_loss(model.eval(), rows(5, 2), 1, 0, Accelerator(cpu=True))["loss"]
+
+
 def state_difference(checkpoint: Path, model: torch.nn.Module, optimizer: Any) -> float | None:
     """The largest difference between the weights and optimizer states a checkpoint holds and what the model and
     optimizer hold after loading it (gathered whole again; None on the processes that do not get them)."""
     weights = trainable_state(model)
-    optim = get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    if not weights:
+    optim = optimizer_state_of(model, optimizer)
+    if not weights or not optim["state"]:
         return None
     saved = load_file(str(checkpoint / "trainable.safetensors"))
     saved_optim = torch.load(checkpoint / "training_state.pt", weights_only=True)["optimizer"]["state"]
@@ -67,12 +103,14 @@ def main() -> None:
     ap.add_argument("--grad-accum", type=int, default=1)
     args = ap.parse_args()
 
-    accelerator = Accelerator(cpu=True)  # under torchrun: gloo process group, process index and count
+    accelerator = make_accelerator("no")  # under torchrun: gloo process group, process index and count
+    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     torch.manual_seed(0)
-    model = load_model(ModelConfig(name=PRESET))
+    with whole_model_loading(accelerator):
+        model = load_model(ModelConfig(name=PRESET))
     method = LoraMethod(r=4, dropout=0.0) if args.method == "lora" else FullMethod()
     model = apply_method(model, method)
-    if accelerator.num_processes > 1:
+    if accelerator.num_processes > 1 and not deepspeed:
         mesh = init_device_mesh("cpu", (accelerator.num_processes,))
         for block in transformer_blocks(model):
             fully_shard(block, mesh=mesh)
@@ -82,6 +120,9 @@ def main() -> None:
     cfg = TrainConfig(lr=1e-2, batch_size=2, grad_accum=args.grad_accum, max_grad_norm=1.0, save_every=2,
                       weight_decay=0.1, scheduler="constant", warmup_steps=0)  # fmt: skip
     optimizer, scheduler = make_optimizer(model, cfg, args.steps)
+    if deepspeed:
+        configure_deepspeed(accelerator, cfg)
+        model, optimizer = accelerator.prepare(model, optimizer)
     train, validation = rows(16, 1), rows(5, 2)  # 5 rows: 3 on one process and 2 on the other
     main_process = accelerator.is_main_process
     state = LoopState()
@@ -108,14 +149,15 @@ def main() -> None:
     moved = evaluate_loss(model, validation, 1, 0, accelerator)
     load_best(args.out, state.step - 1, model)
     restored = evaluate_loss(model, validation, 1, 0, accelerator)
-    whole = final_state(model)
+    whole = final_state(unwrapped(model))
     if main_process:
-        save_final(args.out, model, load_tokenizer(ModelConfig(name=PRESET)), whole)
+        save_final(args.out, unwrapped(model), load_tokenizer(ModelConfig(name=PRESET)), whole)
         result = {
             "losses": [r["loss"] for r in log],
             "validation": [before["loss"], after["loss"], kept["loss"], moved["loss"], restored["loss"]],
             "loaded": loaded,
-            "sharded": is_sharded(model),
+            "sharded": is_sharded(unwrapped(model)),
+            "deepspeed": deepspeed,
         }
         (args.out / "result.json").write_text(json.dumps(result))
     accelerator.wait_for_everyone()

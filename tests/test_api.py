@@ -112,6 +112,7 @@ def test_finetune_writes_a_self_describing_run_directory(tmp_path, chat_data):
     for lib in ("lmtune", "transformers", "peft", "accelerate"):
         assert env["libraries"][lib], lib
     assert env["python"]
+    assert env["launch"] == {"distributed_type": "NO", "processes": 1, "mixed_precision": "no"}
 
     # metrics.jsonl: one train record per step, validation before the first step and after the last.
     records = read_metrics(run)

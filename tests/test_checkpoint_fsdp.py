@@ -3,42 +3,16 @@ a checkpoint resumes on another number of processes, sharded or not (tests/fsdp_
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import torch
-from accelerate import Accelerator
-from fsdp_worker import PRESET, rows
+from fsdp_worker import PRESET, close, final_loss, run
 from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from lmtune.config import ModelConfig
-from lmtune.loop import evaluate_loss
 from lmtune.model import load_model
-
-WORKER = Path(__file__).with_name("fsdp_worker.py")
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-
-
-def run(out: Path, method: str, processes: int, *extra: str) -> dict:
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"] if processes == 2 else []
-    cmd = [*(launcher or [sys.executable]), str(WORKER), str(out), method, "4", *extra]
-    done = subprocess.run(cmd, env=ENV, timeout=300, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads((out / "result.json").read_text())
-
-
-def close(a: list[float], b: list[float], rel: float) -> bool:
-    return len(a) == len(b) and all(abs(x - y) <= rel * abs(y) for x, y in zip(a, b, strict=True))
-
-
-def final_loss(model: torch.nn.Module) -> float:
-    return evaluate_loss(model.eval(), rows(5, 2), 1, 0, Accelerator(cpu=True))["loss"]
 
 
 @pytest.fixture(scope="module")

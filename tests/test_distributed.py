@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +22,7 @@ def _losses(run_dir: Path) -> tuple[list[float], list[int], list[float]]:
     return [r["loss"] for r in train], [r["tokens"] for r in train], val
 
 
-def test_two_processes_match_one_at_the_same_global_batch(tmp_path: Path) -> None:
+def _config(tmp_path: Path) -> Path:
     cfg = {
         "name": "ddp",
         "data": {
@@ -34,7 +35,14 @@ def test_two_processes_match_one_at_the_same_global_batch(tmp_path: Path) -> Non
     }
     config = tmp_path / "ddp.yaml"
     config.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return config
+
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def test_two_processes_match_one_at_the_same_global_batch(tmp_path: Path) -> None:
+    config, env = _config(tmp_path), ENV
     two, one = tmp_path / "two", tmp_path / "one"
     # `--nproc 2` relaunches the command under torchrun (the same as `torchrun --nproc_per_node 2 -m lmtune ...`).
     lmtune = [sys.executable, "-m", "lmtune", "train", str(config)]
@@ -65,6 +73,36 @@ def test_two_processes_match_one_at_the_same_global_batch(tmp_path: Path) -> Non
     loss_r, tokens_r, val_r = _losses(resumed)
     assert tokens_r == tokens2
     for a, b in zip(loss_r + val_r, loss2 + val2, strict=True):
+        assert abs(a - b) <= 1e-4 * abs(b)
+
+
+def test_accelerate_launch_with_the_deepspeed_config_matches_one_process(tmp_path: Path) -> None:
+    """The shipped ZeRO-3 config, on 2 CPU processes in fp32, through `accelerate launch`: the same losses as one
+    process at the same global batch, and its checkpoint resumes without DeepSpeed."""
+    pytest.importorskip("deepspeed")
+    config = _config(tmp_path)
+    launch = yaml.safe_load((ROOT / "configs/accelerate/deepspeed-zero3-8gpu.yaml").read_text())
+    launch.update(num_processes=2, mixed_precision="no")
+    launch_file = tmp_path / "zero3-2cpu.yaml"
+    launch_file.write_text(yaml.safe_dump(launch), encoding="utf-8")
+    zero3, one, resumed = tmp_path / "zero3", tmp_path / "one", tmp_path / "resumed"
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launch_file)]
+    lmtune = ["-m", "lmtune", "train", str(config)]
+    subprocess.run([*accelerate, *lmtune, "-o", str(zero3)], env=ENV, check=True, timeout=300)
+    subprocess.run([sys.executable, *lmtune, "-o", str(one), "--set", "train.grad_accum=2"], env=ENV, check=True, timeout=300)  # fmt: skip
+    env = json.loads((zero3 / "env.json").read_text())["launch"]
+    assert env == {"distributed_type": "DEEPSPEED", "processes": 2, "mixed_precision": "no", "zero_stage": 3}
+    loss3, tokens3, val3 = _losses(zero3)
+    loss1, tokens1, val1 = _losses(one)
+    assert tokens3 == tokens1
+    for a, b in zip(loss3 + val3, loss1 + val1, strict=True):
+        assert abs(a - b) <= 1e-4 * abs(b)
+    # Resumed on one plain process from the ZeRO-3 run's step-2 checkpoint: steps 3-4 as ZeRO-3 made them.
+    shutil.copytree(zero3, resumed)
+    shutil.rmtree(resumed / "checkpoints" / "step-000004")
+    subprocess.run([sys.executable, *lmtune, "-o", str(resumed), "--resume"], env=ENV, check=True, timeout=300)
+    loss_r, _, val_r = _losses(resumed)
+    for a, b in zip(loss_r + val_r, loss3 + val3, strict=True):
         assert abs(a - b) <= 1e-4 * abs(b)
 
 

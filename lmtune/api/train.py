@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from rich.console import Console
 from rich.markup import escape
@@ -50,7 +48,13 @@ from lmtune.export import check_same_config, final_state, needs_base_copy, save_
 from lmtune.fastdropout import use_fast_dropout
 from lmtune.fileio import atomic_write_text
 from lmtune.hostmem import keep_freed_memory
-from lmtune.launch import check_launch
+from lmtune.launch import (
+    check_launch,
+    configure_deepspeed,
+    describe_launch,
+    make_accelerator,
+    whole_model_loading,
+)
 from lmtune.loop import (
     Hooks,
     LoopState,
@@ -118,9 +122,7 @@ def finetune(
 
     # 1. Where the run lives: refuse to clobber an existing run unless asked (checked on every process,
     #    changed by the main one only).
-    # accelerate recognises a CPU-only torchrun/`accelerate launch` job as distributed only when told cpu=True.
-    cpu_only = not (torch.cuda.is_available() or torch.backends.mps.is_available())
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.train.mixed_precision), cpu=cpu_only)
+    accelerator = make_accelerator(resolve_mixed_precision(cfg.train.mixed_precision))
     say = console.print if accelerator.is_main_process else (lambda *a, **k: None)
     check_launch(accelerator, cfg)
     run_dir = cfg.run_dir
@@ -128,6 +130,7 @@ def finetune(
     if resume:
         check_same_config(run_dir, cfg)
         cfg = _keep_global_batch(run_dir, cfg, accelerator.num_processes, say)
+    configure_deepspeed(accelerator, cfg.train)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
@@ -171,13 +174,14 @@ def finetune(
         )
 
     # 3. Model and method.
-    model = load_model(
-        cfg.model,
-        quantization=quantization_config(cfg.method),
-        task=cfg.task,
-        labels=labels,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    with whole_model_loading(accelerator):
+        model = load_model(
+            cfg.model,
+            quantization=quantization_config(cfg.method),
+            task=cfg.task,
+            labels=labels,
+            pad_token_id=tokenizer.pad_token_id,
+        )
     if needs_base_copy(cfg) and not resume and accelerator.is_main_process:
         save_base(run_dir, model)
     model = apply_method(model, cfg.method, cfg.task)
@@ -237,7 +241,7 @@ def finetune(
         ckpt = latest_checkpoint(run_dir)
         if ckpt is None:
             raise LmtuneError(f"--resume: {run_dir} has no checkpoint yet", hint="start again with --overwrite")
-        state = LoopState(**load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler))
+        state = LoopState(**load_checkpoint(ckpt, model, optimizer, scheduler))
         if accelerator.is_main_process:
             metrics.truncate_after(state.step)
             prune_best(run_dir, {state.best_step})  # bests a crashed run kept after this checkpoint are stale
@@ -250,7 +254,7 @@ def finetune(
         if "replay" in info:
             info["replay"].update(tokens=replay_stats.as_dict())
         write_json(run_dir, "data.json", {"format": splits.format, "chat": chat, "splits": info, "leakage": leaks})
-        write_json(run_dir, "env.json", environment())
+        write_json(run_dir, "env.json", {**environment(), "launch": describe_launch(accelerator)})
 
     def on_eval(s: LoopState) -> dict[str, float]:
         result = evaluate_loss(model, val_rows, eval_bs, pad_id, accelerator, cfg.task, objective)
@@ -264,12 +268,11 @@ def finetune(
     # until the next checkpoint (a crash in between resumes from that checkpoint and needs its best).
     committed_best: list[int | None] = [state.best_step]
 
-    # Saving is collective (FSDP gathers the shards on every process); the main process writes.
+    # Saving is collective (FSDP and ZeRO gather the shards on every process); the main process writes.
     def on_checkpoint(s: LoopState) -> None:
         main = accelerator.is_main_process
-        unwrapped = accelerator.unwrap_model(model)
         keep = cfg.train.keep_checkpoints
-        save_checkpoint(run_dir, s.step, unwrapped, optimizer, scheduler, s.as_dict(), keep, write=main)
+        save_checkpoint(run_dir, s.step, model, optimizer, scheduler, s.as_dict(), keep, write=main)
         if main:
             prune_best(run_dir, {s.best_step})
         committed_best[0] = s.best_step
@@ -345,7 +348,7 @@ def finetune(
 
     # 10. Save the tuned model, summarise, and say what the curves show.
     summary: dict[str, Any] = {}
-    whole = final_state(accelerator.unwrap_model(model))  # collective under FSDP, None otherwise
+    whole = final_state(accelerator.unwrap_model(model))  # collective under FSDP and ZeRO, None otherwise
     if accelerator.is_main_process:
         save_final(run_dir, accelerator.unwrap_model(model), tokenizer, whole)
         summary = summarize(run_dir, state, trainable, total, early_stopping=early, forgetting=forgetting)

@@ -1,0 +1,67 @@
+"""DeepSpeed ZeRO (2 processes on its CPU accelerator, gloo) trains as one process does at the same global batch,
+and its checkpoints, best weights and final model are whole tensors that resume anywhere: ZeRO-2 on one plain
+process, one plain process on ZeRO-3 (tests/fsdp_worker.py runs each side, as `accelerate launch` with a DeepSpeed
+config sets it up)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fsdp_worker import PRESET, close, final_loss, run
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from lmtune.config import ModelConfig
+from lmtune.model import load_model
+
+pytest.importorskip("deepspeed")
+
+
+@pytest.fixture(scope="module")
+def lora_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    root = tmp_path_factory.mktemp("zero-lora")
+    zero2 = run(root / "zero2", "lora", 2, zero=2)
+    # One process accumulates the two micro-batches the two processes take one each of: the same global batch.
+    one = run(root / "one", "lora", 1, "--grad-accum", "2")
+    zero2_on_one = run(root / "zero2-on-one", "lora", 1, "--grad-accum", "2", "--resume", str(root / "zero2/checkpoints/step-000002"))  # fmt: skip
+    one_on_zero3 = run(root / "one-on-zero3", "lora", 2, "--resume", str(root / "one/checkpoints/step-000002"), zero=3)  # fmt: skip
+    return {"root": root, "zero2": zero2, "one": one, "zero2-on-one": zero2_on_one, "one-on-zero3": one_on_zero3}
+
+
+def test_zero_training_matches_one_process_at_the_same_global_batch(lora_runs: dict) -> None:
+    zero2, one = lora_runs["zero2"], lora_runs["one"]
+    assert zero2["deepspeed"] and not one["deepspeed"]
+    assert close(zero2["losses"], one["losses"], 1e-5)
+    assert close(zero2["validation"], one["validation"], 1e-5)
+
+
+def test_zero_checkpoints_resume_on_one_process_and_the_other_way_round(lora_runs: dict) -> None:
+    one = lora_runs["one"]
+    for resumed, source in ((lora_runs["zero2-on-one"], lora_runs["zero2"]), (lora_runs["one-on-zero3"], one)):
+        assert resumed["loaded"] == 0.0  # weights, Adam moments and step count are back exactly
+        assert close(resumed["losses"], source["losses"][2:], 1e-5)  # steps 3-4 as the saving run made them
+    # ZeRO-3 partitions the weights themselves: its evaluations are collective, and match one process's.
+    assert lora_runs["one-on-zero3"]["sharded"]
+    assert close(lora_runs["one-on-zero3"]["validation"][1:], one["validation"][1:], 1e-5)
+
+
+def test_best_weights_and_final_adapter_of_a_zero_run(lora_runs: dict) -> None:
+    zero2 = lora_runs["zero2"]
+    _, _, kept, moved, restored = zero2["validation"]
+    assert moved != kept and restored == kept
+    final = lora_runs["root"] / "zero2" / "final"
+    saved = load_file(str(final / "adapter_model.safetensors"))
+    assert saved and all("lora_" in k for k in saved)
+    tuned = PeftModel.from_pretrained(load_model(ModelConfig(name=PRESET)), final)
+    assert abs(final_loss(tuned) - restored) <= 1e-5 * restored
+
+
+def test_full_fine_tuning_under_zero3_saves_whole_weights(tmp_path: Path) -> None:
+    zero3 = run(tmp_path / "zero3", "full", 2, zero=3)
+    one = run(tmp_path / "one", "full", 1, "--grad-accum", "2")
+    assert zero3["sharded"]
+    assert close(zero3["losses"][:2], one["losses"][:2], 1e-4)
+    final = AutoModelForCausalLM.from_pretrained(tmp_path / "zero3" / "final", use_safetensors=True)
+    assert abs(final_loss(final) - zero3["validation"][-1]) <= 1e-5 * zero3["validation"][-1]
