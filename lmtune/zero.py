@@ -58,8 +58,11 @@ def model_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     module's own, in the precision DeepSpeed holds them in (bf16 when the run trains in bf16)."""
     import deepspeed
 
-    with deepspeed.zero.GatheredParameters(list(module.parameters()), enabled=is_zero3(module)):
-        state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    state = {}
+    # One tensor at a time: a process never holds more than one whole weight beyond its partitions.
+    for key, value in module.state_dict(keep_vars=True).items():
+        with deepspeed.zero.GatheredParameters([value], enabled=hasattr(value, "ds_id")):
+            state[key] = value.detach().cpu().clone()
     state.update(trainable_state(module))
     return state
 

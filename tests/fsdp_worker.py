@@ -5,7 +5,7 @@ everything after that (loop, checkpoints, best weights, final save, evaluation) 
 runs it. Under DeepSpeed (ACCELERATE_USE_DEEPSPEED and ACCELERATE_DEEPSPEED_ZERO_STAGE set, as `accelerate launch`
 sets them) accelerate's `prepare` builds the ZeRO engine, as in `finetune`.
 
-    python tests/fsdp_worker.py OUT METHOD STEPS [--resume CHECKPOINT] [--grad-accum N]
+    python tests/fsdp_worker.py OUT METHOD STEPS [--resume CHECKPOINT] [--grad-accum N] [--bf16]
 """
 
 from __future__ import annotations
@@ -101,9 +101,12 @@ def main() -> None:
     ap.add_argument("steps", type=int)
     ap.add_argument("--resume", type=Path)
     ap.add_argument("--grad-accum", type=int, default=1)
+    ap.add_argument("--bf16", action="store_true", help="mixed precision bf16 (DeepSpeed: bf16 weights, fp32 masters)")
     args = ap.parse_args()
 
-    accelerator = make_accelerator("no")  # under torchrun: gloo process group, process index and count
+    accelerator = make_accelerator(
+        "bf16" if args.bf16 else "no"
+    )  # under torchrun: gloo process group, process index and count
     deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     torch.manual_seed(0)
     with whole_model_loading(accelerator):
@@ -161,6 +164,7 @@ def main() -> None:
         }
         (args.out / "result.json").write_text(json.dumps(result))
     accelerator.wait_for_everyone()
+    accelerator.end_training()  # shuts the process group down before the interpreter's exit tears threads down
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from fsdp_worker import PRESET, close, final_loss, run
 from peft import PeftModel
 from safetensors.torch import load_file
@@ -65,3 +66,16 @@ def test_full_fine_tuning_under_zero3_saves_whole_weights(tmp_path: Path) -> Non
     assert close(zero3["losses"][:2], one["losses"][:2], 1e-4)
     final = AutoModelForCausalLM.from_pretrained(tmp_path / "zero3" / "final", use_safetensors=True)
     assert abs(final_loss(final) - zero3["validation"][-1]) <= 1e-5 * zero3["validation"][-1]
+
+
+def test_a_bf16_zero_run_resumes_exactly_from_its_fp32_master_weights(tmp_path: Path) -> None:
+    """In bf16 DeepSpeed computes with bf16 weights and steps fp32 master copies: the checkpoint holds the masters,
+    so the resumed run goes on with the very weights and moments the saving run had."""
+    zero2 = run(tmp_path / "zero2", "lora", 2, "--bf16", zero=2)
+    resumed = run(tmp_path / "resumed", "lora", 2, "--bf16", "--resume", str(tmp_path / "zero2/checkpoints/step-000002"), zero=2)  # fmt: skip
+    assert resumed["loaded"] == 0.0
+    assert close(resumed["losses"], zero2["losses"][2:], 1e-6)
+    weights = load_file(str(tmp_path / "zero2/checkpoints/step-000002/trainable.safetensors"))
+    assert {t.dtype for t in weights.values()} == {torch.float32}
+    # The masters, not the bf16 weights upcast: they hold values bf16 cannot.
+    assert any(bool((w != w.bfloat16().float()).any()) for w in weights.values())

@@ -55,6 +55,8 @@ def train(
             highlight=False,
         )
         raise typer.Exit(130) from None
+    finally:
+        _end_process_group()
     s = result.summary
     if not s:
         return
@@ -76,6 +78,15 @@ def train(
                 f"held-out perplexity before: {s['val_perplexity_before']:.2f}   after: {s['val_perplexity_after']:.2f}"
             )
     out.print(f"run directory: {result.run_dir}")
+
+
+def _end_process_group() -> None:
+    """Shut a distributed launch's process group down before the interpreter exits, as torch asks: left to the
+    exit, its threads (and DeepSpeed's) are torn down in no set order, which once aborted a process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _relaunch(nproc: int) -> None:
