@@ -22,6 +22,11 @@ def _losses(run_dir: Path) -> tuple[list[float], list[int], list[float]]:
     return [r["loss"] for r in train], [r["tokens"] for r in train], val
 
 
+def _grad_norms(run_dir: Path) -> list[float]:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["grad_norm"] for r in records if r["split"] == "train"]
+
+
 def _config(tmp_path: Path) -> Path:
     cfg = {
         "name": "ddp",
@@ -97,6 +102,9 @@ def test_accelerate_launch_with_the_deepspeed_config_matches_one_process(tmp_pat
     assert tokens3 == tokens1
     for a, b in zip(loss3 + val3, loss1 + val1, strict=True):
         assert abs(a - b) <= 1e-4 * abs(b)
+    # DeepSpeed clipped at train.max_grad_norm (1.0, the default) the gradient norms torch's clipping reports.
+    norms3, norms1 = _grad_norms(zero3), _grad_norms(one)
+    assert min(norms1) > 1.0 and all(abs(a - b) <= 1e-4 * b for a, b in zip(norms3, norms1, strict=True))
     # Resumed on one plain process from the ZeRO-3 run's step-2 checkpoint: steps 3-4 as ZeRO-3 made them.
     shutil.copytree(zero3, resumed)
     shutil.rmtree(resumed / "checkpoints" / "step-000004")
