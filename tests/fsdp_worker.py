@@ -77,6 +77,19 @@ def final_loss(model: torch.nn.Module) -> float:
     return evaluate_loss(model.eval(), rows(5, 2), 1, 0, Accelerator(cpu=True))["loss"]
 
 
+def check_best_and_final_adapter(run_dir: Path, result: dict) -> None:
+    """A run's best weights came back after a later step moved them, and its final/ holds only the LoRA tensors,
+    which load with peft and give the run's last validation loss."""
+    from peft import PeftModel
+
+    _, _, kept, moved, restored = result["validation"]
+    assert moved != kept and restored == kept  # a later step changed the weights; the best ones came back
+    saved = load_file(str(run_dir / "final" / "adapter_model.safetensors"))
+    assert saved and all("lora_" in k for k in saved)
+    tuned = PeftModel.from_pretrained(load_model(ModelConfig(name=PRESET)), run_dir / "final")
+    assert abs(final_loss(tuned) - restored) <= 1e-5 * restored
+
+
 def state_difference(checkpoint: Path, model: torch.nn.Module, optimizer: Any) -> float | None:
     """The largest difference between the weights and optimizer states a checkpoint holds and what the model and
     optimizer hold after loading it (gathered whole again; None on the processes that do not get them)."""

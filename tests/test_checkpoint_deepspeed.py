@@ -9,13 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from fsdp_worker import PRESET, close, final_loss, run
-from peft import PeftModel
+from fsdp_worker import check_best_and_final_adapter, close, final_loss, run
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
-
-from lmtune.config import ModelConfig
-from lmtune.model import load_model
 
 pytest.importorskip("deepspeed")
 
@@ -49,14 +45,7 @@ def test_zero_checkpoints_resume_on_one_process_and_the_other_way_round(lora_run
 
 
 def test_best_weights_and_final_adapter_of_a_zero_run(lora_runs: dict) -> None:
-    zero2 = lora_runs["zero2"]
-    _, _, kept, moved, restored = zero2["validation"]
-    assert moved != kept and restored == kept
-    final = lora_runs["root"] / "zero2" / "final"
-    saved = load_file(str(final / "adapter_model.safetensors"))
-    assert saved and all("lora_" in k for k in saved)
-    tuned = PeftModel.from_pretrained(load_model(ModelConfig(name=PRESET)), final)
-    assert abs(final_loss(tuned) - restored) <= 1e-5 * restored
+    check_best_and_final_adapter(lora_runs["root"] / "zero2", lora_runs["zero2"])
 
 
 def test_full_fine_tuning_under_zero3_saves_whole_weights(tmp_path: Path) -> None:

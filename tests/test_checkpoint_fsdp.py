@@ -6,13 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fsdp_worker import PRESET, close, final_loss, run
-from peft import PeftModel
-from safetensors.torch import load_file
+from fsdp_worker import check_best_and_final_adapter, close, final_loss, run
 from transformers import AutoModelForCausalLM
-
-from lmtune.config import ModelConfig
-from lmtune.model import load_model
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +37,7 @@ def test_checkpoints_resume_on_another_number_of_processes(lora_runs: dict) -> N
 
 
 def test_best_weights_and_final_adapter_of_a_sharded_run(lora_runs: dict) -> None:
-    two = lora_runs["two"]
-    _, _, kept, moved, restored = two["validation"]
-    assert moved != kept and restored == kept  # a later step changed the weights; the best ones came back
-    final = lora_runs["root"] / "two" / "final"
-    saved = load_file(str(final / "adapter_model.safetensors"))
-    assert saved and all("lora_" in k for k in saved)
-    tuned = PeftModel.from_pretrained(load_model(ModelConfig(name=PRESET)), final)
-    assert abs(final_loss(tuned) - restored) <= 1e-5 * restored
+    check_best_and_final_adapter(lora_runs["root"] / "two", lora_runs["two"])
 
 
 def test_full_fine_tuning_saves_and_resumes_whole_weights(tmp_path: Path) -> None:
