@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -138,14 +137,10 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, steps: int) -> tupl
 
 def loss_head(model: torch.nn.Module, accelerator: Accelerator, objective: Objective) -> torch.nn.Linear | None:
     """The output layer for the chunked loss (`lmtune.linear_ce`), or None to compute the model's logits: the
-    objective has no hidden-state form, the head is not a plain linear layer, or FSDP/DeepSpeed shard the head's
-    weight (it is only gathered inside the wrapped model's forward)."""
+    objective has no hidden-state form, the head is not a plain linear layer, or FSDP/ZeRO-3 shard the head's
+    weight (it is only gathered inside the wrapped model's forward). ZeRO-1/2 keep it whole on every process."""
     unwrapped = accelerator.unwrap_model(model)
-    if (
-        objective.hidden_loss is None
-        or is_sharded(unwrapped)
-        or accelerator.distributed_type == DistributedType.DEEPSPEED
-    ):
+    if objective.hidden_loss is None or is_sharded(unwrapped):
         return None
     return output_head(unwrapped)
 

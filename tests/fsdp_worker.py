@@ -38,9 +38,19 @@ from lmtune.config.methods import FullMethod, LoraMethod
 from lmtune.data.batching import Row
 from lmtune.export import final_state, save_final
 from lmtune.launch import configure_deepspeed, make_accelerator, whole_model_loading
-from lmtune.loop import Hooks, LoopState, evaluate_loss, load_best, make_optimizer, save_best, train_loop
+from lmtune.loop import (
+    Hooks,
+    LoopState,
+    evaluate_loss,
+    load_best,
+    loss_head,
+    make_optimizer,
+    save_best,
+    train_loop,
+)
 from lmtune.methods import apply_method, transformer_blocks
 from lmtune.model import load_model, load_tokenizer
+from lmtune.objectives import OBJECTIVES
 
 PRESET = "preset:tiny-chat"
 
@@ -174,6 +184,7 @@ def main() -> None:
             "loaded": loaded,
             "sharded": is_sharded(unwrapped(model)),
             "deepspeed": deepspeed,
+            "chunked_loss": loss_head(model, accelerator, OBJECTIVES["sft"]) is not None,
         }
         (args.out / "result.json").write_text(json.dumps(result))
     accelerator.wait_for_everyone()
