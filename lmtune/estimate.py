@@ -256,6 +256,7 @@ def plan_steps(
     lengths = [len(r.input_ids) for r in rows]
     trained = [r.trained_tokens for r in rows]
     packed = bool(rows) and rows[0].position_ids is not None
+    longest = max(lengths, default=0)  # the data's longest row caps every batch's rounded width
     plan: list[list[MicroBatch]] = []
     epoch = 0
     while len(plan) < steps:
@@ -263,7 +264,7 @@ def plan_steps(
         for i in range(0, len(batches), grad_accum):
             step = []
             for idx in batches[i : i + grad_accum]:
-                width = padded_width(max(lengths[j] for j in idx), pad_multiple, max(lengths))
+                width = padded_width(max(lengths[j] for j in idx), pad_multiple, longest)
                 masked = packed or any(lengths[j] < width for j in idx)
                 step.append(MicroBatch(len(idx), width, sum(trained[j] for j in idx), masked, packed))
             plan.append(step)

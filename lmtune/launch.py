@@ -77,10 +77,18 @@ def describe_launch(accelerator: Accelerator) -> dict[str, Any]:
         "mixed_precision": str(accelerator.mixed_precision),
     }
     if kind == DistributedType.DEEPSPEED:
-        out["zero_stage"] = accelerator.state.deepspeed_plugin.deepspeed_config["zero_optimization"]["stage"]
+        out["zero_stage"] = _zero_stage(accelerator)
     if kind == DistributedType.FSDP:
-        out["fsdp_version"] = getattr(accelerator.state.fsdp_plugin, "fsdp_version", 1)
+        out["fsdp_version"] = _fsdp_version(accelerator)
     return out
+
+
+def _zero_stage(accelerator: Accelerator) -> int:
+    return int(accelerator.state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {}).get("stage", 0))
+
+
+def _fsdp_version(accelerator: Accelerator) -> int:
+    return getattr(accelerator.state.fsdp_plugin, "fsdp_version", 1)
 
 
 def check_launch(accelerator: Accelerator, cfg: RunConfig) -> None:
@@ -96,7 +104,7 @@ def check_launch(accelerator: Accelerator, cfg: RunConfig) -> None:
         return
     if kind != DistributedType.FSDP:
         return
-    version = getattr(accelerator.state.fsdp_plugin, "fsdp_version", 1)
+    version = _fsdp_version(accelerator)
     if version != 2:
         raise LmtuneError(
             f"FSDP version {version}: lmtune saves and resumes sharded runs with FSDP2 only",
@@ -121,7 +129,7 @@ def _check_sharded(cfg: RunConfig, launch: str) -> None:
 
 def _check_deepspeed(accelerator: Accelerator, cfg: RunConfig) -> None:
     ds = accelerator.state.deepspeed_plugin.deepspeed_config
-    stage = int(ds.get("zero_optimization", {}).get("stage", 0))
+    stage = _zero_stage(accelerator)
     if stage not in (1, 2, 3):
         raise LmtuneError(
             f"DeepSpeed ZeRO stage {stage}: without ZeRO, DeepSpeed is plain data parallel",

@@ -112,7 +112,11 @@ def param_groups_by_name(module: torch.nn.Module, optimizer: torch.optim.Optimiz
     """`optimizer`'s param groups with each parameter named (torch's full state dict form), for loading a state
     that `optimizer_state` wrote into a plain, DDP or FSDP run."""
     names = {id(p): n for n, p in module.named_parameters()}
-    return [{**{k: v for k, v in g.items() if k != "params"}, "params": [names[id(p)] for p in g["params"]]} for g in optimizer.param_groups]  # fmt: skip
+    groups = []
+    for group in optimizer.param_groups:
+        settings = {k: v for k, v in group.items() if k != "params"}
+        groups.append({**settings, "params": [names[id(p)] for p in group["params"]]})
+    return groups
 
 
 def _initialise_optimizer(engine: Any, optimizer: Any) -> None:
