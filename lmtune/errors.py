@@ -23,3 +23,11 @@ class DataError(LmtuneError):
         what = f"{where}: field '{field}': {problem}" if field else f"{where}: {problem}"
         self.source, self.line, self.field, self.problem = source, line, field, problem
         super().__init__(what, hint)
+
+
+class Interrupted(Exception):
+    """Raised after Ctrl-C once a checkpoint of the last finished step is safely on disk."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        super().__init__(f"interrupted after step {step}")

@@ -18,11 +18,11 @@ from transformers import (
 )
 
 from lmtune.adapters import has_adapters, is_adapter_dir, load_adapters, save_adapters
-from lmtune.checkpoint import gathers, model_state, trainable_state
 from lmtune.config import RunConfig
 from lmtune.errors import LmtuneError
 from lmtune.methods import quantization_config, transformer_blocks
 from lmtune.model import is_classifier, is_preset, is_token_classifier, load_model, load_tokenizer
+from lmtune.train.checkpoint import gathers, model_state, trainable_state
 
 # The model class of each training type's saved model (others: a causal LM).
 AUTO_CLASSES = {

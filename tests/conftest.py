@@ -28,7 +28,8 @@ from transformers import (
 
 from lmtune.config import ModelConfig
 from lmtune.data.formats import ChatExample, Message, PromptCompletionExample
-from lmtune.data.tokenize import Tokenized, tokenize_examples
+from lmtune.data.tokenize import tokenize_examples
+from lmtune.data.types import Tokenized
 from lmtune.model import load_model, load_tokenizer
 
 PRESET = "preset:tiny-chat"

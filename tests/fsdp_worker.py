@@ -25,32 +25,27 @@ from safetensors.torch import load_file
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
-from lmtune.checkpoint import (
-    is_sharded,
-    load_checkpoint,
-    optimizer_state_of,
-    save_checkpoint,
-    trainable_state,
-    unwrapped,
-)
 from lmtune.config import ModelConfig, TrainConfig
 from lmtune.config.methods import FullMethod, LoraMethod
 from lmtune.data.batching import Row
 from lmtune.export import final_state, save_final
-from lmtune.launch import configure_deepspeed, make_accelerator, whole_model_loading
-from lmtune.loop import (
-    Hooks,
-    LoopState,
-    evaluate_loss,
-    load_best,
-    loss_head,
-    make_optimizer,
-    save_best,
-    train_loop,
-)
 from lmtune.methods import apply_method, transformer_blocks
 from lmtune.model import load_model, load_tokenizer
-from lmtune.objectives import OBJECTIVES
+from lmtune.train.checkpoint import (
+    is_sharded,
+    load_best,
+    load_checkpoint,
+    optimizer_state_of,
+    save_best,
+    save_checkpoint,
+    trainable_state,
+    unwrapped,
+)
+from lmtune.train.launch import configure_deepspeed, make_accelerator, whole_model_loading
+from lmtune.train.loop import Hooks, loss_head, make_optimizer, train_loop
+from lmtune.train.objectives import OBJECTIVES
+from lmtune.train.state import LoopState
+from lmtune.train.validation import evaluate_loss
 
 PRESET = "preset:tiny-chat"
 

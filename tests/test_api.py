@@ -23,8 +23,8 @@ from lmtune.data.formats import Message
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.generate import generate
 from lmtune.export import load_tuned
-from lmtune.loop import LoopState
 from lmtune.model import load_model
+from lmtune.train.state import LoopState
 
 # --- helpers ------------------------------------------------------------------------------------
 

@@ -9,7 +9,8 @@ from support import write_jsonl
 from lmtune.api import finetune
 from lmtune.config import load_config
 from lmtune.data.formats import TextExample
-from lmtune.data.tokenize import IGNORE, chunk, tokenize_examples
+from lmtune.data.tokenize import chunk, tokenize_examples
+from lmtune.data.types import IGNORE
 from lmtune.errors import LmtuneError
 
 DOC = "The lighthouse keeper climbed the stairs every evening and lit the great lamp for the ships. " * 12

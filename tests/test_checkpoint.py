@@ -7,16 +7,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lmtune.checkpoint import (
+from lmtune.config import LoraMethod, ModelConfig, TrainConfig
+from lmtune.methods import apply_method
+from lmtune.model import load_model
+from lmtune.train.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
     save_checkpoint,
 )
-from lmtune.config import LoraMethod, ModelConfig, TrainConfig
-from lmtune.loop import make_optimizer
-from lmtune.methods import apply_method
-from lmtune.model import load_model
+from lmtune.train.loop import make_optimizer
 
 CFG = TrainConfig(lr=1e-2, weight_decay=0.1, warmup_steps=2, scheduler="cosine")
 

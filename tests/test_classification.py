@@ -21,13 +21,14 @@ from lmtune.api.evaluate import evaluate_run
 from lmtune.config import load_config
 from lmtune.data.batching import collate, unpacked
 from lmtune.data.formats import LabelExample, normalize
-from lmtune.data.load import Record, load_records
+from lmtune.data.load import load_records
 from lmtune.data.prepare import load_splits
 from lmtune.data.tokenize import label_names, tokenize_classification
+from lmtune.data.types import Record
 from lmtune.errors import DataError, LmtuneError
 from lmtune.export import load_tuned
-from lmtune.loop import evaluate_loss
-from lmtune.objectives import classification_loss, resolve_class_weights
+from lmtune.train.objectives import classification_loss, resolve_class_weights
+from lmtune.train.validation import evaluate_loss
 
 GOOD = ["good", "great", "lovely", "superb", "wonderful", "fine"]
 BAD = ["bad", "awful", "terrible", "dull", "boring", "poor"]

@@ -22,7 +22,9 @@ from lmtune.data.prepare import load_splits
 from lmtune.data.tokenize import tokenize_examples
 from lmtune.errors import LmtuneError
 from lmtune.export import load_tuned
-from lmtune.loop import LoopState, evaluate_loss, track_best
+from lmtune.train.early_stopping import track_best
+from lmtune.train.state import LoopState
+from lmtune.train.validation import evaluate_loss
 
 # --- the rule ---------------------------------------------------------------------------------------------------
 

@@ -16,15 +16,17 @@ from support import REPO, run_main, save_model_dir, write_jsonl
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lmtune import estimate as est
-from lmtune import measure, memory_terms
 from lmtune.api import estimate, finetune
 from lmtune.config import FreezeMethod, FullMethod, LoraMethod, ModelConfig, TrainConfig, load_config
 from lmtune.data.batching import unpacked
-from lmtune.data.tokenize import Tokenized
-from lmtune.loop import Hooks, LoopState, make_optimizer, train_loop
+from lmtune.data.types import Tokenized
+from lmtune.estimate import measure
+from lmtune.estimate import memory as memory_terms
 from lmtune.methods import apply_method, transformer_blocks
 from lmtune.model import count_parameters, load_model, load_tokenizer
-from lmtune.objectives import causal_lm_loss
+from lmtune.train.loop import Hooks, make_optimizer, train_loop
+from lmtune.train.objectives import causal_lm_loss
+from lmtune.train.state import LoopState
 
 PRESET = "preset:tiny-chat"
 QUIET = Console(stderr=True, quiet=True)
@@ -242,7 +244,7 @@ def test_plan_matches_the_batches_train_loop_forms(monkeypatch):
     # 3 steps per epoch: crosses one
     plan = est.plan_steps(rows, cfg.batch_size, cfg.grad_accum, seed=3, steps=5, pad_multiple=8)
 
-    import lmtune.loop as loop
+    import lmtune.train.loop as loop
 
     seen: list[tuple[int, int]] = []
     real_collate = loop.collate

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from lmtune.fastdropout import FastDropout, dropout_mask, use_fast_dropout
+from lmtune.train.fastdropout import FastDropout, dropout_mask, use_fast_dropout
 
 
 def test_mask_drops_at_the_rate_in_every_lane():

@@ -9,7 +9,7 @@ from accelerate.utils import DistributedType
 
 from lmtune.config import load_config
 from lmtune.errors import LmtuneError
-from lmtune.launch import check_launch
+from lmtune.train.launch import check_launch
 
 
 def launch(kind: DistributedType, fsdp_version: int | None = None, deepspeed: dict | None = None) -> SimpleNamespace:

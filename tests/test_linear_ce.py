@@ -5,10 +5,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmtune import linear_ce
-from lmtune.data.tokenize import IGNORE
-from lmtune.linear_ce import causal_hidden_loss, linear_cross_entropy, output_head
-from lmtune.objectives import causal_lm_loss
+from lmtune.data.types import IGNORE
+from lmtune.train import linear_ce
+from lmtune.train.linear_ce import causal_hidden_loss, linear_cross_entropy, output_head
+from lmtune.train.objectives import causal_lm_loss
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])

@@ -7,24 +7,17 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from lmtune.checkpoint import load_checkpoint, save_checkpoint
 from lmtune.config import FullMethod, ModelConfig, TrainConfig
 from lmtune.data.batching import Row, collate, pack, unpacked
-from lmtune.data.tokenize import IGNORE, Tokenized
-from lmtune.errors import LmtuneError
-from lmtune.loop import (
-    Hooks,
-    Interrupted,
-    LoopState,
-    evaluate_loss,
-    make_optimizer,
-    total_steps,
-    train_loop,
-    warmup_steps,
-)
+from lmtune.data.types import IGNORE, Tokenized
+from lmtune.errors import Interrupted, LmtuneError
 from lmtune.methods import apply_method
 from lmtune.model import load_model
-from lmtune.objectives import causal_lm_loss, l2sp_penalty
+from lmtune.train.checkpoint import load_checkpoint, save_checkpoint
+from lmtune.train.loop import Hooks, make_optimizer, total_steps, train_loop, warmup_steps
+from lmtune.train.objectives import causal_lm_loss, l2sp_penalty
+from lmtune.train.state import LoopState
+from lmtune.train.validation import evaluate_loss
 
 EXACT = dict(mixed_precision="no", max_grad_norm=None)
 

@@ -282,7 +282,7 @@ def test_prompt_tuning_loss_scores_only_the_real_tokens(tiny_model):
     """Prompt tuning's logits are longer than the labels by the virtual tokens; causal_lm_loss drops those, and
     agrees with peft's own loss (which pads the labels with -100 for them)."""
     from lmtune.config import PromptTuningMethod
-    from lmtune.objectives import causal_lm_loss
+    from lmtune.train.objectives import causal_lm_loss
 
     model = apply_method(tiny_model, PromptTuningMethod(num_virtual_tokens=5))
     ids = torch.tensor([[1, 276, 201, 74, 75, 2], [1, 276, 201, 74, 75, 2]])

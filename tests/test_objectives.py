@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from lmtune.data.batching import collate, pack, unpacked
-from lmtune.data.tokenize import IGNORE
-from lmtune.objectives import causal_lm_loss
+from lmtune.data.types import IGNORE
+from lmtune.train.objectives import causal_lm_loss
 
 
 def random_batch(seed: int = 0, batch: int = 3, length: int = 9, vocab: int = 17):

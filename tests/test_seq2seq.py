@@ -16,13 +16,14 @@ from lmtune.api.evaluate import evaluate_run
 from lmtune.config import ModelConfig, load_config
 from lmtune.data.batching import collate, unpacked
 from lmtune.data.formats import PromptCompletionExample
-from lmtune.data.tokenize import IGNORE, special_affixes, tokenize_seq2seq
+from lmtune.data.tokenize import special_affixes, tokenize_seq2seq
+from lmtune.data.types import IGNORE
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.generate import generate
 from lmtune.export import load_tuned
-from lmtune.loop import evaluate_loss
 from lmtune.model import load_model, load_tokenizer
-from lmtune.objectives import seq2seq_loss
+from lmtune.train.objectives import seq2seq_loss
+from lmtune.train.validation import evaluate_loss
 
 DIALOGSUM = REPO.parent / "shared" / "data" / "dialogsum"
 PROMPT = "Summarize the following conversation.\n\n{dialogue}\n\nSummary: "

@@ -25,14 +25,15 @@ from lmtune.data.formats import normalize
 from lmtune.data.load import load_records
 from lmtune.data.ner import entity_scores
 from lmtune.data.prepare import load_splits
-from lmtune.data.tokenize import IGNORE, tokenize_task
+from lmtune.data.tokenize import tokenize_task
+from lmtune.data.types import IGNORE
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.generate import generate
 from lmtune.export import load_tuned
-from lmtune.loop import evaluate_loss
 from lmtune.methods import transformer_blocks
 from lmtune.model import load_model
-from lmtune.objectives import token_classification_loss
+from lmtune.train.objectives import token_classification_loss
+from lmtune.train.validation import evaluate_loss
 
 PEOPLE = [["john"], ["mary"], ["anna", "berg"], ["peter"], ["lena", "holm"]]
 PLACES = [["paris"], ["berlin"], ["oslo"], ["new", "york"], ["lima"]]

@@ -22,13 +22,13 @@ from lmtune.data.tokenize import setup_chat_template
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.diagnose import diagnose
 from lmtune.export import check_same_config, needs_base_copy, save_base, save_final
-from lmtune.fastdropout import use_fast_dropout
 from lmtune.fileio import atomic_write_text
-from lmtune.loop import resolve_mixed_precision
 from lmtune.methods import apply_method, quantization_config
 from lmtune.model import load_classifier, load_model, load_tokenizer
 from lmtune.report import write_report
 from lmtune.rundir import MetricsLog, check_run_dir, environment, prepare_run_dir, read_json, write_json
+from lmtune.train.fastdropout import use_fast_dropout
+from lmtune.train.launch import resolve_mixed_precision
 
 # trl checkpoints (checkpoint-N, trl's own layout: model, optimizer, scheduler, RNG, trainer_state.json).
 CHECKPOINTS = "checkpoints"

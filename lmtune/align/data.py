@@ -16,8 +16,9 @@ from typing import Any
 
 from lmtune.config import DataConfig
 from lmtune.data.formats import ROLES, Message
-from lmtune.data.load import Record, json_type, load_records
+from lmtune.data.load import load_records
 from lmtune.data.prepare import carve_records, fingerprint, source_sha256
+from lmtune.data.types import Record, json_type
 from lmtune.errors import DataError, LmtuneError
 
 ASSISTANT_MARK = "\n\nAssistant:"

@@ -9,7 +9,7 @@ from pathlib import Path
 from lmtune.config import ConfigLike, RunConfig, load_config
 from lmtune.data.dedup import RecordTexts, record_docs
 from lmtune.data.formats import Example, convert_records, detect_format
-from lmtune.data.load import Record, load_records
+from lmtune.data.load import load_records
 from lmtune.data.ner import tag_findings, tag_names, tokenize_tokens
 from lmtune.data.prepare import carve_records
 from lmtune.data.quality import (
@@ -28,10 +28,8 @@ from lmtune.data.quality import (
     role_findings,
 )
 from lmtune.data.template_check import template_check
-from lmtune.data.tokenize import (
-    setup_chat_template,
-    tokenize_examples,
-)
+from lmtune.data.tokenize import setup_chat_template, tokenize_examples
+from lmtune.data.types import Record
 from lmtune.errors import DataError, LmtuneError
 from lmtune.model import load_tokenizer, stop_token_ids
 

@@ -20,9 +20,10 @@ from rich.console import Console
 from lmtune.api.train import finetune
 from lmtune.config import ConfigLike, load_config
 from lmtune.data.formats import AUGMENTATION_FIELD
-from lmtune.data.load import Record, load_records
+from lmtune.data.load import load_records
 from lmtune.data.prepare import record_key
 from lmtune.data.records_io import write_records
+from lmtune.data.types import Record
 from lmtune.errors import LmtuneError
 from lmtune.fileio import atomic_write_json
 from lmtune.rundir import prepare_run_dir, read_json

@@ -12,28 +12,20 @@ from accelerate.utils import set_seed
 from rich.console import Console
 
 from lmtune import estimate as est
-from lmtune import measure
 from lmtune.config import ConfigLike, load_config
 from lmtune.data.batching import pack, unpacked
 from lmtune.data.prepare import load_splits
-from lmtune.data.tokenize import (
-    setup_chat_template,
-    tokenize_examples,
-)
+from lmtune.data.tokenize import setup_chat_template, tokenize_examples
 from lmtune.errors import LmtuneError
-from lmtune.fastdropout import use_fast_dropout
-from lmtune.linear_ce import output_head
-from lmtune.loop import (
-    Hooks,
-    LoopState,
-    make_optimizer,
-    resolve_mixed_precision,
-    total_steps,
-    train_loop,
-)
+from lmtune.estimate import measure
 from lmtune.methods import apply_method, transformer_blocks
 from lmtune.model import load_model, load_tokenizer
-from lmtune.objectives import OBJECTIVES
+from lmtune.train.fastdropout import use_fast_dropout
+from lmtune.train.launch import resolve_mixed_precision
+from lmtune.train.linear_ce import output_head
+from lmtune.train.loop import Hooks, make_optimizer, total_steps, train_loop
+from lmtune.train.objectives import OBJECTIVES
+from lmtune.train.state import LoopState
 
 
 def estimate(

@@ -14,7 +14,6 @@ from rich.markup import escape
 
 from lmtune.align import run_alignment
 from lmtune.api.evaluate import evaluate_run
-from lmtune.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lmtune.config import (
     ALIGNMENT_TASKS,
     ConfigLike,
@@ -29,8 +28,6 @@ from lmtune.data.leakage import cheap_leaks
 from lmtune.data.ner import tag_names
 from lmtune.data.prepare import general_text, load_splits
 from lmtune.data.tokenize import (
-    IGNORE,
-    TokenStats,
     encode,
     label_names,
     render,
@@ -41,41 +38,40 @@ from lmtune.data.tokenize import (
     trained_segments,
     uses_chat,
 )
+from lmtune.data.types import IGNORE, TokenStats
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.diagnose import diagnose
 from lmtune.evaluate.forgetting import forgetting_advice, forgetting_report, general_rows
 from lmtune.export import check_same_config, final_state, needs_base_copy, save_base, save_final
-from lmtune.fastdropout import use_fast_dropout
 from lmtune.fileio import atomic_write_text
-from lmtune.hostmem import keep_freed_memory
-from lmtune.launch import (
+from lmtune.methods import apply_method, check_method, quantization_config
+from lmtune.model import count_parameters, load_model, load_tokenizer
+from lmtune.report import write_report
+from lmtune.rundir import MetricsLog, check_run_dir, environment, prepare_run_dir, read_json, write_json
+from lmtune.train.checkpoint import (
+    latest_checkpoint,
+    load_best,
+    load_checkpoint,
+    prune_best,
+    save_best,
+    save_checkpoint,
+)
+from lmtune.train.early_stopping import stop_reason
+from lmtune.train.fastdropout import use_fast_dropout
+from lmtune.train.hostmem import keep_freed_memory
+from lmtune.train.launch import (
     check_launch,
     configure_deepspeed,
     describe_launch,
+    graceful_interrupt,
     make_accelerator,
+    resolve_mixed_precision,
     whole_model_loading,
 )
-from lmtune.loop import (
-    Hooks,
-    LoopState,
-    evaluate_loss,
-    graceful_interrupt,
-    load_best,
-    make_optimizer,
-    prune_best,
-    resolve_mixed_precision,
-    resume_grad_accum,
-    run_evaluation,
-    save_best,
-    stop_reason,
-    total_steps,
-    train_loop,
-)
-from lmtune.methods import apply_method, check_method, quantization_config
-from lmtune.model import count_parameters, load_model, load_tokenizer
-from lmtune.objectives import objective_for, resolve_class_weights
-from lmtune.report import write_report
-from lmtune.rundir import MetricsLog, check_run_dir, environment, prepare_run_dir, read_json, write_json
+from lmtune.train.loop import Hooks, make_optimizer, resume_grad_accum, run_evaluation, total_steps, train_loop
+from lmtune.train.objectives import objective_for, resolve_class_weights
+from lmtune.train.state import LoopState
+from lmtune.train.validation import evaluate_loss
 
 # The forgetting measurement scores next-token prediction on general text, which an encoder-decoder does not do.
 SEQ2SEQ_FORGETTING_NOTE = (

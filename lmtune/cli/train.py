@@ -37,7 +37,7 @@ def train(
         _relaunch(nproc)
     _quiet_libraries()
     from lmtune.api import finetune
-    from lmtune.loop import Interrupted
+    from lmtune.errors import Interrupted
 
     if cv is not None:
         _cross_validate(config, set_ or [], output_dir, overwrite, cv, resume)

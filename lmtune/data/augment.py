@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.data.formats import AUGMENTATION_FIELD, detect_format
-from lmtune.data.load import Record, json_type
 from lmtune.data.prepare import record_key
 from lmtune.data.pyrename import rename_code
 from lmtune.data.textnoise import NOISE_LEVELS, eda_text, noise_text, word_pool
+from lmtune.data.types import Record, json_type
 from lmtune.errors import DataError, LmtuneError
 
 # prompts -> generated texts; None where the model could not take the prompt (longer than its context).

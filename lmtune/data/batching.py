@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lmtune.data.tokenize import IGNORE, Tokenized
+from lmtune.data.types import IGNORE, Tokenized
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmtune.data.load import Record, json_type
+from lmtune.data.types import Record, json_type
 from lmtune.errors import DataError, LmtuneError
 
 CONLL_SUFFIXES = (".conll", ".iob", ".bio")

@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from tqdm import tqdm
 
 from lmtune.data.formats import FORMATS, TextExample, detect_format, normalize
-from lmtune.data.load import Record, load_records
+from lmtune.data.load import load_records
 from lmtune.data.records_io import write_records
 from lmtune.data.text import Doc, example_input, example_text, normalize_text
+from lmtune.data.types import Record
 from lmtune.errors import DataError, LmtuneError
 
 if TYPE_CHECKING:

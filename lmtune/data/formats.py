@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from lmtune.data.conll import TokensExample, convert_tokens
-from lmtune.data.load import Record, json_type
+from lmtune.data.types import Record, json_type
 from lmtune.errors import DataError, LmtuneError
 
 

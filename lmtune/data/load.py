@@ -12,33 +12,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from lmtune.data.conll import parse_conll
+from lmtune.data.types import Record, json_type
 from lmtune.errors import DataError, LmtuneError
 
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".conll", ".iob", ".bio")  # CoNLL: lmtune.data.conll
 
 _JSON_WHITESPACE = " \t\n\r"
-_JSON_TYPES = {
-    bool: "a boolean",
-    int: "a number",
-    float: "a number",
-    str: "a string",
-    list: "an array",
-    dict: "an object",
-}
 _JSONL_HINT = "each line must be one JSON object (a pretty-printed JSON array belongs in a .json file)"
-
-
-@dataclass(frozen=True)
-class Record:
-    """One raw record and where it came from, so later stages can report ``source:line``."""
-
-    data: dict[str, Any]
-    source: str
-    line: int
 
 
 def load_records(
@@ -62,8 +45,6 @@ def load_records(
                 hint=f"use one of {', '.join(FILE_SUFFIXES)}, or a directory saved with datasets' save_to_disk",
             )
         if suffix in (".conll", ".iob", ".bio"):
-            from lmtune.data.conll import parse_conll  # it builds on Record
-
             records = parse_conll(_read_text(path, source), source, skipped)
         elif suffix == ".parquet":
             records = _load_parquet(path, source)
@@ -327,10 +308,3 @@ def _one_line(error: BaseException) -> str:
     text = str(error).strip()
     first = text.splitlines()[0] if text else ""
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
-
-
-def json_type(value: Any) -> str:
-    """The JSON name of a value's type, for messages read by people who wrote JSON, not Python."""
-    if value is None:
-        return "null"
-    return _JSON_TYPES.get(type(value), f"a {type(value).__name__}")

@@ -13,13 +13,15 @@ Hugging Face recipe), so every word is one prediction.
 from __future__ import annotations
 
 import bisect
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
 from lmtune.data.conll import OUTSIDE, TokensExample, token_line
-from lmtune.data.tokenize import IGNORE, Tokenized, TokenStats
+from lmtune.data.quality import Finding
+from lmtune.data.types import IGNORE, Tokenized, TokenStats
 from lmtune.errors import DataError, LmtuneError
 
 # The scores `lmtune eval` and the validation pass report for a token-classification run.
@@ -183,10 +185,6 @@ def tag_findings(examples: Sequence[Any], split: str) -> tuple[dict[str, int], l
     """`lmtune data check` on tagged sentences: how often each tag occurs, and what a person should look at: a tag
     seen once (too rare to learn), and I-X tags that open an entity (IOB1 style; seqeval reads them, but data that
     mixes IOB1 and IOB2 teaches the model two conventions)."""
-    from collections import Counter
-
-    from lmtune.data.quality import Finding
-
     counts: Counter[str] = Counter()
     findings = []
     for ex in examples:

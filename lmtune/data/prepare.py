@@ -13,8 +13,9 @@ from typing import Any
 
 from lmtune.config import DataConfig, ReplayConfig
 from lmtune.data.formats import AUGMENTATION_FIELD, Example, TextExample, detect_format, normalize
-from lmtune.data.load import Record, load_records
+from lmtune.data.load import load_records
 from lmtune.data.split import carve_validation
+from lmtune.data.types import Record
 from lmtune.errors import LmtuneError
 from lmtune.fileio import file_sha256
 

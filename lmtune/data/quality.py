@@ -18,8 +18,8 @@ import numpy as np
 from lmtune.data.dedup import RecordTexts, find_duplicates
 from lmtune.data.formats import AUGMENTATION_FIELD, ChatExample, Example
 from lmtune.data.leakage import Split, find_leaks
-from lmtune.data.load import Record, json_type
 from lmtune.data.pii import find_pii
+from lmtune.data.types import Record, json_type
 from lmtune.errors import DataError
 
 Severity = Literal["error", "warning", "info"]

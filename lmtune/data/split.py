@@ -20,8 +20,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from lmtune.data.load import Record, load_records
+from lmtune.data.load import load_records
 from lmtune.data.records_io import file_sha256, output_suffix, write_bytes_atomic, write_records
+from lmtune.data.types import Record
 from lmtune.errors import DataError, LmtuneError
 
 T = TypeVar("T")

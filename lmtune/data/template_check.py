@@ -14,7 +14,8 @@ from transformers import PreTrainedTokenizerBase
 
 from lmtune.data.formats import ChatExample, Example, Message, PromptCompletionExample
 from lmtune.data.quality import Finding
-from lmtune.data.tokenize import IGNORE, encode, render, render_chat, special_affixes, uses_chat
+from lmtune.data.tokenize import encode, render, render_chat, special_affixes, uses_chat
+from lmtune.data.types import IGNORE
 
 
 def _first_assistant(example: Example) -> tuple[ChatExample, int] | None:

@@ -12,8 +12,7 @@ prefix-stable chat template works, and the end-of-turn marker is trained so the 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
@@ -26,9 +25,8 @@ from lmtune.data.formats import (
     TextExample,
     TokensExample,
 )
+from lmtune.data.types import IGNORE, Tokenized, TokenStats
 from lmtune.errors import DataError, LmtuneError
-
-IGNORE = -100
 
 CHAT_TEMPLATES = {
     "chatml": (
@@ -51,34 +49,6 @@ class Rendered:
     spans: tuple[tuple[int, int], ...]  # character ranges whose tokens are trained
     chat: bool  # chat templates write their own special tokens; raw text gets the tokenizer's BOS/EOS
     ends_trained: bool  # whether the appended EOS (if any) is trained
-
-
-@dataclass(frozen=True)
-class Tokenized:
-    input_ids: list[int]
-    labels: list[int]  # aligned with input_ids (IGNORE where not trained); all IGNORE for an encoder input
-    decoder_labels: list[int] | None = None  # encoder-decoder (task seq2seq): the decoder's target tokens
-    class_label: int | None = None  # task classification: the index of the example's label
-
-
-@dataclass
-class TokenStats:
-    examples: int = 0
-    kept: int = 0
-    truncated: int = 0
-    dropped: int = 0
-    chunked: int = 0  # raw-text examples cut into max_length pieces (overlong: chunk)
-    tokens: int = 0
-    trained_tokens: int = 0
-    lengths: list[int] = field(default_factory=list, repr=False)
-
-    def as_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k != "lengths"}
-        if self.lengths:
-            ordered = sorted(self.lengths)
-            out["max_length_seen"] = ordered[-1]
-            out["median_length"] = ordered[len(ordered) // 2]
-        return out
 
 
 def setup_chat_template(tokenizer: PreTrainedTokenizerBase, chat_template: str | None) -> None:

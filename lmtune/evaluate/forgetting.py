@@ -20,9 +20,10 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from lmtune.data.batching import Row, collate
-from lmtune.data.tokenize import IGNORE, special_affixes
+from lmtune.data.tokenize import special_affixes
+from lmtune.data.types import IGNORE
 from lmtune.errors import LmtuneError
-from lmtune.objectives import causal_lm_loss
+from lmtune.train.objectives import causal_lm_loss
 
 DEFAULT_THRESHOLD = 1.1
 DEFAULT_MAX_TOKENS = 16384

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmtune.data.load import Record, json_type, load_records
+from lmtune.data.load import load_records
+from lmtune.data.types import Record, json_type
 from lmtune.errors import DataError, LmtuneError
 from lmtune.evaluate.bootstrap import Delta, headline, paired_bootstraps, verdict
 from lmtune.evaluate.metrics import compute_metrics, default_metrics, resolve_names

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lmtune.align.data import parse_preferences, parse_prompts, split_transcript, to_trl
-from lmtune.data.load import Record
+from lmtune.data.types import Record
 from lmtune.errors import LmtuneError
 
 

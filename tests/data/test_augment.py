@@ -22,9 +22,10 @@ from lmtune.data.augment import (
     paraphrase_texts,
 )
 from lmtune.data.formats import normalize
-from lmtune.data.load import Record, load_records
+from lmtune.data.load import load_records
 from lmtune.data.prepare import record_key
 from lmtune.data.pyrename import rename_code
+from lmtune.data.types import Record
 from lmtune.errors import DataError, LmtuneError
 
 TEXT = "The quick brown fox jumps over the lazy dog.\nWhat is 3 plus 4? Answer in words, please."

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lmtune.data.batching import Row, collate, epoch_batches, pack, padded_width, unpacked
-from lmtune.data.tokenize import IGNORE, Tokenized
+from lmtune.data.types import IGNORE, Tokenized
 
 
 def example(n: int, start: int = 10, masked: int = 0) -> Tokenized:

@@ -12,9 +12,10 @@ from transformers import BertTokenizerFast
 from lmtune.config import ModelConfig, load_config
 from lmtune.data.conll import TokensExample, bio_problem, parse_conll
 from lmtune.data.formats import detect_format, normalize
-from lmtune.data.load import Record, load_records
+from lmtune.data.load import load_records
 from lmtune.data.ner import align, entity_report, entity_scores, tag_names, tokenize_tokens, word_tags
-from lmtune.data.tokenize import IGNORE, tokenize_task
+from lmtune.data.tokenize import tokenize_task
+from lmtune.data.types import IGNORE, Record
 from lmtune.errors import DataError, LmtuneError
 from lmtune.model import load_tokenizer
 

@@ -17,9 +17,10 @@ from lmtune.data.dedup import (
     record_docs,
     shingle_set,
 )
-from lmtune.data.load import Record, load_records
+from lmtune.data.load import load_records
 from lmtune.data.records_io import file_sha256
 from lmtune.data.text import Doc, normalize_text
+from lmtune.data.types import Record
 from lmtune.errors import DataError, LmtuneError
 
 PLANTED = REPO / "tests" / "assets" / "planted"

@@ -13,7 +13,7 @@ from lmtune.data.formats import (
     detect_format,
     normalize,
 )
-from lmtune.data.load import Record
+from lmtune.data.types import Record
 from lmtune.errors import LmtuneError
 
 SRC = "data/train.jsonl"

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lmtune.data.load import Record, load_records
+from lmtune.data.load import load_records
+from lmtune.data.types import Record
 from lmtune.errors import DataError, LmtuneError
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"

@@ -8,7 +8,6 @@ from support import REPO, chat_record, run_cli, run_main, write_jsonl
 
 from lmtune.api import check_data
 from lmtune.data.formats import ChatExample, Message, PromptCompletionExample
-from lmtune.data.load import Record
 from lmtune.data.quality import (
     SplitReport,
     augmented_findings,
@@ -18,6 +17,7 @@ from lmtune.data.quality import (
     role_findings,
 )
 from lmtune.data.template_check import template_check
+from lmtune.data.types import Record
 
 NO_END_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\\n' }}{% endfor %}"

@@ -6,9 +6,10 @@ from collections import Counter
 import pytest
 from support import run_cli, write_jsonl
 
-from lmtune.data.load import Record, load_records
+from lmtune.data.load import load_records
 from lmtune.data.records_io import file_sha256
 from lmtune.data.split import carve_validation, split_file, split_records
+from lmtune.data.types import Record
 from lmtune.errors import DataError, LmtuneError
 
 

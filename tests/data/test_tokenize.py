@@ -8,9 +8,6 @@ from tokenizers.processors import TemplateProcessing
 
 from lmtune.data.formats import TextExample
 from lmtune.data.tokenize import (
-    IGNORE,
-    Tokenized,
-    TokenStats,
     encode,
     render,
     setup_chat_template,
@@ -18,6 +15,7 @@ from lmtune.data.tokenize import (
     tokenize_examples,
     trained_segments,
 )
+from lmtune.data.types import IGNORE, Tokenized, TokenStats
 from lmtune.errors import DataError, LmtuneError
 
 IM_END = "<|im_end|>"

@@ -17,7 +17,7 @@ from lmtune.api import finetune
 from lmtune.config import ModelConfig, ReplayConfig
 from lmtune.data.formats import TextExample
 from lmtune.data.prepare import GENERAL_SAMPLES, RESOURCES, general_text, paragraphs, replay_examples
-from lmtune.data.tokenize import IGNORE
+from lmtune.data.types import IGNORE
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.forgetting import forgetting, forgetting_advice, forgetting_report, general_loss, general_rows
 from lmtune.model import load_model, load_tokenizer

@@ -4,13 +4,16 @@ settings, checked up front."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import signal
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, InitProcessGroupKwargs
+from tqdm.auto import tqdm
 
 from lmtune.config import RunConfig, TrainConfig
 from lmtune.errors import LmtuneError
@@ -56,7 +59,7 @@ def whole_model_loading(accelerator: Accelerator) -> Iterator[None]:
 def configure_deepspeed(accelerator: Accelerator, train: TrainConfig) -> None:
     """Give DeepSpeed the run's batch, accumulation and clipping (train:), before `prepare` builds its engine.
 
-    lmtune's loop drives the engine step by step (`lmtune.loop.train_loop`) and normalises the loss itself, so
+    lmtune's loop drives the engine step by step (`lmtune.train.loop.train_loop`) and normalises the loss itself, so
     these values come from the run's config, whatever the accelerate config says.
     """
     if accelerator.distributed_type != DistributedType.DEEPSPEED:
@@ -94,8 +97,8 @@ def _fsdp_version(accelerator: Accelerator) -> int:
 def check_launch(accelerator: Accelerator, cfg: RunConfig) -> None:
     """Refuse, before any work, the launches whose states lmtune cannot save and load exactly.
 
-    DDP, FSDP2 and DeepSpeed ZeRO 1-3 are supported: `lmtune.checkpoint` gathers FSDP2 shards through
-    torch.distributed.checkpoint and ZeRO partitions through DeepSpeed's own functions (`lmtune.zero`). FSDP1 wraps
+    DDP, FSDP2 and DeepSpeed ZeRO 1-3 are supported: `lmtune.train.checkpoint` gathers FSDP2 shards through
+    torch.distributed.checkpoint and ZeRO partitions through DeepSpeed's own functions (`lmtune.train.zero`). FSDP1 wraps
     modules in a way whose names and flat parameters that code does not read.
     """
     kind = accelerator.distributed_type
@@ -149,3 +152,39 @@ def _check_deepspeed(accelerator: Accelerator, cfg: RunConfig) -> None:
             hint="train in bf16 (train.mixed_precision: bf16, mixed_precision: bf16 in the accelerate config) or fp32",
         )
     _check_sharded(cfg, "DeepSpeed")
+
+
+def resolve_mixed_precision(choice: str) -> str:
+    """'auto' -> bf16 where the hardware computes it natively (a GPU with bf16, or a CPU with AVX512-BF16/AMX)."""
+    if choice != "auto":
+        return choice
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "no"
+    return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "no"
+
+
+@contextmanager
+def graceful_interrupt() -> Iterator[Callable[[], bool]]:
+    """The first Ctrl-C asks the loop to stop after the current step (and checkpoint); a second one kills."""
+    requested = False
+
+    def handler(signum: int, frame: Any) -> None:
+        nonlocal requested
+        if requested:
+            raise KeyboardInterrupt
+        requested = True
+        tqdm.write("Interrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort now)...")
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield lambda: False
+        return
+    try:
+        yield lambda: requested
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -9,73 +9,26 @@ position (epoch, micro-batch) is all a checkpoint needs to resume on the exact s
 from __future__ import annotations
 
 import math
-import shutil
-import signal
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from accelerate import Accelerator
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from lmtune import zero
-from lmtune.checkpoint import CHECKPOINTS, gathers, is_sharded, load_trainable, trainable_state
 from lmtune.config import EarlyStoppingConfig, TrainConfig
 from lmtune.data.batching import Row, collate, epoch_batches
-from lmtune.data.ner import entity_scores, tag_sequences
-from lmtune.errors import LmtuneError
-from lmtune.fileio import atomic_dir
-from lmtune.linear_ce import output_head
-from lmtune.objectives import OBJECTIVES, Objective, l2sp_penalty
-
-
-@dataclass
-class LoopState:
-    step: int = 0
-    epoch: int = 0
-    batches_done: int = 0  # micro-batches of the current epoch already consumed (all processes)
-    tokens: int = 0  # trained (target) tokens so far
-    elapsed: float = 0.0  # seconds of training, summed over resumed segments
-    best_val_loss: float | None = None
-    # Early stopping (saved in every checkpoint, so a resumed run goes on counting where it left off):
-    best_metric: float | None = None  # best value of the watched metric so far
-    best_step: int | None = None  # the step it was reached at; its weights are kept in checkpoints/best-NNNNNN
-    bad_evals: int = 0  # evaluations in a row without an improvement
-    stopped_early: bool = False
-    # The launch the run has been training under: a resume on another number of processes keeps the global batch
-    # (micro-batches per optimizer step, over all processes) by changing grad_accum (`resume_grad_accum`).
-    processes: int = 1
-    step_batches: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class Interrupted(Exception):
-    """Raised after Ctrl-C once a checkpoint of the last finished step is safely on disk."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-        super().__init__(f"interrupted after step {step}")
-
-
-def resolve_mixed_precision(choice: str) -> str:
-    """'auto' -> bf16 where the hardware computes it natively (a GPU with bf16, or a CPU with AVX512-BF16/AMX)."""
-    if choice != "auto":
-        return choice
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "no"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "no"
-    return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "no"
+from lmtune.errors import Interrupted, LmtuneError
+from lmtune.train import zero
+from lmtune.train.checkpoint import is_sharded
+from lmtune.train.early_stopping import track_best
+from lmtune.train.linear_ce import output_head
+from lmtune.train.objectives import OBJECTIVES, Objective, l2sp_penalty
+from lmtune.train.state import LoopState
 
 
 def steps_per_epoch(n_rows: int, cfg: TrainConfig, num_processes: int = 1) -> int:
@@ -136,7 +89,7 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, steps: int) -> tupl
 
 
 def loss_head(model: torch.nn.Module, accelerator: Accelerator, objective: Objective) -> torch.nn.Linear | None:
-    """The output layer for the chunked loss (`lmtune.linear_ce`), or None to compute the model's logits: the
+    """The output layer for the chunked loss (`lmtune.train.linear_ce`), or None to compute the model's logits: the
     objective has no hidden-state form, the head is not a plain linear layer, or FSDP/ZeRO-3 shard the head's
     weight (it is only gathered inside the wrapped model's forward). ZeRO-1/2 keep it whole on every process."""
     unwrapped = accelerator.unwrap_model(model)
@@ -174,107 +127,6 @@ def _forward_loss(
     return _forward(model, batch, device, objective or OBJECTIVES[task], head)[1]
 
 
-@torch.no_grad()
-def evaluate_loss(
-    model: torch.nn.Module,
-    rows: Sequence[Row],
-    batch_size: int,
-    pad_id: int,
-    accelerator: Accelerator,
-    task: str = "sft",
-    objective: Objective | None = None,
-) -> dict[str, float]:
-    """Token-weighted mean loss and perplexity over rows (each process takes its share).
-
-    Task classification also gets the accuracy and macro F1 of the argmax predictions (every label of the model
-    weighs the same in the F1, predicted or not); `tokens` then counts examples. Task token_classification gets
-    entity-level precision, recall and F1 (seqeval, micro) and the token accuracy over the tagged words.
-    """
-    objective = objective or OBJECTIVES[task]
-    head = loss_head(model, accelerator, objective)
-    was_training = model.training
-    model.eval()
-    mine = list(rows)[accelerator.process_index :: accelerator.num_processes]
-    # FSDP gathers each layer's weights inside every forward, a collective: all processes must run as
-    # many batches as the one with most rows (a process short of one repeats a batch and counts none of it).
-    shares = math.ceil(len(rows) / accelerator.num_processes)
-    n_batches = math.ceil((shares if is_sharded(accelerator.unwrap_model(model)) else len(mine)) / batch_size)
-    total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
-    gold: list[int] = []
-    predicted: list[int] = []
-    n_classes = 0
-    tags_gold: list[list[str]] = []
-    tags_predicted: list[list[str]] = []
-    for i in range(0, n_batches * batch_size, batch_size):
-        part = mine[i : i + batch_size]
-        batch = collate(part or list(rows[:1]), pad_id)
-        with accelerator.autocast():
-            logits, (loss, n) = _forward(model, batch, accelerator.device, objective, head)
-        if not part:
-            continue
-        total += torch.tensor([float(loss), n], dtype=torch.float64, device=accelerator.device)
-        if task == "classification":
-            n_classes = logits.shape[-1]
-            gold += batch["labels"].tolist()
-            predicted += logits.argmax(-1).tolist()
-        if task == "token_classification":
-            id2label = accelerator.unwrap_model(model).config.id2label
-            g, p = tag_sequences(batch["labels"].tolist(), logits.argmax(-1).tolist(), id2label)
-            tags_gold, tags_predicted = tags_gold + g, tags_predicted + p
-    total = accelerator.reduce(total, reduction="sum")
-    model.train(was_training)
-    loss_sum, n = float(total[0]), int(total[1])
-    mean = loss_sum / max(n, 1)
-    out: dict[str, float] = {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "tokens": n}
-    if task == "classification":
-        out.update(_label_scores(gold, predicted, n_classes, accelerator))
-    if task == "token_classification":
-        from accelerate.utils import gather_object
-
-        if accelerator.num_processes > 1:
-            tags_gold, tags_predicted = gather_object(tags_gold), gather_object(tags_predicted)
-        out.update(entity_scores(tags_gold, tags_predicted))
-    return out
-
-
-def _label_scores(gold: list[int], predicted: list[int], n_classes: int, accelerator: Accelerator) -> dict[str, float]:
-    """Accuracy and macro F1 over every process's predictions (scikit-learn)."""
-    from accelerate.utils import gather_object
-    from sklearn.metrics import accuracy_score, f1_score
-
-    if accelerator.num_processes > 1:
-        gold, predicted = gather_object(gold), gather_object(predicted)
-        n_classes = max(gather_object([n_classes]))
-    if not gold:
-        return {}
-    labels = list(range(n_classes)) or None
-    macro = f1_score(gold, predicted, labels=labels, average="macro", zero_division=0)
-    return {"accuracy": float(accuracy_score(gold, predicted)), "f1": float(macro)}
-
-
-@contextmanager
-def graceful_interrupt() -> Iterator[Callable[[], bool]]:
-    """The first Ctrl-C asks the loop to stop after the current step (and checkpoint); a second one kills."""
-    requested = False
-
-    def handler(signum: int, frame: Any) -> None:
-        nonlocal requested
-        if requested:
-            raise KeyboardInterrupt
-        requested = True
-        tqdm.write("Interrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort now)...")
-
-    try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield lambda: False
-        return
-    try:
-        yield lambda: requested
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 @dataclass
 class Hooks:
     """What the recipe does around the loop; every callback is optional."""
@@ -285,100 +137,6 @@ class Hooks:
     on_best: Callable[[LoopState], None] = lambda state: None  # a new best evaluation (early stopping): keep it
     after_step: Sequence[Callable[[LoopState], None]] = ()
     stop_requested: Callable[[], bool] = lambda: False
-
-
-# --- early stopping ---------------------------------------------------------------------------------------------
-
-
-def track_best(state: LoopState, result: dict[str, float], cfg: EarlyStoppingConfig) -> bool:
-    """Count an evaluation towards early stopping; True when it is a new best (the caller keeps its weights).
-
-    An improvement is a change of more than `min_delta` in the better direction; after `patience` evaluations in
-    a row without one, `state.stopped_early` is set and the loop ends after this step.
-    """
-    if cfg.metric not in result:
-        raise LmtuneError(
-            f"train.early_stopping.metric: the evaluation does not compute {cfg.metric!r} "
-            f"(it computes {', '.join(sorted(result))})",
-            hint="watch one of those",
-        )
-    value = float(result[cfg.metric])
-    sign = 1.0 if cfg.mode == "min" else -1.0
-    if state.best_metric is None or sign * (state.best_metric - value) > cfg.min_delta:
-        state.best_metric, state.best_step, state.bad_evals = value, state.step, 0
-        return True
-    state.bad_evals += 1
-    state.stopped_early = state.bad_evals >= cfg.patience
-    return False
-
-
-def run_evaluation(state: LoopState, hooks: Hooks, early_stopping: EarlyStoppingConfig | None) -> dict[str, float]:
-    """Evaluate through the hook and, with early stopping, track the best evaluation (and keep its weights)."""
-    assert hooks.on_eval is not None
-    result = hooks.on_eval(state)
-    if early_stopping is not None and track_best(state, result, early_stopping):
-        hooks.on_best(state)
-    return result
-
-
-def stop_reason(state: LoopState, cfg: EarlyStoppingConfig) -> str:
-    by = f" by more than {cfg.min_delta:g}" if cfg.min_delta else ""
-    return (
-        f"validation {cfg.metric} did not improve{by} in {state.bad_evals} evaluations after its best, "
-        f"{state.best_metric:.4f} at step {state.best_step}"
-    )
-
-
-_BEST = "best-"
-
-
-def best_dir(run_dir: Path, step: int) -> Path:
-    """Where the weights of the best evaluation are kept: beside the checkpoints, out of their rotation."""
-    return run_dir / CHECKPOINTS / f"{_BEST}{step:06d}"
-
-
-def save_best(
-    run_dir: Path, step: int, model: torch.nn.Module, keep: Iterable[int | None] = (), *, write: bool = True
-) -> Path:
-    """Write the trainable weights of the best evaluation (atomically), then drop older bests not in `keep`.
-
-    The recipe keeps the best that the last checkpoint refers to until the next checkpoint: a crash between the
-    two resumes from that checkpoint, whose best must still be on disk. Call it on every process (an FSDP model's
-    shards are gathered); only where `write` (the main process) is anything written or deleted.
-    """
-    final = best_dir(run_dir, step)
-    if not write and not gathers(model):
-        return final  # nothing to gather: the writing process holds every weight whole
-    weights = trainable_state(model)
-    if not write:
-        return final
-    with atomic_dir(final) as tmp:
-        save_file(weights, str(tmp / "trainable.safetensors"))
-    prune_best(run_dir, {step, *keep})
-    return final
-
-
-def prune_best(run_dir: Path, keep: Iterable[int | None]) -> None:
-    """Delete the kept-best weights of every step but those in `keep` (e.g. ones a crashed run wrote after the
-    checkpoint it resumes from)."""
-    root = run_dir / CHECKPOINTS
-    if not root.is_dir():
-        return
-    wanted = {best_dir(run_dir, s).name for s in keep if s is not None}
-    for path in root.iterdir():
-        if path.is_dir() and path.name.startswith(_BEST) and path.name not in wanted:
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def load_best(run_dir: Path, step: int, model: torch.nn.Module) -> None:
-    """Put the kept weights of the best evaluation back into the model (in place; plain, DDP or FSDP)."""
-    path = best_dir(run_dir, step) / "trainable.safetensors"
-    if not path.is_file():
-        raise LmtuneError(
-            f"the weights of the best evaluation (step {step}) are missing: {path}",
-            hint="they are written when the validation metric improves; was the checkpoints folder changed?",
-        )
-    load_trainable(model, load_file(str(path)), path)
 
 
 def train_loop(
@@ -400,7 +158,7 @@ def train_loop(
 ) -> LoopState:
     """Train until `steps` optimizer steps are done (or early stopping ends the run), from `state`.
 
-    `task` (the config's training type) picks the objective (`lmtune.objectives.OBJECTIVES`); `objective`, when
+    `task` (the config's training type) picks the objective (`lmtune.train.objectives.OBJECTIVES`); `objective`, when
     given, replaces it (the task's objective with the run's loss settings, `objective_for`).
 
     `anchors` are the values of the trainable parameters before training (in their order), for L2-SP
@@ -408,7 +166,7 @@ def train_loop(
     """
     world, rank = accelerator.num_processes, accelerator.process_index
     # Under DeepSpeed its engine runs backward and the optimizer step (with the clipping of its config, which
-    # `lmtune.launch.configure_deepspeed` sets from train.max_grad_norm); lmtune keeps the loss scale and schedule.
+    # `lmtune.train.launch.configure_deepspeed` sets from train.max_grad_norm); lmtune keeps the loss scale and schedule.
     engine = zero.engine_of(model)
     task_objective = objective or OBJECTIVES[task]
     head = loss_head(model, accelerator, task_objective) if cfg.chunked_loss else None
@@ -513,3 +271,12 @@ def train_loop(
             state.batches_done = 0
     bar.close()
     return state
+
+
+def run_evaluation(state: LoopState, hooks: Hooks, early_stopping: EarlyStoppingConfig | None) -> dict[str, float]:
+    """Evaluate through the hook and, with early stopping, track the best evaluation (and keep its weights)."""
+    assert hooks.on_eval is not None
+    result = hooks.on_eval(state)
+    if early_stopping is not None and track_best(state, result, early_stopping):
+        hooks.on_best(state)
+    return result

@@ -1,6 +1,6 @@
 """The memory terms of a training step, for `lmtune estimate`: each a formula over the model's shape and a batch.
 
-Kept apart from `lmtune.estimate` (which describes the model and plans the run's batches) because each term is
+Kept apart from `lmtune.estimate.model` (which describes the model and plans the run's batches) because each term is
 its own derivation; see that module's docstring for the method (Korthikanti et al. 2022, redone per op).
 """
 
@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from lmtune.linear_ce import CHUNK_ELEMENTS
-
-if TYPE_CHECKING:
-    from lmtune.estimate import LinearSpec, MicroBatch, ModelSpec
+from lmtune.estimate.spec import LinearSpec, MicroBatch, ModelSpec, lora_parameters
+from lmtune.train.linear_ce import CHUNK_ELEMENTS
 
 # Linear layers that read the same input tensor (the output of one norm), so a saved input is stored once for all.
 _SHARED_INPUT = {
@@ -27,14 +25,6 @@ _SHARED_INPUT = {
 # product) rather than out of a norm in the residual dtype: autocast does not copy it, and o_proj's input is the
 # SDPA output that attention saves anyway.
 _INNER_INPUT = {"o_proj", "down_proj"}
-
-
-def lora_parameters(in_features: int, out_features: int, r: int) -> int:
-    """Parameters LoRA adds to one linear layer: A is r x in, B is out x r (Hu et al. 2021), so r·(in + out).
-
-    A 512x512 layer at rank 8 gains 8·(512 + 512) = 8,192 parameters.
-    """
-    return r * (in_features + out_features)
 
 
 @dataclass(frozen=True)
@@ -163,7 +153,7 @@ def logits_bytes(spec: ModelSpec, mb: MicroBatch, prec: Precision) -> int:
     """
     n, v, logits = mb.trained, spec.vocab, mb.tokens * spec.vocab
     if spec.chunked_loss:
-        # lmtune.linear_ce: the gathered hidden rows and their gradient, and one chunk's logits in float32 with
+        # lmtune.train.linear_ce: the gathered hidden rows and their gradient, and one chunk's logits in float32 with
         # their gradient in the compute dtype; no full-vocabulary tensor.
         rows = min(n, max(1, CHUNK_ELEMENTS // v))
         return 2 * 4 * n * spec.hidden + rows * v * (4 + prec.compute_itemsize) + 8 * n + mb.rows * mb.width

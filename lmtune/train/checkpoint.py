@@ -9,7 +9,7 @@ Under FSDP the parameters and optimizer states are sharded over the processes. E
 gathering them (torch.distributed.checkpoint's state-dict API, which also reads DDP-wrapped and plain models), and
 the checkpoint holds whole tensors keyed by parameter name, so it loads into any launch: one process, DDP, or
 FSDP on another number of processes. DeepSpeed ZeRO runs read and write the same whole, name-keyed tensors
-through DeepSpeed's own functions (`lmtune.zero`), so they load anywhere too.
+through DeepSpeed's own functions (`lmtune.train.zero`), so they load anywhere too.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,9 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
-from lmtune import zero
+from lmtune.errors import LmtuneError
 from lmtune.fileio import atomic_dir
+from lmtune.train import zero
 
 CHECKPOINTS = "checkpoints"
 _PREFIX = "step-"
@@ -220,3 +222,55 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         group["lr"] = lr
     set_rng_state(state["rng"])
     return json.loads((path / "loop_state.json").read_text(encoding="utf-8"))
+
+
+_BEST = "best-"
+
+
+def best_dir(run_dir: Path, step: int) -> Path:
+    """Where the weights of the best evaluation are kept: beside the checkpoints, out of their rotation."""
+    return run_dir / CHECKPOINTS / f"{_BEST}{step:06d}"
+
+
+def save_best(
+    run_dir: Path, step: int, model: torch.nn.Module, keep: Iterable[int | None] = (), *, write: bool = True
+) -> Path:
+    """Write the trainable weights of the best evaluation (atomically), then drop older bests not in `keep`.
+
+    The recipe keeps the best that the last checkpoint refers to until the next checkpoint: a crash between the
+    two resumes from that checkpoint, whose best must still be on disk. Call it on every process (an FSDP model's
+    shards are gathered); only where `write` (the main process) is anything written or deleted.
+    """
+    final = best_dir(run_dir, step)
+    if not write and not gathers(model):
+        return final  # nothing to gather: the writing process holds every weight whole
+    weights = trainable_state(model)
+    if not write:
+        return final
+    with atomic_dir(final) as tmp:
+        save_file(weights, str(tmp / "trainable.safetensors"))
+    prune_best(run_dir, {step, *keep})
+    return final
+
+
+def prune_best(run_dir: Path, keep: Iterable[int | None]) -> None:
+    """Delete the kept-best weights of every step but those in `keep` (e.g. ones a crashed run wrote after the
+    checkpoint it resumes from)."""
+    root = run_dir / CHECKPOINTS
+    if not root.is_dir():
+        return
+    wanted = {best_dir(run_dir, s).name for s in keep if s is not None}
+    for path in root.iterdir():
+        if path.is_dir() and path.name.startswith(_BEST) and path.name not in wanted:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def load_best(run_dir: Path, step: int, model: torch.nn.Module) -> None:
+    """Put the kept weights of the best evaluation back into the model (in place; plain, DDP or FSDP)."""
+    path = best_dir(run_dir, step) / "trainable.safetensors"
+    if not path.is_file():
+        raise LmtuneError(
+            f"the weights of the best evaluation (step {step}) are missing: {path}",
+            hint="they are written when the validation metric improves; was the checkpoints folder changed?",
+        )
+    load_trainable(model, load_file(str(path)), path)

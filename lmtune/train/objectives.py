@@ -11,9 +11,9 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from lmtune.data.tokenize import IGNORE
+from lmtune.data.types import IGNORE
 from lmtune.errors import LmtuneError
-from lmtune.linear_ce import causal_hidden_loss
+from lmtune.train.linear_ce import causal_hidden_loss
 
 
 def causal_lm_loss(
@@ -102,7 +102,7 @@ class Objective:
     # Encoder-decoders build their decoder inputs from the labels (shifted right, each architecture its own way),
     # so the labels go into the forward pass too (the model's own mean loss it then computes is not used).
     model_takes_labels: bool = False
-    # The same loss from the last hidden states and the output layer (`lmtune.linear_ce`), for the loop to use
+    # The same loss from the last hidden states and the output layer (`lmtune.train.linear_ce`), for the loop to use
     # instead of `loss` when the model's head allows it: no full-vocabulary logits.
     hidden_loss: Callable[..., tuple[torch.Tensor, int]] | None = None
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmtune.data.tokenize import IGNORE
+from lmtune.data.types import IGNORE
 
 # Logits per chunk: 2^23 float32 values (32 MiB), e.g. 1,048 positions of an 8,000-token vocabulary.
 CHUNK_ELEMENTS = 1 << 23
