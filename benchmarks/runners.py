@@ -225,7 +225,6 @@ def lmtune_config(spec: Spec, out: str) -> dict[str, Any]:
 
 
 def run_lmtune(spec: Spec, on_step: Callable[[int], None]) -> Any:
-    from rich.console import Console
 
     import lmtune
     from lmtune.export import load_tuned
@@ -242,7 +241,7 @@ def run_lmtune(spec: Spec, on_step: Callable[[int], None]) -> Any:
             lmtune_config(spec, out),
             overrides=spec.overrides,
             after_step=[after_step],
-            console=Console(stderr=True, quiet=True),
+            report=None,
         )
         model, tok, _ = load_tuned(result.run_dir)
     return model.float(), tok

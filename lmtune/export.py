@@ -22,13 +22,16 @@ from lmtune.config import RunConfig
 from lmtune.errors import LmtuneError
 from lmtune.methods import quantization_config, transformer_blocks
 from lmtune.model import is_classifier, is_preset, is_token_classifier, load_model, load_tokenizer
+from lmtune.tasks import TASKS
 from lmtune.train.checkpoint import gathers, model_state, trainable_state
 
 # The model class of each training type's saved model (others: a causal LM).
+# The transformers class of each model kind a task trains (`lmtune.tasks`: a task entry's `model`).
 AUTO_CLASSES = {
+    "causal": AutoModelForCausalLM,
     "seq2seq": AutoModelForSeq2SeqLM,
-    "classification": AutoModelForSequenceClassification,
-    "token_classification": AutoModelForTokenClassification,
+    "classifier": AutoModelForSequenceClassification,
+    "token_classifier": AutoModelForTokenClassification,
     "reward": AutoModelForSequenceClassification,  # a reward model: a classifier with one output, the score
 }
 
@@ -110,7 +113,8 @@ def load_tuned(run_dir: Path) -> tuple[Any, PreTrainedTokenizerBase, RunConfig]:
     The run's task says the model class: an encoder-decoder for seq2seq, a sequence classifier for classification
     (label names in its config's id2label), a causal LM otherwise."""
     cfg = read_run_config(run_dir)
-    auto = AUTO_CLASSES.get(cfg.task, AutoModelForCausalLM)
+    kind = TASKS[cfg.task].model
+    auto = AUTO_CLASSES[kind]
     final = run_dir / FINAL
     if not final.is_dir():
         raise LmtuneError(f"{run_dir} has no final model yet", hint="finish the run (lmtune train CONFIG --resume)")
@@ -121,15 +125,15 @@ def load_tuned(run_dir: Path) -> tuple[Any, PreTrainedTokenizerBase, RunConfig]:
             base = auto.from_pretrained(base_dir, use_safetensors=True)
         else:
             extra: dict[str, Any] = {}
-            if cfg.task in ("classification", "reward", "token_classification"):
+            if kind in ("classifier", "token_classifier", "reward"):
                 saved = AutoConfig.from_pretrained(final)
                 extra = dict(
                     labels=[saved.id2label[i] for i in range(saved.num_labels)], pad_token_id=saved.pad_token_id
                 )
             base = load_model(
                 cfg.model.model_copy(update={"gradient_checkpointing": False}),
+                kind,
                 quantization=_quantized(cfg),
-                task="classification" if cfg.task == "reward" else cfg.task,
                 **extra,
             )
         if is_adapter_dir(final):

@@ -1,7 +1,7 @@
 """Fine-tuning methods: each turns a base model into the model to train, deciding what is trainable.
 
 `METHODS` maps the config's `method.name` to a `Method`: the function `(model, method_cfg) -> model` that applies
-it, and the training types (`task:`) it supports. peft does the work for every adapter method except bottleneck
+it. Which methods fit which task is each task entry's `methods` (`lmtune.tasks`). peft does the work for every adapter method except bottleneck
 adapters, which peft does not ship (see `lmtune.adapters`). A new method is one function and one entry here (and
 its config section in `lmtune.config`).
 """
@@ -217,42 +217,22 @@ def apply_freeze(model: PreTrainedModel, cfg: FreezeMethod) -> PreTrainedModel:
 @dataclass(frozen=True)
 class Method:
     apply: Callable[[PreTrainedModel, Any], Any]
-    tasks: frozenset[str]  # training types (`task:`) the method supports
-    summary: str  # what trains, in words (the README's table)
+    summary: str  # what trains, in words (the README's table); which tasks it fits is each task entry's `methods`
 
-
-_CAUSAL = frozenset({"sft", "causal_lm"})
-_ANY_LM = _CAUSAL | {"seq2seq"}
-_WITH_CLS = _ANY_LM | {"classification", "token_classification"}
-_ALIGN = frozenset({"reward", "dpo", "rlhf"})  # preference tasks, trained through trl (lmtune.align)
 
 METHODS: dict[str, Method] = {
-    "full": Method(apply_full, _WITH_CLS | _ALIGN, "every weight"),
-    "freeze": Method(
-        apply_freeze, _WITH_CLS | _ALIGN, "the last N blocks (+ glob-matched modules; a classifier's head)"
-    ),
-    "lora": Method(apply_lora, _WITH_CLS | _ALIGN, "low-rank A·B beside each adapted linear layer"),
-    "dora": Method(apply_lora, _WITH_CLS | _ALIGN, "LoRA + a magnitude vector per adapted layer"),
-    "qlora": Method(apply_lora, _CAUSAL | {"dpo", "rlhf"}, "LoRA on a 4/8-bit quantized base (CUDA)"),
-    "ia3": Method(apply_ia3, _CAUSAL, "one scaling vector per targeted layer"),
-    "prompt_tuning": Method(apply_prompt_tuning, _CAUSAL, "virtual-token input embeddings"),
-    "prefix_tuning": Method(apply_prefix_tuning, _CAUSAL, "virtual keys/values in every layer"),
-    "adapters": Method(apply_adapters, _CAUSAL, "a bottleneck MLP after each block's MLP"),
+    "full": Method(apply_full, "every weight"),
+    "freeze": Method(apply_freeze, "the last N blocks (+ glob-matched modules; a classifier's head)"),
+    "lora": Method(apply_lora, "low-rank A·B beside each adapted linear layer"),
+    "dora": Method(apply_lora, "LoRA + a magnitude vector per adapted layer"),
+    "qlora": Method(apply_lora, "LoRA on a 4/8-bit quantized base (CUDA)"),
+    "ia3": Method(apply_ia3, "one scaling vector per targeted layer"),
+    "prompt_tuning": Method(apply_prompt_tuning, "virtual-token input embeddings"),
+    "prefix_tuning": Method(apply_prefix_tuning, "virtual keys/values in every layer"),
+    "adapters": Method(apply_adapters, "a bottleneck MLP after each block's MLP"),
 }
 
 
-def check_method(name: str, task: str) -> None:
-    """Refuse a method the training type does not support (before any model is loaded)."""
-    method = METHODS[name]
-    if task not in method.tasks:
-        able = sorted(n for n, m in METHODS.items() if task in m.tasks)
-        raise LmtuneError(
-            f"method {name} does not support task {task!r}",
-            hint=f"it supports: {', '.join(sorted(method.tasks))}"
-            + (f"; methods for {task}: {', '.join(able)}" if able else ""),
-        )
-
-
-def apply_method(model: PreTrainedModel, cfg: Any, task: str = "sft") -> Any:
-    check_method(cfg.name, task)
+def apply_method(model: PreTrainedModel, cfg: Any) -> Any:
+    """The configured method applied to the model (peft does the work; the task entry said it fits)."""
     return METHODS[cfg.name].apply(model, cfg)

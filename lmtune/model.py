@@ -87,40 +87,66 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
 
 def load_model(
     cfg: ModelConfig,
-    quantization: Any = None,
-    task: str = "sft",
+    kind: str = "causal",
     *,
+    quantization: Any = None,
     labels: Sequence[str] = (),
     pad_token_id: int | None = None,
+    meta: bool = False,
 ) -> PreTrainedModel:
-    """The causal LM in the configured dtype (task seq2seq: the encoder-decoder; task classification: the model
-    with a classification head for `labels`). Presets are built from their config with a fixed seed.
+    """The base model of a run in the configured dtype, of the class its task trains (`kind`, the task entry's
+    `model`): a causal LM, an encoder-decoder (seq2seq), a model with a sequence-classification head for
+    `labels` (classifier), with a token-classification head (token_classifier), or with one score output
+    (reward). Presets are built from their config with a fixed seed.
 
     `quantization` (a transformers quantization config, e.g. qlora's BitsAndBytesConfig) quantizes the weights as
-    they load; a preset has no weights to load, so it cannot be quantized.
+    they load; a preset has no weights to load, so it cannot be quantized. `meta`: built on the meta device from
+    the config alone (shapes, dtypes and tying, no memory, no weights read), for `lmtune estimate`.
     """
-    if task == "seq2seq":
-        return load_seq2seq_model(cfg)
-    if task in ("classification", "token_classification"):
-        return load_classifier(cfg, labels, pad_token_id, per_token=task == "token_classification")
+    if kind == "seq2seq":
+        return load_seq2seq_model(cfg, meta=meta)
+    if kind in ("classifier", "token_classifier", "reward"):
+        names = REWARD_LABELS if kind == "reward" else labels
+        return load_classifier(cfg, names, pad_token_id, per_token=kind == "token_classifier", meta=meta)
     dtype = _DTYPES[cfg.dtype]
     kwargs: dict[str, Any] = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
-    if quantization is not None:
+    if quantization is not None and not meta:
         if is_preset(cfg.name):
             raise LmtuneError(
                 f"method qlora: {cfg.name} is built from its config and has no weights to quantize as they load",
                 hint="use a model directory or hub id (e.g. save the preset with save_pretrained first)",
             )
         kwargs["quantization_config"] = quantization
-    if is_preset(cfg.name):
-        config = AutoConfig.from_pretrained(preset_dir(cfg.name))
+    if is_preset(cfg.name) or meta:
+        config = _read_config(cfg)
         apply_dropout(config, cfg.dropout)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(PRESET_INIT_SEED)
-            model = AutoModelForCausalLM.from_config(config, dtype=dtype, **kwargs)
+        model = _from_config(AutoModelForCausalLM, config, dtype, meta, **kwargs)
     else:
         model = _from_pretrained(AutoModelForCausalLM, cfg, **kwargs)
     return _checkpointing(model, cfg)
+
+
+# A reward model is a sequence classifier with one output: the score of a text.
+REWARD_LABELS = ("reward",)
+
+
+def _read_config(cfg: ModelConfig, **options: Any) -> Any:
+    try:
+        return AutoConfig.from_pretrained(
+            _source(cfg.name), revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, **options
+        )
+    except (OSError, ValueError) as e:
+        raise _load_error("model", cfg.name, e) from None
+
+
+def _from_config(auto_class: Any, config: Any, dtype: torch.dtype, meta: bool, **kwargs: Any) -> PreTrainedModel:
+    """A model built from its config: on the meta device, or (a preset) initialised from the fixed seed."""
+    if meta:
+        with torch.device("meta"):
+            return auto_class.from_config(config, dtype=dtype, **kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(PRESET_INIT_SEED)
+        return auto_class.from_config(config, dtype=dtype, **kwargs)
 
 
 # The dropout probabilities model configs name (Llama/Qwen, GPT-2, BERT/MiniLM, T5, BART, ...): `model.dropout` sets
@@ -182,7 +208,7 @@ def _checkpointing(model: PreTrainedModel, cfg: ModelConfig) -> PreTrainedModel:
     return model
 
 
-def load_seq2seq_model(cfg: ModelConfig) -> PreTrainedModel:
+def load_seq2seq_model(cfg: ModelConfig, *, meta: bool = False) -> PreTrainedModel:
     """An encoder-decoder (T5, BART, ...) for task seq2seq, weights from safetensors only.
 
     The config is read first so that a decoder-only model is refused in words rather than by transformers'
@@ -193,10 +219,7 @@ def load_seq2seq_model(cfg: ModelConfig) -> PreTrainedModel:
             f"model.name: task seq2seq needs an encoder-decoder model, and {cfg.name} is a decoder-only preset",
             hint="use a seq2seq model such as google/flan-t5-base or facebook/bart-base (or a local directory of one)",
         )
-    try:
-        config = AutoConfig.from_pretrained(cfg.name, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise _load_error("model", cfg.name, e) from None
+    config = _read_config(cfg)
     if not getattr(config, "is_encoder_decoder", False):
         raise LmtuneError(
             f"model.name: task seq2seq needs an encoder-decoder model, and {cfg.name} is decoder-only "
@@ -204,6 +227,9 @@ def load_seq2seq_model(cfg: ModelConfig) -> PreTrainedModel:
             hint="use a seq2seq model such as google/flan-t5-base, or task sft for a decoder-only model",
         )
     kwargs: dict[str, Any] = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
+    if meta:
+        apply_dropout(config, cfg.dropout)
+        return _checkpointing(_from_config(AutoModelForSeq2SeqLM, config, _DTYPES[cfg.dtype], True, **kwargs), cfg)
     return _checkpointing(_from_pretrained(AutoModelForSeq2SeqLM, cfg, **kwargs), cfg)
 
 
@@ -220,7 +246,12 @@ def is_token_classifier(model: Any) -> bool:
 
 
 def load_classifier(
-    cfg: ModelConfig, labels: Sequence[str], pad_token_id: int | None = None, *, per_token: bool = False
+    cfg: ModelConfig,
+    labels: Sequence[str],
+    pad_token_id: int | None = None,
+    *,
+    per_token: bool = False,
+    meta: bool = False,
 ) -> PreTrainedModel:
     """An encoder (BERT, MiniLM, ...) or decoder with a sequence-classification head for `labels` (task
     classification). The label names go into the model config (id2label/label2id), so the saved model keeps them.
@@ -241,22 +272,15 @@ def load_classifier(
     if pad_token_id is not None:
         options["pad_token_id"] = pad_token_id
     kwargs: dict[str, Any] = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
-    try:
-        config = AutoConfig.from_pretrained(
-            _source(cfg.name), revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, **options
-        )
-    except (OSError, ValueError) as e:
-        raise _load_error("model", cfg.name, e) from None
+    config = _read_config(cfg, **options)
     if getattr(config, "is_encoder_decoder", False):
         raise LmtuneError(
             f"model.name: task {task} needs an encoder or a decoder model, and {cfg.name} is an encoder-decoder",
             hint="use an encoder such as sentence-transformers/all-MiniLM-L6-v2 or bert-base-uncased",
         )
-    if is_preset(cfg.name):
+    if is_preset(cfg.name) or meta:
         apply_dropout(config, cfg.dropout)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(PRESET_INIT_SEED)
-            model = auto.from_config(config, dtype=_DTYPES[cfg.dtype], **kwargs)
+        model = _from_config(auto, config, _DTYPES[cfg.dtype], meta, **kwargs)
     else:
         # A checkpoint's head for another label count (e.g. a NER model's 9 tags) is replaced by a new one.
         model = _from_pretrained(auto, cfg, config=config, ignore_mismatched_sizes=True, **kwargs)

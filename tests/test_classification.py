@@ -27,6 +27,7 @@ from lmtune.data.tokenize import label_names, tokenize_classification
 from lmtune.data.types import Record
 from lmtune.errors import DataError, LmtuneError
 from lmtune.export import load_tuned
+from lmtune.tasks import TASKS
 from lmtune.train.objectives import classification_loss, resolve_class_weights
 from lmtune.train.validation import evaluate_loss
 
@@ -146,7 +147,13 @@ def test_classification_run_learns_reloads_and_evaluates(
         tokenize_classification(load_splits(cfg.data, cfg.seed).validation, tokenizer, ["0", "1"], max_length=32)[0]
     )
     again = evaluate_loss(
-        tuned, val, 8, tokenizer.pad_token_id, Accelerator(mixed_precision="no", cpu=True), task="classification"
+        tuned,
+        val,
+        8,
+        tokenizer.pad_token_id,
+        Accelerator(mixed_precision="no", cpu=True),
+        TASKS["classification"].objective,
+        TASKS["classification"].scorer(tuned.config.id2label),
     )
     assert again["accuracy"] == pytest.approx(s["val_accuracy_after"])
     # Same logits from a second load (the saved head is the trained one, not a fresh random one).

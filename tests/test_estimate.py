@@ -224,7 +224,7 @@ def test_activation_terms_match_what_autograd_saves(method, autocast):
     [("full", "no"), ("lora", "no"), ("full", "bf16"), ("lora", "bf16")],
 )
 def test_estimate_is_within_25_percent_of_the_probed_peak(llama_dir, text_data, method, precision):
-    result = estimate(run_config(llama_dir, text_data, method, precision, max_steps=20), probe_steps=3, console=QUIET)
+    result = estimate(run_config(llama_dir, text_data, method, precision, max_steps=20), probe_steps=3, report=None)
     probe = result.probe
     assert probe is not None and probe.steps == 3 and len(probe.step_seconds) == 3
     assert probe.peak > 50 * 2**20  # far above measurement noise
@@ -286,9 +286,9 @@ def test_forecast_takes_the_median_rate_and_counts_the_first_step_as_measured():
 @pytest.mark.slow  # timed: a loaded machine (CI, parallel jobs) moves the real run, not the forecast
 def test_probe_forecast_is_within_25_percent_of_a_real_run(llama_dir, text_data):
     cfg = run_config(llama_dir, text_data, "full", "no", max_steps=30)
-    forecast = estimate(cfg, probe_steps=10, console=QUIET).probe.forecast_s
+    forecast = estimate(cfg, probe_steps=10, report=None).probe.forecast_s
     with tempfile.TemporaryDirectory() as tmp:
-        real = finetune(cfg, output_dir=str(Path(tmp) / "run"), console=QUIET).summary["train_time_s"]
+        real = finetune(cfg, output_dir=str(Path(tmp) / "run"), report=None).summary["train_time_s"]
     assert 0.75 <= forecast / real <= 1.25, (forecast, real)
 
 

@@ -9,6 +9,7 @@ from lmtune.config import FreezeMethod, FullMethod, LoraMethod, QloraMethod
 from lmtune.errors import LmtuneError
 from lmtune.methods import METHODS, apply_method, transformer_blocks
 from lmtune.model import count_parameters
+from lmtune.tasks import TASKS
 
 
 def linear_shapes(model: torch.nn.Module, names: set[str] | None = None) -> dict[str, tuple[int, int]]:
@@ -153,7 +154,7 @@ def test_every_method_tag_has_a_function_and_its_tasks():
         == set(METHOD_SECTIONS)
         == {*("full", "freeze", "lora", "dora", "qlora", "ia3", "prompt_tuning", "prefix_tuning", "adapters")}
     )
-    assert all("sft" in m.tasks for m in METHODS.values())
+    assert all(name in TASKS["sft"].methods for name in METHODS)
 
 
 # --- the contract matrix: every method that runs on CPU, through the real finetune API ----------------------
@@ -315,7 +316,7 @@ def test_qlora_without_cuda_is_a_clear_error_before_any_weight_loads(tmp_path, m
     from support import chat_record, write_jsonl
     from test_api import make_config
 
-    import lmtune.api.train as train_api
+    import lmtune.api.setup as setup_api
     from lmtune.api import finetune
     from lmtune.methods import quantization_config
 
@@ -325,7 +326,7 @@ def test_qlora_without_cuda_is_a_clear_error_before_any_weight_loads(tmp_path, m
     assert quantization_config(LoraMethod()) is None
 
     loads = []
-    monkeypatch.setattr(train_api, "load_model", lambda *a, **k: loads.append(a))
+    monkeypatch.setattr(setup_api, "load_model", lambda *a, **k: loads.append(a))
     data = write_jsonl(tmp_path / "chat.jsonl", [chat_record(i) for i in range(10)])
     cfg = make_config(data, method={"name": "qlora", "bits": 4}, model={"name": str(gpt2_dir)})
     with pytest.raises(LmtuneError, match=r"qlora.*CUDA"):
@@ -347,11 +348,17 @@ def test_virtual_token_methods_refuse_packing(name):
         load_config({"data": {"train": "x.jsonl", "packing": True}, "method": name})
 
 
-def test_a_method_refuses_a_task_it_does_not_support(tiny_model):
-    from lmtune.config import PromptTuningMethod
+def test_a_method_refuses_a_task_it_does_not_support(tmp_path):
+    from lmtune.api.setup import task_of
+    from lmtune.config import RunConfig
 
+    cfg = RunConfig.model_validate(
+        {"task": "dpo", "method": {"name": "prompt_tuning"}, "data": {"train": str(tmp_path / "x.jsonl")}}
+    )
     with pytest.raises(LmtuneError, match="does not support task 'dpo'"):
-        apply_method(tiny_model, PromptTuningMethod(), task="dpo")  # lora does support dpo (lmtune.align)
+        task_of(cfg)
+    lora = RunConfig.model_validate({"task": "dpo", "method": {"name": "lora"}, "data": {"train": "x.jsonl"}})
+    assert task_of(lora).name == "dpo"  # lora does support dpo
 
 
 def test_adapters_start_as_the_base_model(tiny_model):

@@ -22,6 +22,7 @@ from lmtune.errors import LmtuneError
 from lmtune.evaluate.generate import generate
 from lmtune.export import load_tuned
 from lmtune.model import load_model, load_tokenizer
+from lmtune.tasks import TASKS
 from lmtune.train.objectives import seq2seq_loss
 from lmtune.train.validation import evaluate_loss
 
@@ -95,7 +96,7 @@ def body_of(tokenizer: Any, ex: PromptCompletionExample) -> list[int]:
 
 
 def test_seq2seq_loss_is_the_models_own_loss_summed(t5_dir: Path, tokenizer) -> None:
-    model = load_model(ModelConfig(name=str(t5_dir)), task="seq2seq").eval()
+    model = load_model(ModelConfig(name=str(t5_dir)), "seq2seq").eval()
     rows = unpacked(tokenize_seq2seq(_examples(tokenizer), tokenizer, max_length=64)[0])
     batch = collate(rows, tokenizer.pad_token_id)
     assert batch["labels"].shape[1] == max(len(r.decoder_labels or []) for r in rows) != batch["input_ids"].shape[1]
@@ -125,7 +126,7 @@ def test_seq2seq_run_learns_reloads_and_evaluates(tmp_path: Path, t5_dir: Path, 
 
     val = unpacked(tokenize_seq2seq(load_splits(cfg.data, cfg.seed).validation, tokenizer, max_length=48)[0])
     again = evaluate_loss(
-        model, val, 8, tokenizer.pad_token_id, Accelerator(mixed_precision="no", cpu=True), task="seq2seq"
+        model, val, 8, tokenizer.pad_token_id, Accelerator(mixed_precision="no", cpu=True), TASKS["seq2seq"].objective
     )
     assert again["loss"] == pytest.approx(s["val_loss_after"], rel=1e-5)
 

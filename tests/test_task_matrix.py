@@ -21,6 +21,7 @@ from lmtune.config import ModelConfig, load_config
 from lmtune.export import load_tuned
 from lmtune.methods import METHODS, apply_method
 from lmtune.model import count_parameters, load_model, load_tokenizer
+from lmtune.tasks import TASKS
 
 PRESET = "preset:tiny-chat"
 METHOD = {
@@ -53,7 +54,7 @@ def test_the_matrix_covers_every_supported_pair() -> None:
     elsewhere |= {("causal_lm", "full"), ("classification", "full"), ("classification", "lora")}
     elsewhere |= {("reward", "lora"), ("dpo", "lora"), ("dpo", "full"), ("rlhf", "lora")}
     here = set(OWN_LOOP) | set(TRL) | {("rlhf", m) for m in RLHF}
-    supported = {(t, m) for m, spec in METHODS.items() if m != "qlora" for t in spec.tasks}
+    supported = {(t, m) for t, task in TASKS.items() for m in task.methods if m != "qlora"}
     assert here | elsewhere == supported
 
 
@@ -115,8 +116,8 @@ def test_own_loop_task_trains_counts_and_reloads(tmp_path: Path, t5_dir: Path, t
     # The reported count is the trained model's, rebuilt here from the base and the method.
     tok = load_tokenizer(ModelConfig(name=model_name))
     labels = summary.get("labels", [])
-    base = load_model(ModelConfig(name=model_name), task=task, labels=labels, pad_token_id=tok.pad_token_id)
-    trained = apply_method(base, load_config(cfg).method, task)
+    base = load_model(ModelConfig(name=model_name), TASKS[task].model, labels=labels, pad_token_id=tok.pad_token_id)
+    trained = apply_method(base, load_config(cfg).method)
     assert summary["trainable_parameters"] == count_parameters(trained)[0]
 
     # save -> load gives the trained model.

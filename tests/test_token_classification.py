@@ -25,13 +25,13 @@ from lmtune.data.formats import normalize
 from lmtune.data.load import load_records
 from lmtune.data.ner import entity_scores
 from lmtune.data.prepare import load_splits
-from lmtune.data.tokenize import tokenize_task
 from lmtune.data.types import IGNORE
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.generate import generate
 from lmtune.export import load_tuned
 from lmtune.methods import transformer_blocks
 from lmtune.model import load_model
+from lmtune.tasks import TASKS, TokenizeOptions
 from lmtune.train.objectives import token_classification_loss
 from lmtune.train.validation import evaluate_loss
 
@@ -148,7 +148,7 @@ def test_every_method_learns_counts_exactly_and_reloads_identically(
     validation = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert all({"precision", "recall", "f1", "accuracy"} <= set(r) for r in validation if r["split"] == "validation")
 
-    base = load_model(ModelConfig(name=str(bert_dir)), task="token_classification", labels=TAGS)
+    base = load_model(ModelConfig(name=str(bert_dir)), "token_classifier", labels=TAGS)
     assert s["trainable_parameters"] == _expected_trainable(base, method)
 
     # The reloaded model scores the validation split exactly as the model did after its last step ...
@@ -156,9 +156,19 @@ def test_every_method_learns_counts_exactly_and_reloads_identically(
     assert type(tuned).__name__.startswith("Peft") == (key in ("lora", "dora"))
     assert [tuned.config.id2label[i] for i in range(len(TAGS))] == TAGS
     val = load_splits(cfg.data, cfg.seed).validation
-    rows = unpacked(tokenize_task(val, tokenizer, "token_classification", max_length=32, labels=TAGS)[0])
+    rows = unpacked(
+        TASKS["token_classification"].tokenize(val, tokenizer, TokenizeOptions(max_length=32, labels=TAGS))[0]
+    )
     accelerator = Accelerator(mixed_precision="no", cpu=True)
-    again = evaluate_loss(tuned, rows, 8, tokenizer.pad_token_id, accelerator, task="token_classification")
+    again = evaluate_loss(
+        tuned,
+        rows,
+        8,
+        tokenizer.pad_token_id,
+        accelerator,
+        TASKS["token_classification"].objective,
+        TASKS["token_classification"].scorer(tuned.config.id2label),
+    )
     assert again["f1"] == pytest.approx(s["val_f1_after"]) and again["loss"] == pytest.approx(s["val_loss_after"])
     # ... and a second load gives identical logits (the saved head is the trained one, not a fresh random one).
     batch = collate(rows[:4], tokenizer.pad_token_id)
@@ -215,7 +225,7 @@ def test_a_decoder_tags_too(tmp_path: Path, ner_data: tuple[Path, Path]) -> None
     result = finetune(_config("preset:tiny-chat", train, method, epochs=2), output_dir=str(tmp_path / "run"))
     s = result.summary
     assert s["val_loss_after"] < s["val_loss_before"], s
-    base = load_model(ModelConfig(name="preset:tiny-chat"), task="token_classification", labels=TAGS)
+    base = load_model(ModelConfig(name="preset:tiny-chat"), "token_classifier", labels=TAGS)
     adapted = [m for n, m in base.named_modules() if n.endswith(("q_proj", "v_proj"))]
     head = sum(p.numel() for p in base.score.parameters())
     assert s["trainable_parameters"] == sum(4 * (m.in_features + m.out_features) for m in adapted) + head

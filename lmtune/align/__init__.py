@@ -7,13 +7,12 @@ prompts) -> model and method (lmtune's `apply_method`, so peft does LoRA & co. a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import datasets
-from rich.console import Console
-from rich.markup import escape
 
-from lmtune.align.common import console_say, start_run
+from lmtune.align.common import start_run
 from lmtune.align.data import (
     AlignSplits,
     PreferencePair,
@@ -39,18 +38,17 @@ __all__ = [
 
 
 def run_alignment(
-    cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, console: Console | None = None
+    cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, say: Callable[..., None]
 ) -> dict[str, Any]:
     """Train a reward model, or a policy by DPO or RLHF, as the config says; returns the run's summary."""
     from lmtune.align.dpo import train_dpo
     from lmtune.align.reward import train_reward
     from lmtune.align.rl import train_rlhf
 
-    say = console_say(console)
     run_dir = start_run(cfg, resume=resume, overwrite=overwrite)
     splits = load_align_splits(cfg.data, cfg.seed, cfg.task)
     for warning in splits.warnings:
-        say(f"[yellow]warning: {escape(warning)}[/yellow]", highlight=False)
+        say(warning, warning=True)
     what = "prompts" if cfg.task == "rlhf" else "preference pairs"
     say(f"data: {len(splits.train)} training {what}, {len(splits.validation)} validation")
     train = {"reward": train_reward, "dpo": train_dpo, "rlhf": train_rlhf}[cfg.task]

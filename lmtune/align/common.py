@@ -10,8 +10,6 @@ from typing import Any
 
 import torch
 from accelerate.utils import set_seed
-from rich.console import Console
-from rich.markup import escape
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
@@ -73,7 +71,7 @@ class MetricsCallback(TrainerCallback):
         if state.is_world_process_zero:
             self.metrics.append(row)
             shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("split", "step", "lr", "epoch"))
-            self.say(f"step {row['step']} {split}: {shown}", highlight=False)
+            self.say(f"step {row['step']} {split}: {shown}")
 
 
 def start_run(cfg: RunConfig, *, resume: bool, overwrite: bool) -> Path:
@@ -233,14 +231,10 @@ def finish(
     save_final(run_dir, model, tokenizer)
     write_json(run_dir, "summary.json", summary)
     for finding in summary.get("diagnosis", []):
-        say(f"[yellow]{finding['kind']}: {escape(finding['message'])}.[/yellow]", highlight=False)
+        say(f"{finding['kind']}: {finding['message']}.", warning=True)
     paths = write_report(run_dir)
     say(f"report: {paths.html} · model card: {paths.model_card}")
     return summary
-
-
-def console_say(console: Console | None) -> Callable[..., Any]:
-    return (console or Console(stderr=True, soft_wrap=True)).print
 
 
 def load_trainable(cfg: RunConfig, run_dir: Path, *, resume: bool, say: Callable[..., Any]) -> tuple[Any, Any]:
@@ -256,7 +250,7 @@ def load_trainable(cfg: RunConfig, run_dir: Path, *, resume: bool, say: Callable
         model = load_model(cfg.model, quantization=quantization_config(cfg.method))
     if needs_base_copy(cfg) and not resume:
         save_base(run_dir, model)
-    model = apply_method(model, cfg.method, cfg.task)
+    model = apply_method(model, cfg.method)
     if cfg.train.fast_dropout:
         use_fast_dropout(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

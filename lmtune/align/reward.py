@@ -68,4 +68,4 @@ def _report_filtered(trainer: Any, n_train: int, val_ds: Any, max_length: int, s
     if val_ds is not None:
         left_out += len(val_ds) - len(trainer.eval_dataset)
     if left_out:
-        say(f"[yellow]{left_out} pairs longer than data.max_length {max_length} tokens were left out[/yellow]")
+        say(f"{left_out} pairs longer than data.max_length {max_length} tokens were left out", warning=True)

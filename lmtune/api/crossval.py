@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
+from lmtune.api.setup import Say, silent
 from lmtune.api.train import finetune
 from lmtune.config import ConfigLike, load_config
 from lmtune.data.formats import AUGMENTATION_FIELD
@@ -58,17 +57,15 @@ def cross_validate(
     overrides: Sequence[str] = (),
     output_dir: str | None = None,
     overwrite: bool = False,
-    console: Console | None = None,
+    report: Say | None = None,
 ) -> CVResult:
     """Train the config K times, each time holding out one fold of its training data; mean ± std per metric."""
-    console = console or Console(stderr=True, soft_wrap=True)
+    say = report or silent
     cfg = load_config(config, overrides, output_dir)
     if k < 2:
         raise LmtuneError(f"--cv needs at least 2 folds, got {k}")
     if cfg.data.validation is not None:
-        console.print(
-            f"cross-validation holds out folds of data.train; data.validation ({cfg.data.validation}) is not used"
-        )
+        say(f"cross-validation holds out folds of data.train; data.validation ({cfg.data.validation}) is not used")
     run_dir = prepare_run_dir(cfg.run_dir, resume=False, overwrite=overwrite)
 
     # 1. Folds over the original records; augmented copies stay on the training side.
@@ -86,14 +83,14 @@ def cross_validate(
         data_dir = run_dir / "folds" / f"fold-{i}"
         write_records(data_dir / "train.jsonl", train)
         write_records(data_dir / "validation.jsonl", [r.data for r in held_out])
-        console.rule(f"fold {i} of {k}: {len(train)} train, {len(held_out)} held out")
+        say(f"── fold {i} of {k}: {len(train)} train, {len(held_out)} held out ──")
         fold_overrides = [
             *overrides,
             f"data.train={data_dir / 'train.jsonl'}",
             f"data.validation={data_dir / 'validation.jsonl'}",
             "data.max_examples=null",
         ]
-        finetune(config, overrides=fold_overrides, output_dir=str(fold_dir), console=console)
+        finetune(config, overrides=fold_overrides, output_dir=str(fold_dir), report=report)
         result.folds.append({"fold": i, "train": len(train), "validation": len(held_out), **_fold_metrics(fold_dir)})
 
     # 3. Mean ± std per metric over the folds.

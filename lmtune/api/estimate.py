@@ -9,27 +9,23 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from rich.console import Console
 
 from lmtune import estimate as est
+from lmtune.api.setup import Say, build_model, prepare_data, silent
 from lmtune.config import ConfigLike, load_config
-from lmtune.data.batching import pack, unpacked
-from lmtune.data.prepare import load_splits
-from lmtune.data.tokenize import setup_chat_template, tokenize_examples
+from lmtune.data.tokenize import setup_chat_template
 from lmtune.errors import LmtuneError
 from lmtune.estimate import measure
-from lmtune.methods import apply_method, transformer_blocks
-from lmtune.model import load_model, load_tokenizer
-from lmtune.train.fastdropout import use_fast_dropout
+from lmtune.methods import transformer_blocks
+from lmtune.model import load_tokenizer
 from lmtune.train.launch import resolve_mixed_precision
 from lmtune.train.linear_ce import output_head
 from lmtune.train.loop import Hooks, make_optimizer, total_steps, train_loop
-from lmtune.train.objectives import OBJECTIVES
 from lmtune.train.state import LoopState
 
 
 def estimate(
-    config: ConfigLike, *, overrides: Sequence[str] = (), probe_steps: int = 0, console: Console | None = None
+    config: ConfigLike, *, overrides: Sequence[str] = (), probe_steps: int = 0, report: Say | None = None
 ) -> est.EstimateResult:
     """Pre-flight: exact parameter counts and the run's peak memory and time, before any compute is spent.
 
@@ -38,21 +34,16 @@ def estimate(
     `probe_steps` N it also runs the run's first N optimizer steps for real through `train_loop` (same data, batch,
     precision; no run directory), measures peak memory and step times, and sets the estimate against them.
     """
-    console = console or Console(stderr=True, soft_wrap=True)
+    say = report or silent
     cfg = load_config(config, overrides)
     if probe_steps < 0:
         raise LmtuneError(f"--probe-steps must be 0 or more, got {probe_steps}")
 
-    # 1. Data: the training rows exactly as finetune builds them, and the run's steps over them.
+    # 1. Data: the training rows exactly as finetune builds them (prepare_data), and the run's steps over them.
     tokenizer = load_tokenizer(cfg.model)
     setup_chat_template(tokenizer, cfg.data.chat_template)
-    splits = load_splits(cfg.data, cfg.seed)
-    train_tok, _ = tokenize_examples(
-        splits.train, tokenizer, max_length=cfg.data.max_length, overlong=cfg.data.overlong, template=cfg.data.template
-    )
-    if not train_tok:
-        raise LmtuneError("no training example is left after tokenization", hint="check data.max_length and overlong")
-    rows = pack(train_tok, cfg.data.max_length) if cfg.data.packing else unpacked(train_tok)
+    prepared = prepare_data(cfg, tokenizer)
+    rows = prepared.rows
     steps = total_steps(len(rows), cfg.train)
     plan = est.plan_steps(
         rows,
@@ -64,12 +55,13 @@ def estimate(
         pad_multiple=cfg.train.pad_to_multiple_of,
     )
 
-    # 2. Model and method on the meta device: exact counts and shapes, no weights allocated or read.
-    meta = apply_method(est.meta_model(cfg.model), cfg.method)
+    # 2. The run's model, head and method (build_model) on the meta device: exact counts and shapes, no weights.
+    built = build_model(cfg, prepared, tokenizer.pad_token_id, meta=True)
+    meta = built.model
     spec = est.describe_model(meta, transformer_blocks(meta), cfg.model.gradient_checkpointing)
-    chunked = cfg.train.chunked_loss and OBJECTIVES[cfg.task].hidden_loss is not None and output_head(meta) is not None
+    chunked = cfg.train.chunked_loss and built.objective.hidden_loss is not None and output_head(meta) is not None
     spec = dataclasses.replace(spec, chunked_loss=chunked)
-    del meta
+    del meta, built
 
     # 3. The analytic estimate: memory at the run's heaviest step, time from FLOPs and a matmul benchmark.
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -87,7 +79,7 @@ def estimate(
     probe = None
     if probe_steps:
         n = min(probe_steps, steps)
-        console.print(f"probe: running {n} real optimizer steps of the run (nothing is saved)")
+        say(f"probe: running {n} real optimizer steps of the run (nothing is saved)")
         accelerator = Accelerator(mixed_precision=mixed, cpu=device == "cpu")
         set_seed(cfg.seed)
         meter = measure.MemoryMeter(device)
@@ -102,9 +94,8 @@ def estimate(
                 meter.stop()
 
         with meter:
-            model = apply_method(load_model(cfg.model), cfg.method)
-            if cfg.train.fast_dropout:
-                use_fast_dropout(model)
+            built = build_model(cfg, prepared, tokenizer.pad_token_id)
+            model = built.model
             optimizer, scheduler = make_optimizer(model, cfg.train, steps)
             model, optimizer = accelerator.prepare(model, optimizer)
             train_loop(
@@ -119,8 +110,9 @@ def estimate(
                 steps=n,
                 state=LoopState(),
                 hooks=Hooks(after_step=[step_time]),
+                objective=built.objective,
             )
-            del model, optimizer, scheduler
+            del model, optimizer, scheduler, built
         probe = est.ProbeResult(
             steps=n,
             memory_steps=measured,

@@ -14,13 +14,14 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
+from lmtune.api.heads import EVAL_FILE, SAMPLES, EvalResult, evaluate_classifier, run_examples
+from lmtune.api.setup import silent
+from lmtune.api.tagging import evaluate_tagger
 from lmtune.config import RunConfig, load_config
 from lmtune.data.batching import unpacked
 from lmtune.data.formats import (
@@ -30,9 +31,7 @@ from lmtune.data.formats import (
     Message,
     PromptCompletionExample,
     TextExample,
-    normalize,
 )
-from lmtune.data.load import load_records
 from lmtune.data.prepare import general_text, load_splits
 from lmtune.data.text import example_input
 from lmtune.data.tokenize import setup_chat_template, tokenize_examples, uses_chat
@@ -45,9 +44,7 @@ from lmtune.export import load_tuned, read_run_config
 from lmtune.fileio import atomic_write_json
 from lmtune.model import load_model, load_tokenizer
 from lmtune.rundir import read_json
-
-EVAL_FILE = "eval.json"
-SAMPLES = 8
+from lmtune.tasks import TASKS
 
 
 @dataclass(frozen=True)
@@ -80,30 +77,6 @@ class Baseline:
         )
 
 
-@dataclass
-class EvalResult:
-    run_dir: str
-    data: dict[str, Any]
-    metrics: dict[str, dict[str, Any]]
-    comparison: list[dict[str, Any]] = field(default_factory=list)
-    verdict: str | None = None
-    samples: list[dict[str, Any]] = field(default_factory=list)
-    seconds: float = 0.0
-    forgetting: dict[str, Any] | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "run_dir": self.run_dir,
-            "data": self.data,
-            "metrics": self.metrics,
-            "comparison": self.comparison,
-            "verdict": self.verdict,
-            "samples": self.samples,
-            "seconds": round(self.seconds, 2),
-            **({"forgetting": self.forgetting} if self.forgetting is not None else {}),
-        }
-
-
 def evaluate_run(
     run: str | Path,
     *,
@@ -118,7 +91,7 @@ def evaluate_run(
     forgetting: str | Path | None = None,
     overrides: Sequence[str] = (),
     save: bool = True,
-    console: Console | None = None,
+    report: Callable[..., None] | None = None,
 ) -> EvalResult:
     """Score the run's tuned model (and baselines) on `data` (default: the run's validation split).
 
@@ -133,24 +106,22 @@ def evaluate_run(
     the tuned model on, as the run's own forgetting check does.
     """
     start = time.perf_counter()
-    console = console or Console(stderr=True, soft_wrap=True)
     run_dir = Path(run)
     is_run = (run_dir / "config.yaml").is_file()
     chosen = [b if isinstance(b, Baseline) else Baseline.parse(b) for b in baselines]
 
-    task = read_run_config(run_dir).task if is_run else None
-    if task in ("classification", "token_classification"):
+    task = TASKS[read_run_config(run_dir).task] if is_run else None
+    if task is not None and task.predicts_with_head:
         if baselines:
             raise LmtuneError(
-                f"baselines prompt the base model to generate answers; a {task} run predicts with its trained head, "
-                "and the base model has none",
-                hint=f"leave out --baseline (eval.baselines) for {task} runs",
+                f"baselines prompt the base model to generate answers; a {task.name} run predicts with its trained "
+                "head, and the base model has none",
+                hint=f"leave out --baseline (eval.baselines) for {task.name} runs",
             )
-        if task == "classification":
-            return _evaluate_classifier(run_dir, data, metrics, limit, batch_size, save, start)
-        from lmtune.api.tagging import evaluate_tagger  # it builds on this module's results
-
-        return evaluate_tagger(run_dir, data, metrics, limit, batch_size, save, start)
+        evaluate_head = HEAD_EVALUATORS.get(task.model)
+        if evaluate_head is None:
+            raise LmtuneError(f"lmtune eval does not score {task.name} runs yet", hint="see the run's summary.json")
+        return evaluate_head(run_dir, data, metrics, limit, batch_size, save, start)
 
     # 1. The model and the held-out examples in the run's shape, with their references.
     if is_run:
@@ -181,7 +152,7 @@ def evaluate_run(
 
     # 3. Metrics, deltas with paired-bootstrap intervals, and the verdict.
     forced = [m for m in metrics if m in MODEL_METRICS]
-    if forced and cfg.task == "seq2seq":
+    if forced and TASKS[cfg.task].model == "seq2seq":
         raise LmtuneError(
             f"metrics {', '.join(forced)}: teacher-forced metrics are not computed for seq2seq runs yet",
             hint="the run's validation loss and perplexity are in summary.json; use generation metrics here",
@@ -205,7 +176,7 @@ def evaluate_run(
         general = forgetting_report(
             before, after, cfg.forgetting.threshold, vocab_size=len(tokenizer), text=str(forgetting)
         )
-        console.print(forgetting_advice(general, cfg.method.name), highlight=False)
+        (report or silent)(forgetting_advice(general, cfg.method.name), warning=general["warning"])
     keys = [key for name in names for key in metric_keys(name)]
     comparison, line = [], None
     main_key = headline(keys)
@@ -232,66 +203,6 @@ def evaluate_run(
         general if forgetting is not None else None,
     )
     if save and is_run:
-        atomic_write_json(run_dir / EVAL_FILE, result.as_dict())
-    return result
-
-
-def _evaluate_classifier(
-    run_dir: Path,
-    data: str | None,
-    metrics: Sequence[str],
-    limit: int | None,
-    batch_size: int,
-    save: bool,
-    start: float,
-) -> EvalResult:
-    """A classification run: the label of each example predicted by argmax over the head's logits (no generation),
-    scored by the label metrics (default accuracy and macro F1) on the label names as strings."""
-    import torch
-
-    model, tokenizer, cfg = load_tuned(run_dir)
-    examples, _, source = _eval_data(cfg, data, (), limit)
-    names = list(metrics) or ["accuracy", "f1"]
-    id2label = model.config.id2label
-    predictions: list[str] = []
-    with torch.no_grad():
-        for i in range(0, len(examples), batch_size):
-            texts = [ex.text for ex in examples[i : i + batch_size] if isinstance(ex, LabelExample)]
-            batch = tokenizer(texts, padding=True, truncation=True, max_length=cfg.data.max_length, return_tensors="pt")
-            batch.pop("token_type_ids", None)  # one segment: all zeros, the default (and training passes none)
-            logits = model(**batch).logits
-            predictions += [id2label[int(j)] for j in logits.argmax(-1)]
-    refs = [(ex.label,) for ex in examples if isinstance(ex, LabelExample)]
-    scores = {"tuned": compute_metrics(names, predictions, refs)}
-    samples = [
-        {"input": ex.text, "reference": [ex.label], "outputs": {"tuned": pred}}
-        for ex, pred in zip(examples[:SAMPLES], predictions, strict=False)
-        if isinstance(ex, LabelExample)
-    ]
-    why = "as asked" if metrics else "classification: the label metrics"
-    return head_result(run_dir, source, len(examples), why, scores, samples, save=save, start=start)
-
-
-def head_result(
-    run_dir: Path,
-    source: str,
-    n: int,
-    why: str,
-    scores: dict[str, Any],
-    samples: list[dict[str, Any]],
-    *,
-    save: bool,
-    start: float,
-) -> EvalResult:
-    """The result of a run that predicts with a trained head (one reference per example), saved as eval.json."""
-    result = EvalResult(
-        str(run_dir),
-        {"source": source, "examples": n, "references_per_example": 1, "metrics": why},
-        scores,
-        samples=samples,
-        seconds=time.perf_counter() - start,
-    )
-    if save:
         atomic_write_json(run_dir / EVAL_FILE, result.as_dict())
     return result
 
@@ -356,22 +267,6 @@ def _eval_data(
                 extra.append(value)
         refs.append((answer, *extra))
     return examples, refs, source
-
-
-def run_examples(
-    cfg: RunConfig, data: str | None, columns: dict[str, str] | None = None
-) -> tuple[list[Example], list[Any] | None, str]:
-    """`data` read in the run's shape (its column mapping, or `columns`, and its template), or the run's own
-    validation split; with the records read (None for the split) and where the examples come from."""
-    if data is None:
-        examples = load_splits(cfg.data, cfg.seed).validation
-        if not examples:
-            raise LmtuneError("the run has no validation split to evaluate on", hint="pass --data FILE")
-        return examples, None, cfg.data.validation or f"{cfg.data.train} (the run's validation carve)"
-    records = load_records(data)
-    columns = dict(cfg.data.columns) if columns is None else columns
-    examples = normalize(records, format=cfg.data.format, columns=columns, prompt_template=cfg.data.prompt_template)
-    return examples, records, data
 
 
 def _answer(example: Example) -> str:
@@ -439,6 +334,10 @@ def _demonstrations(
     return [[train[j] for j in row.argsort()[::-1][: baseline.shots][::-1]] for row in similarity]
 
 
+# Runs that predict with a trained head, by their model class.
+HEAD_EVALUATORS = {"classifier": evaluate_classifier, "token_classifier": evaluate_tagger}
+
+
 @contextlib.contextmanager
 def _base_model(tuned: Any, cfg: RunConfig) -> Iterator[Any]:
     """The base model: the adapter switched off for LoRA runs, else the base loaded as the run loaded it."""
@@ -446,6 +345,6 @@ def _base_model(tuned: Any, cfg: RunConfig) -> Iterator[Any]:
         with tuned.disable_adapter():
             yield tuned
         return
-    base = load_model(cfg.model.model_copy(update={"gradient_checkpointing": False}), task=cfg.task)
+    base = load_model(cfg.model.model_copy(update={"gradient_checkpointing": False}), TASKS[cfg.task].model)
     base.eval()
     yield base

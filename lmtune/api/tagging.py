@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from lmtune.api.heads import head_result, run_examples
 from lmtune.data.conll import TokensExample
 from lmtune.data.ner import ENTITY_METRICS, align, entity_report, entity_scores, word_tags
 from lmtune.errors import LmtuneError
@@ -49,8 +50,6 @@ def evaluate_tagger(
     start: float,
 ) -> Any:
     """A token-classification run scored on `data` (default: its validation split) in the run's shape."""
-    from lmtune.api.evaluate import head_result, run_examples
-
     unknown = [m for m in metrics if m not in ENTITY_METRICS]
     if unknown:
         raise LmtuneError(

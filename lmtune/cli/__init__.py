@@ -44,6 +44,16 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 
 
+def say(text: str, *, warning: bool = False) -> None:
+    """The reporter the CLI hands the Python API: its messages on stderr, warnings in yellow. Only the CLI prints."""
+    from rich.markup import escape
+
+    if warning:
+        err.print(f"[yellow]warning: {escape(text)}[/yellow]", highlight=False)
+    else:
+        err.print(escape(text), highlight=False)
+
+
 def emit_json(obj: object) -> None:
     """`--json`: exactly one JSON object on stdout (progress and messages go to stderr)."""
     print(json.dumps(obj, ensure_ascii=False, default=str), flush=True)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from lmtune.cli import SetOpt, _count, _quiet_libraries, app, emit_json, err, out
+from lmtune.cli import SetOpt, _count, _quiet_libraries, app, emit_json, err, out, say
 from lmtune.errors import LmtuneError
 
 
@@ -139,7 +139,7 @@ def _eval_run(
         seed=seed,
         forgetting=forgetting,
         overrides=overrides,
-        console=err,
+        report=say,
     )
     if json_:
         emit_json(result.as_dict())

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from lmtune.cli import SetOpt, _fmt, _quiet_libraries, app, config_app, emit_json, err, out
+from lmtune.cli import SetOpt, _fmt, _quiet_libraries, app, config_app, emit_json, err, out, say
 from lmtune.errors import LmtuneError
 
 
@@ -45,7 +45,7 @@ def train(
 
     try:
         result = finetune(
-            config, overrides=set_ or [], output_dir=output_dir, resume=resume, overwrite=overwrite, console=err
+            config, overrides=set_ or [], output_dir=output_dir, resume=resume, overwrite=overwrite, report=say
         )
     except Interrupted as e:
         # Ctrl-C: the loop finished the step and saved its checkpoint; say how to continue, without a traceback.
@@ -118,7 +118,7 @@ def _cross_validate(
 
     if resume:
         raise LmtuneError("--resume does not apply to --cv", hint="rerun the cross-validation with --overwrite")
-    result = cross_validate(config, k=k, overrides=overrides, output_dir=output_dir, overwrite=overwrite, console=err)
+    result = cross_validate(config, k=k, overrides=overrides, output_dir=output_dir, overwrite=overwrite, report=say)
     table = Table("metric", "mean", "std", *(f"fold {f['fold']}" for f in result.folds),
                   title=f"{k}-fold cross-validation{' (stratified)' if result.stratified else ''}")  # fmt: skip
     for name, mean in result.mean.items():
@@ -169,7 +169,7 @@ def estimate(
     _quiet_libraries()
     from lmtune.api import estimate as run_estimate
 
-    result = run_estimate(config, overrides=set_ or [], probe_steps=probe_steps, console=err)
+    result = run_estimate(config, overrides=set_ or [], probe_steps=probe_steps, report=say)
     if json_:
         emit_json(result.as_dict())
         return

@@ -165,6 +165,7 @@ def tokenize_examples(
     template: str = "auto",
 ) -> tuple[list[Tokenized], TokenStats]:
     """Render and tokenize every example; over-long ones are truncated or dropped, and counted."""
+    refuse_tagged(examples, "sft")
     prefix, _ = special_affixes(tokenizer)
     stats = TokenStats(examples=len(examples))
     out = []
@@ -261,6 +262,7 @@ def tokenize_seq2seq(
 ) -> tuple[list[Tokenized], TokenStats]:
     """`tokenize_examples` for task seq2seq: over-long examples (either side) are truncated or dropped, and
     counted; `tokens` counts encoder and decoder tokens, `trained_tokens` the decoder targets."""
+    refuse_tagged(examples, "seq2seq")
     stats = TokenStats(examples=len(examples))
     out = []
     for ex in examples:
@@ -329,30 +331,10 @@ def tokenize_classification(
     return out, stats
 
 
-def tokenize_task(
-    examples: Sequence[Example],
-    tokenizer: PreTrainedTokenizerBase,
-    task: str,
-    *,
-    max_length: int,
-    overlong: str = "truncate",
-    template: str = "auto",
-    labels: Sequence[str] = (),
-) -> tuple[list[Tokenized], TokenStats]:
-    """Examples tokenized the way the training type (`task:`) trains them: encoder input + decoder target for
-    seq2seq, a text and its label index for classification (`labels`: the label names), tag ids on the first
-    piece of each word for token_classification (`labels`: the tag names), one labelled sequence otherwise."""
-    if task == "classification":
-        return tokenize_classification(examples, tokenizer, labels, max_length=max_length, overlong=overlong)
-    if task == "token_classification":
-        from lmtune.data.ner import tokenize_tokens  # ner builds on this module
-
-        return tokenize_tokens(examples, tokenizer, labels, max_length=max_length, overlong=overlong)
+def refuse_tagged(examples: Sequence[Example], task: str) -> None:
+    """Sentences of tokens and tags belong to task token_classification: say so rather than fail on their shape."""
     if examples and isinstance(examples[0], TokensExample):
         raise LmtuneError(
             f"{examples[0].source}: sentences of tokens and tags are for task token_classification, not {task}",
             hint="set task: token_classification",
         )
-    if task == "seq2seq":
-        return tokenize_seq2seq(examples, tokenizer, max_length=max_length, overlong=overlong)
-    return tokenize_examples(examples, tokenizer, max_length=max_length, overlong=overlong, template=template)

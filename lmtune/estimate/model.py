@@ -22,32 +22,16 @@ import torch
 from transformers import PreTrainedModel
 
 from lmtune.config import ModelConfig
-from lmtune.errors import LmtuneError
 from lmtune.estimate.spec import LinearSpec, ModelSpec, lora_parameters
-from lmtune.model import is_preset, preset_dir
+from lmtune.model import load_model
 
 _LLAMA_LINEARS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
 
 def meta_model(cfg: ModelConfig) -> PreTrainedModel:
-    """The configured model on the meta device: every parameter's shape, dtype and tying, no memory, no weights
-    read (transformers refuses `from_pretrained` on meta, so it is built from the model's config)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    source = str(preset_dir(cfg.name)) if is_preset(cfg.name) else cfg.name
-    try:
-        config = AutoConfig.from_pretrained(source, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
-    except (OSError, ValueError) as e:
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise LmtuneError(
-            f"could not read the config of model {cfg.name!r}: {reason}",
-            hint="give a local model directory (with config.json), a hub id, or 'preset:tiny-chat'",
-        ) from None
-    kwargs = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(
-            config, dtype=getattr(torch, cfg.dtype), trust_remote_code=cfg.trust_remote_code, **kwargs
-        )
+    """The configured causal LM on the meta device: every parameter's shape, dtype and tying, no memory, no
+    weights read (`lmtune.model.load_model` with meta=True; `lmtune.api.setup.build_model` builds any task's)."""
+    return load_model(cfg, "causal", meta=True)
 
 
 def _linear_shape(module: torch.nn.Module) -> tuple[int, int] | None:

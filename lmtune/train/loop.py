@@ -116,17 +116,6 @@ def _forward(
     return logits, objective.loss(logits, labels)
 
 
-def _forward_loss(
-    model: torch.nn.Module,
-    batch: dict[str, torch.Tensor],
-    device: torch.device,
-    task: str = "sft",
-    objective: Objective | None = None,
-    head: torch.nn.Linear | None = None,
-) -> tuple:
-    return _forward(model, batch, device, objective or OBJECTIVES[task], head)[1]
-
-
 @dataclass
 class Hooks:
     """What the recipe does around the loop; every callback is optional."""
@@ -152,14 +141,13 @@ def train_loop(
     steps: int,
     state: LoopState,
     hooks: Hooks,
-    anchors: Sequence[torch.Tensor] | None = None,
-    task: str = "sft",
     objective: Objective | None = None,
+    anchors: Sequence[torch.Tensor] | None = None,
 ) -> LoopState:
     """Train until `steps` optimizer steps are done (or early stopping ends the run), from `state`.
 
-    `task` (the config's training type) picks the objective (`lmtune.train.objectives.OBJECTIVES`); `objective`, when
-    given, replaces it (the task's objective with the run's loss settings, `objective_for`).
+    `objective` is the task's loss with the run's settings (`lmtune.train.objectives.objective_for`); the causal-LM
+    loss by default.
 
     `anchors` are the values of the trainable parameters before training (in their order), for L2-SP
     (cfg.l2sp > 0): the recipe takes them before a resume loads a checkpoint.
@@ -168,8 +156,8 @@ def train_loop(
     # Under DeepSpeed its engine runs backward and the optimizer step (with the clipping of its config, which
     # `lmtune.train.launch.configure_deepspeed` sets from train.max_grad_norm); lmtune keeps the loss scale and schedule.
     engine = zero.engine_of(model)
-    task_objective = objective or OBJECTIVES[task]
-    head = loss_head(model, accelerator, task_objective) if cfg.chunked_loss else None
+    objective = objective or OBJECTIVES["causal_lm"]
+    head = loss_head(model, accelerator, objective) if cfg.chunked_loss else None
     per_step = cfg.grad_accum * world
     state.processes, state.step_batches = world, per_step
     steps_per_epoch(len(rows), cfg, world)  # an epoch without a full step would loop forever
@@ -200,18 +188,18 @@ def train_loop(
                 # DeepSpeed's engine holds its reduction back by the boundary flag set below instead.
                 quiet = nullcontext() if sync or engine is not None else accelerator.no_sync(model)
                 with quiet, accelerator.autocast():
-                    loss, _ = _forward_loss(model, batch, accelerator.device, task, task_objective, head)
+                    _, (loss, _) = _forward(model, batch, accelerator.device, objective, head)
                 # DDP averages gradients over processes, so scale by world to get the global token mean.
-                objective = loss * (world / global_n)
+                scaled = loss * (world / global_n)
                 if sync and cfg.l2sp > 0:
                     # Once per step, on every process: the average over processes leaves it as it is.
                     penalty = cfg.l2sp * l2sp_penalty(params, anchors)
-                    objective = objective + penalty
+                    scaled = scaled + penalty
                 if engine is not None:
                     engine.set_gradient_accumulation_boundary(sync)
-                    engine.backward(objective, scale_wrt_gas=False)  # the objective is already the step's mean
+                    engine.backward(scaled, scale_wrt_gas=False)  # already the step's mean
                 else:
-                    accelerator.backward(objective)
+                    accelerator.backward(scaled)
                 loss_sum += float(loss.detach())
             grad_norm = None
             lr = scheduler.get_last_lr()[0]

@@ -107,7 +107,7 @@ class Objective:
     hidden_loss: Callable[..., tuple[torch.Tensor, int]] | None = None
 
 
-# The objective of each training type (`task:`), where the loop computes the loss.
+# The token-level objectives, by the task entries (`lmtune.tasks`) that train with them.
 OBJECTIVES: dict[str, Objective] = {
     "sft": Objective(causal_lm_loss, hidden_loss=causal_hidden_loss),
     "causal_lm": Objective(causal_lm_loss, hidden_loss=causal_hidden_loss),
@@ -118,10 +118,9 @@ OBJECTIVES: dict[str, Objective] = {
 
 
 def objective_for(
-    task: str, *, label_smoothing: float = 0.0, class_weights: Sequence[float] | None = None
+    objective: Objective, *, label_smoothing: float = 0.0, class_weights: Sequence[float] | None = None
 ) -> Objective:
-    """The task's objective with the run's loss settings (train.label_smoothing, the resolved class weights)."""
-    objective = OBJECTIVES[task]
+    """A task's objective with the run's loss settings (train.label_smoothing, the resolved class weights)."""
     options: dict = {"label_smoothing": label_smoothing} if label_smoothing else {}
     if class_weights is not None:
         options["class_weights"] = list(class_weights)

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import torch
 from accelerate import Accelerator
 
 from lmtune.data.batching import Row, collate
-from lmtune.data.ner import entity_scores, tag_sequences
 from lmtune.train.checkpoint import is_sharded
 from lmtune.train.loop import _forward, loss_head
 from lmtune.train.objectives import OBJECTIVES, Objective
+
+
+class Scorer(Protocol):
+    """Validation metrics beyond the loss (a task's `scorer`): fed each batch's labels and the model's logits,
+    read once at the end with a function that gathers a list over all processes."""
+
+    def add(self, labels: torch.Tensor, logits: torch.Tensor) -> None: ...
+
+    def result(self, gather: Callable[[list[Any]], list[Any]]) -> dict[str, float]: ...
 
 
 @torch.no_grad()
@@ -22,17 +31,14 @@ def evaluate_loss(
     batch_size: int,
     pad_id: int,
     accelerator: Accelerator,
-    task: str = "sft",
     objective: Objective | None = None,
+    scorer: Scorer | None = None,
 ) -> dict[str, float]:
-    """Token-weighted mean loss and perplexity over rows (each process takes its share).
-
-    Task classification also gets the accuracy and macro F1 of the argmax predictions (every label of the model
-    weighs the same in the F1, predicted or not); `tokens` then counts examples. Task token_classification gets
-    entity-level precision, recall and F1 (seqeval, micro) and the token accuracy over the tagged words.
-    """
-    objective = objective or OBJECTIVES[task]
-    head = loss_head(model, accelerator, objective)
+    """Token-weighted mean loss and perplexity over rows (each process takes its share), plus the `scorer`'s
+    metrics (a classifier's accuracy and F1, a tagger's entity F1, ...); `tokens` counts what the loss counts.
+    The objective defaults to the causal-LM loss."""
+    objective = objective or OBJECTIVES["causal_lm"]
+    head = loss_head(model, accelerator, objective) if scorer is None else None
     was_training = model.training
     model.eval()
     mine = list(rows)[accelerator.process_index :: accelerator.num_processes]
@@ -41,11 +47,6 @@ def evaluate_loss(
     shares = math.ceil(len(rows) / accelerator.num_processes)
     n_batches = math.ceil((shares if is_sharded(accelerator.unwrap_model(model)) else len(mine)) / batch_size)
     total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
-    gold: list[int] = []
-    predicted: list[int] = []
-    n_classes = 0
-    tags_gold: list[list[str]] = []
-    tags_predicted: list[list[str]] = []
     for i in range(0, n_batches * batch_size, batch_size):
         part = mine[i : i + batch_size]
         batch = collate(part or list(rows[:1]), pad_id)
@@ -54,40 +55,22 @@ def evaluate_loss(
         if not part:
             continue
         total += torch.tensor([float(loss), n], dtype=torch.float64, device=accelerator.device)
-        if task == "classification":
-            n_classes = logits.shape[-1]
-            gold += batch["labels"].tolist()
-            predicted += logits.argmax(-1).tolist()
-        if task == "token_classification":
-            id2label = accelerator.unwrap_model(model).config.id2label
-            g, p = tag_sequences(batch["labels"].tolist(), logits.argmax(-1).tolist(), id2label)
-            tags_gold, tags_predicted = tags_gold + g, tags_predicted + p
+        if scorer is not None:
+            scorer.add(batch["labels"], logits)
     total = accelerator.reduce(total, reduction="sum")
     model.train(was_training)
     loss_sum, n = float(total[0]), int(total[1])
     mean = loss_sum / max(n, 1)
     out: dict[str, float] = {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "tokens": n}
-    if task == "classification":
-        out.update(_label_scores(gold, predicted, n_classes, accelerator))
-    if task == "token_classification":
-        from accelerate.utils import gather_object
-
-        if accelerator.num_processes > 1:
-            tags_gold, tags_predicted = gather_object(tags_gold), gather_object(tags_predicted)
-        out.update(entity_scores(tags_gold, tags_predicted))
+    if scorer is not None:
+        out.update(scorer.result(lambda items: gather_all(items, accelerator)))
     return out
 
 
-def _label_scores(gold: list[int], predicted: list[int], n_classes: int, accelerator: Accelerator) -> dict[str, float]:
-    """Accuracy and macro F1 over every process's predictions (scikit-learn)."""
+def gather_all(items: list[Any], accelerator: Accelerator) -> list[Any]:
+    """A list from every process, concatenated (the list itself on one process)."""
+    if accelerator.num_processes == 1:
+        return items
     from accelerate.utils import gather_object
-    from sklearn.metrics import accuracy_score, f1_score
 
-    if accelerator.num_processes > 1:
-        gold, predicted = gather_object(gold), gather_object(predicted)
-        n_classes = max(gather_object([n_classes]))
-    if not gold:
-        return {}
-    labels = list(range(n_classes)) or None
-    macro = f1_score(gold, predicted, labels=labels, average="macro", zero_division=0)
-    return {"accuracy": float(accuracy_score(gold, predicted)), "f1": float(macro)}
+    return gather_object(items)

@@ -107,7 +107,7 @@ def test_dpo_moves_preferences_and_saves_the_trained_model(tmp_path: Path, metho
 
 def test_reference_is_implicit_for_peft_and_a_frozen_copy_otherwise() -> None:
     base = load_model(ModelConfig())
-    assert reference_model(apply_method(load_model(ModelConfig()), LoraMethod(r=4), "dpo")) is None
+    assert reference_model(apply_method(load_model(ModelConfig()), LoraMethod(r=4))) is None
     ref = reference_model(base)
     assert ref is not base and not any(p.requires_grad for p in ref.parameters())
     assert all(torch.equal(a, b) for a, b in zip(ref.parameters(), base.parameters(), strict=True))

@@ -14,10 +14,10 @@ from lmtune.data.conll import TokensExample, bio_problem, parse_conll
 from lmtune.data.formats import detect_format, normalize
 from lmtune.data.load import load_records
 from lmtune.data.ner import align, entity_report, entity_scores, tag_names, tokenize_tokens, word_tags
-from lmtune.data.tokenize import tokenize_task
 from lmtune.data.types import IGNORE, Record
 from lmtune.errors import DataError, LmtuneError
 from lmtune.model import load_tokenizer
+from lmtune.tasks import TASKS, TokenizeOptions
 
 CONLL = """-DOCSTART- -X- -X- O
 
@@ -140,7 +140,7 @@ def test_unknown_validation_tag_truncation_and_drop(wordpiece: BertTokenizerFast
     kept, stats = tokenize_tokens([long], wordpiece, ["O"], max_length=6, overlong="drop")
     assert kept == [] and stats.dropped == 1
     with pytest.raises(LmtuneError, match="for task token_classification, not sft"):
-        tokenize_task([long], wordpiece, "sft", max_length=8)
+        TASKS["sft"].tokenize([long], wordpiece, TokenizeOptions(max_length=8))
 
 
 def test_entity_scores_on_a_hand_checked_case() -> None:

@@ -1,0 +1,318 @@
+"""The named steps of the `finetune` recipe (lmtune.api.train), each a plain function over the run's `Session`.
+
+They hold what the recipe does around the loop: start the run directory, describe it, take what training is
+measured against (L2-SP anchors, the forgetting baseline), build the loop's hooks, and put the final weights back.
+Saving is collective (FSDP and ZeRO gather the shards on every process); only the main process writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from transformers import PreTrainedTokenizerBase
+
+from lmtune.api.setup import Built, Prepared, Say, label_counts
+from lmtune.config import RunConfig, dump_config
+from lmtune.data.batching import Row
+from lmtune.data.prepare import general_text
+from lmtune.errors import LmtuneError
+from lmtune.evaluate.forgetting import forgetting_advice, forgetting_report, general_rows
+from lmtune.export import check_same_config
+from lmtune.fileio import atomic_write_text
+from lmtune.rundir import MetricsLog, check_run_dir, environment, prepare_run_dir, read_json, write_json
+from lmtune.tasks import Task
+from lmtune.train.checkpoint import (
+    latest_checkpoint,
+    load_best,
+    load_checkpoint,
+    prune_best,
+    save_best,
+    save_checkpoint,
+)
+from lmtune.train.early_stopping import stop_reason
+from lmtune.train.launch import configure_deepspeed, describe_launch
+from lmtune.train.loop import Hooks, resume_grad_accum, run_evaluation
+from lmtune.train.objectives import OBJECTIVES, Objective
+from lmtune.train.state import LoopState
+from lmtune.train.validation import evaluate_loss
+
+
+@dataclass
+class Session:
+    """What the recipe's steps share: the config, the launch, the run directory and what each step built."""
+
+    cfg: RunConfig
+    task: Task
+    accelerator: Accelerator
+    say: Say  # the caller's reporter on the main process, silent on the others
+    resume: bool
+    tokenizer: PreTrainedTokenizerBase | None = None
+    prepared: Prepared | None = None
+    built: Built | None = None
+    model: Any = None  # prepared by accelerate
+    optimizer: Any = None
+    scheduler: Any = None
+    steps: int = 0
+    state: LoopState = field(default_factory=LoopState)
+    metrics: MetricsLog | None = None
+    anchors: list[torch.Tensor] | None = None
+    general: list[Row] = field(default_factory=list)
+    general_file: Path | None = None
+    general_before: dict[str, float] | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return self.cfg.run_dir
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def evaluate(self, rows: list[Row], scored: bool = True) -> dict[str, float]:
+        """The loss (and with `scored` the task's metrics) of the model on rows."""
+        assert self.built is not None and self.tokenizer is not None
+        scorer = None
+        if scored and self.task.scorer is not None:
+            scorer = self.task.scorer(self.accelerator.unwrap_model(self.model).config.id2label)
+        objective = self.built.objective if scored else self.task_free_objective()
+        bs = self.cfg.train.eval_batch_size or self.cfg.train.batch_size
+        return evaluate_loss(self.model, rows, bs, self.tokenizer.pad_token_id, self.accelerator, objective, scorer)
+
+    def task_free_objective(self) -> Objective:
+        return OBJECTIVES["causal_lm"]  # general text: next-token loss on every token
+
+
+def start_run(session: Session, overwrite: bool) -> Session:
+    """Refuse to clobber an existing run (checked on every process, changed by the main one only); on resume,
+    check the config is the run's and keep the global batch on another number of processes."""
+    cfg, acc = session.cfg, session.accelerator
+    check_run_dir(cfg.run_dir, resume=session.resume, overwrite=overwrite)
+    if session.resume:
+        check_same_config(cfg.run_dir, cfg)
+        session.cfg = cfg = keep_global_batch(cfg.run_dir, cfg, acc.num_processes, session.say)
+    configure_deepspeed(acc, cfg.train)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        prepare_run_dir(cfg.run_dir, resume=session.resume, overwrite=overwrite)
+    acc.wait_for_everyone()
+    set_seed(cfg.seed)
+    session.metrics = MetricsLog(cfg.run_dir / "metrics.jsonl")
+    return session
+
+
+def keep_global_batch(run_dir: Path, cfg: RunConfig, processes: int, say: Say) -> RunConfig:
+    """On another number of processes than the checkpoint's, the grad_accum that keeps the global batch."""
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        return cfg  # refused later, with the reason
+    saved = read_json(ckpt, "loop_state.json")
+    accum = resume_grad_accum(saved, cfg.train, processes)
+    if accum == cfg.train.grad_accum:
+        return cfg
+    say(
+        f"resuming on {processes} process(es) instead of {saved.get('processes', 1)}: train.grad_accum "
+        f"{cfg.train.grad_accum} -> {accum} keeps {accum * processes} micro-batches per optimizer step"
+    )
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"grad_accum": accum})})
+
+
+def check_same_data(run_dir: Path, info: dict[str, dict[str, Any]]) -> None:
+    """The config names the data files, not their contents: a resumed run must also see the same examples."""
+    saved_path = run_dir / "data.json"
+    if not saved_path.exists():
+        return
+    saved = read_json(run_dir, "data.json").get("splits", {})
+    changed = [
+        name
+        for name in sorted(set(saved) | set(info))
+        if saved.get(name, {}).get("fingerprint") != info.get(name, {}).get("fingerprint")
+    ]
+    if changed:
+        raise LmtuneError(
+            f"--resume: the {' and '.join(changed)} data differ from the data {run_dir} was started with "
+            f"(content fingerprints in {saved_path} do not match)",
+            hint="restore the original data files, or start a new run (--overwrite or another --output-dir)",
+        )
+
+
+def report_data(session: Session) -> None:
+    """What the data became: the record shape, examples, trained tokens, and what max_length cut."""
+    p, cfg, say = session.prepared, session.cfg, session.say
+    assert p is not None
+    tr, va = p.train_stats, p.val_stats
+    say(
+        f"data: {p.splits.format} records rendered {'through the chat template' if p.chat else 'as raw text'}; "
+        f"train {tr.kept} examples ({tr.trained_tokens:,} trained of {tr.tokens:,} tokens)"
+        + (f" in {len(p.rows)} packed rows" if cfg.data.packing else "")
+        + f", validation {va.kept}"
+    )
+    for name, st in (("train", tr), ("validation", va)):
+        if st.chunked:
+            say(f"{name}: {st.chunked} documents longer than max_length {cfg.data.max_length} cut into chunks")
+        if st.truncated or st.dropped:
+            say(
+                f"{name}: {st.truncated} examples truncated and {st.dropped} dropped at "
+                f"max_length {cfg.data.max_length} (data.overlong={cfg.data.overlong})",
+                warning=True,
+            )
+    if p.replay:
+        say(
+            f"replay: {len(p.replay)} paragraphs of general text ({cfg.data.replay.source}) mixed into training "
+            f"({100 * len(p.replay) / (len(p.train) + len(p.replay)):.0f}% of the examples, "
+            f"{p.replay_stats.trained_tokens:,} tokens)"
+        )
+    if cfg.train.early_stopping is not None and not p.val_rows:
+        raise LmtuneError(
+            "train.early_stopping: the validation split is empty, so there is nothing to watch",
+            hint="set data.validation, or a data.val_fraction that leaves some examples",
+        )
+
+
+def report_model(session: Session) -> None:
+    b, p, cfg = session.built, session.prepared, session.cfg
+    assert b is not None and p is not None
+    session.say(
+        f"model {cfg.model.name} · method {cfg.method.name}: {b.trainable:,} trainable of {b.total:,} parameters "
+        f"({100 * b.trainable / b.total:.2f}%)"
+    )
+    if p.labels:
+        counts = label_counts(p)
+        weights = b.class_weights
+        session.say(
+            f"labels: {', '.join(f'{name} ({counts[i]})' for i, name in enumerate(p.labels))} in the training data"
+            + (f"; class weights {', '.join(f'{w:.3g}' for w in weights)}" if weights else "")
+        )
+
+
+def measure_start(session: Session) -> None:
+    """What training is measured against, taken before a resume loads its checkpoint so that both belong to the
+    weights training started from (recomputed, not stored): the trainable weights (L2-SP pulls toward them) and
+    the loss on a general text (the forgetting measurement compares the end with it)."""
+    cfg, model = session.cfg, session.model
+    if cfg.train.l2sp > 0:
+        session.anchors = [p.detach().clone() for p in model.parameters() if p.requires_grad]
+    if not cfg.forgetting.measure or session.task.forgetting_note is not None:
+        return
+    assert session.tokenizer is not None
+    source, session.general_file = general_text(cfg.forgetting.text)
+    session.general = general_rows(
+        session.tokenizer,
+        source,
+        max_length=cfg.forgetting.max_length or cfg.data.max_length,
+        max_tokens=cfg.forgetting.max_tokens,
+    )
+    if not session.general:
+        return
+    before = session.general_before = session.evaluate(session.general, scored=False)
+    session.say(
+        f"general-text loss before training: {before['loss']:.4f} (perplexity {before['perplexity']:.2f}, "
+        f"{before['tokens']:,} tokens of {cfg.forgetting.text})"
+    )
+
+
+def resume_or_describe(session: Session) -> None:
+    """Load the state to resume from, or write the run directory's description (config, data, environment)."""
+    run_dir, p = session.run_dir, session.prepared
+    assert p is not None and session.metrics is not None
+    if session.resume:
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is None:
+            raise LmtuneError(f"--resume: {run_dir} has no checkpoint yet", hint="start again with --overwrite")
+        session.state = LoopState(**load_checkpoint(ckpt, session.model, session.optimizer, session.scheduler))
+        if session.main:
+            session.metrics.truncate_after(session.state.step)
+            prune_best(run_dir, {session.state.best_step})  # bests a crashed run kept after this checkpoint are stale
+        session.say(f"resuming from {ckpt} (step {session.state.step} of {session.steps})")
+        return
+    if not session.main:
+        return
+    atomic_write_text(run_dir / "config.yaml", dump_config(session.cfg))
+    info = {**p.splits.info}
+    info["train"].update(tokens=p.train_stats.as_dict(), rows=len(p.rows))
+    info.setdefault("validation", {}).update(tokens=p.val_stats.as_dict())
+    if "replay" in info:
+        info["replay"].update(tokens=p.replay_stats.as_dict())
+    data = {"format": p.splits.format, "chat": p.chat, "splits": info, "leakage": p.leakage}
+    write_json(run_dir, "data.json", data)
+    write_json(run_dir, "env.json", {**environment(), "launch": describe_launch(session.accelerator)})
+
+
+def make_hooks(session: Session, after_step: Any) -> Hooks:
+    """The loop's hooks: log metrics, evaluate, checkpoint, keep the best evaluation's weights."""
+    acc, run_dir, metrics, p = session.accelerator, session.run_dir, session.metrics, session.prepared
+    assert metrics is not None and p is not None
+    # Early stopping keeps the weights of the best evaluation on disk, and the best the last checkpoint refers
+    # to until the next checkpoint (a crash in between resumes from that checkpoint and needs its best).
+    committed = {"best": session.state.best_step}
+
+    def on_eval(s: LoopState) -> dict[str, float]:
+        result = session.evaluate(p.val_rows)
+        if s.best_val_loss is None or result["loss"] < s.best_val_loss:
+            s.best_val_loss = result["loss"]
+        if acc.is_main_process:
+            metrics.append({"split": "validation", "step": s.step, **result})
+        return result
+
+    def on_checkpoint(s: LoopState) -> None:
+        keep = session.cfg.train.keep_checkpoints
+        save_checkpoint(
+            run_dir, s.step, session.model, session.optimizer, session.scheduler, s.as_dict(), keep, write=session.main
+        )
+        if session.main:
+            prune_best(run_dir, {s.best_step})
+        committed["best"] = s.best_step
+        acc.wait_for_everyone()
+
+    def on_best(s: LoopState) -> None:
+        save_best(run_dir, s.step, acc.unwrap_model(session.model), keep=[committed["best"]], write=session.main)
+        acc.wait_for_everyone()
+
+    return Hooks(
+        on_log=metrics.append if acc.is_main_process else (lambda r: None),
+        on_eval=on_eval if p.val_rows else None,
+        on_checkpoint=on_checkpoint,
+        on_best=on_best,
+        after_step=after_step,
+    )
+
+
+def evaluate_before(session: Session, hooks: Hooks) -> None:
+    """The validation figures of the model before training (the first point of every curve)."""
+    before = run_evaluation(session.state, hooks, session.cfg.train.early_stopping)
+    extra = f"accuracy {before['accuracy']:.4f}" if "accuracy" in before else f"perplexity {before['perplexity']:.2f}"
+    session.say(f"validation loss before training: {before['loss']:.4f} ({extra})")
+
+
+def keep_best(session: Session) -> None:
+    """With early stopping, the final model is the best evaluation's weights, not the last ones."""
+    early, state = session.cfg.train.early_stopping, session.state
+    if early is None or state.best_step is None:
+        return
+    load_best(session.run_dir, state.best_step, session.accelerator.unwrap_model(session.model))
+    if state.stopped_early:
+        session.say(f"early stopping at step {state.step} of {session.steps}: {stop_reason(state, early)}")
+    session.say(f"the final model is the one of step {state.best_step} ({early.metric} {state.best_metric:.4f})")
+
+
+def measure_forgetting(session: Session) -> dict[str, Any] | None:
+    """How much general ability the final model lost (None when not measured)."""
+    if session.general_before is None:
+        return None
+    cfg = session.cfg
+    after = session.evaluate(session.general, scored=False)
+    assert session.tokenizer is not None
+    forgetting = forgetting_report(
+        session.general_before,
+        after,
+        cfg.forgetting.threshold,
+        vocab_size=len(session.tokenizer),
+        text=cfg.forgetting.text,
+        file=str(session.general_file),
+    )
+    session.say(forgetting_advice(forgetting, cfg.method.name), warning=forgetting["warning"])
+    return forgetting

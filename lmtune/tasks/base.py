@@ -1,0 +1,68 @@
+"""What a task entry holds (`Task`), and the pieces entries share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from transformers import PreTrainedTokenizerBase
+
+from lmtune.data.formats import Example
+from lmtune.data.types import Tokenized, TokenStats
+from lmtune.train.objectives import Objective
+from lmtune.train.validation import Scorer
+
+# Which model class `lmtune.model.load_model` builds for a task.
+ModelKind = Literal["causal", "seq2seq", "classifier", "token_classifier", "reward"]
+
+# What a task's records are: examples for the loop, preference pairs, or prompts for trl's RL trainers.
+RecordKind = Literal["examples", "pairs", "prompts"]
+
+# The methods of `lmtune.methods.METHODS`, grouped by the model kinds they work on.
+CAUSAL_METHODS = frozenset(
+    {"full", "freeze", "lora", "dora", "qlora", "ia3", "prompt_tuning", "prefix_tuning", "adapters"}
+)
+MODEL_METHODS = frozenset({"full", "freeze", "lora", "dora"})  # those that fit every model class
+
+
+@dataclass(frozen=True)
+class TokenizeOptions:
+    """The data settings tokenization reads (from `data:`), and the task's label names where it has them."""
+
+    max_length: int
+    overlong: str = "truncate"
+    template: str = "auto"
+    labels: Sequence[str] = ()
+
+
+Tokenize = Callable[[Sequence[Example], PreTrainedTokenizerBase, TokenizeOptions], tuple[list[Tokenized], TokenStats]]
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    summary: str  # what it trains, in words (README, `lmtune config docs`)
+    model: ModelKind
+    methods: frozenset[str]
+    objective: Objective | None  # the loss (None: trained outside the loop); `objective_for` adds the run's settings
+    tokenize: Tokenize | None = None  # None: the task's records are not examples (pairs, prompts)
+    records: RecordKind = "examples"
+    labels: Callable[[Sequence[Example]], list[str]] | None = None  # the label set, read from the training data
+    scorer: Callable[[dict[int, str]], Scorer] | None = None  # validation metrics beyond the loss (id2label)
+    # Why the general-text forgetting measurement does not apply (None: it is measured): it scores next-token
+    # prediction, which only a causal LM does.
+    forgetting_note: str | None = None
+    renders_text: bool = True  # `data preview` can show a prompt and the answer tokens trained on
+    predicts_with_head: bool = False  # evaluated by its trained head (no generation, no prompted baselines)
+    class_weights: bool = False  # train.class_weights applies (a label per example or per word)
+    summary_metrics: tuple[str, ...] = ()  # validation metrics summary.json reports before/after/final
+
+    def loop_trained(self) -> bool:
+        """Whether lmtune's loop trains this task. Preference pairs still train through trl's trainers
+        (`lmtune.align`) until their objectives (`lmtune.train.preference`) run in the loop; RL stays on trl."""
+        return self.records == "examples"
+
+
+def not_measured(task: str, model: str) -> str:
+    return f"not measured: the general-text loss is a causal-LM measurement and task {task} trains {model}"

@@ -1,0 +1,15 @@
+"""Task reward: a reward model (a sequence classifier with one output) trained on preference pairs."""
+
+from lmtune.tasks.base import MODEL_METHODS, Task
+
+REWARD = Task(
+    name="reward",
+    summary="a reward model scoring answers, from preference pairs (Bradley-Terry loss); pairwise accuracy",
+    model="reward",
+    methods=MODEL_METHODS,
+    objective=None,
+    records="pairs",
+    renders_text=False,
+    predicts_with_head=True,
+    forgetting_note="not measured: task reward trains a scoring head, not next-token prediction",
+)
