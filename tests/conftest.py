@@ -39,6 +39,18 @@ PRESET = "preset:tiny-chat"
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state whose mixed precision cannot change once set; tests run trainings
+    of several precisions in one process (trl's trainers set bf16 where the CPU has it), while a real `lmtune`
+    command is a process of its own."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 @pytest.fixture
 def tokenizer() -> PreTrainedTokenizerBase:
     """The shipped tokenizer of the preset (a fresh one per test: tests may change its chat template)."""

@@ -129,3 +129,36 @@ def test_shipped_accelerate_configs_load() -> None:
     }
     assert found["fsdp-8gpu.yaml"].fsdp_config["fsdp_version"] == 2
     assert found["deepspeed-zero3-8gpu.yaml"].deepspeed_config["zero_stage"] == 3
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_dpo_on_two_processes_matches_one(tmp_path: Path, method: str) -> None:
+    """DPO on lmtune's loop under `--nproc 2` (DDP): the same losses, preference accuracy and validation as one
+    process accumulating the same global batch; the reference is the adapter switched off (lora) or log-probs
+    precomputed before training (full), on every process."""
+    cfg = {
+        "task": "dpo",
+        "method": {"name": method, **({"dropout": 0.0} if method == "lora" else {})},  # no random masks
+        "data": {
+            "train": str(ROOT / "examples/stories-dpo/train.jsonl"),
+            "validation": str(ROOT / "examples/stories-dpo/validation.jsonl"),
+            "max_examples": 64,
+            "max_length": 128,
+        },
+        "forgetting": {"measure": False},
+        "train": {"batch_size": 8, "lr": 5e-3, "max_steps": 3, "mixed_precision": "no", "fast_dropout": False},
+    }
+    config = tmp_path / "dpo.yaml"
+    config.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    two, one = tmp_path / "two", tmp_path / "one"
+    lmtune = [sys.executable, "-m", "lmtune", "train", str(config)]
+    subprocess.run([*lmtune, "--nproc", "2", "-o", str(two)], env=ENV, check=True, timeout=300)
+    subprocess.run([*lmtune, "-o", str(one), "--set", "train.grad_accum=2"], env=ENV, check=True, timeout=300)
+    loss2, pairs2, val2 = _losses(two)
+    loss1, pairs1, val1 = _losses(one)
+    assert pairs2 == pairs1 == [16, 32, 48]  # trained units are pairs: 16 per step over both processes
+    assert loss2 == pytest.approx(loss1, abs=1e-4)
+    assert val2 == pytest.approx(val1, abs=1e-4)
+    summary2 = json.loads((two / "summary.json").read_text())
+    summary1 = json.loads((one / "summary.json").read_text())
+    assert summary2["val_accuracy_after"] == pytest.approx(summary1["val_accuracy_after"], abs=1e-6)

@@ -82,8 +82,10 @@ def test_config_switch_and_checks():
         load_config(MINIMAL, ["train.early_stopping=true", "train.eval_every=10", "data.val_fraction=0"])
     with pytest.raises(LmtuneError, match="mode: loss is better when lower; use mode: min"):
         load_config(MINIMAL, ["train.early_stopping.mode=max", "train.eval_every=10"])
-    with pytest.raises(LmtuneError, match="metric: must be 'loss' or 'perplexity'"):
+    with pytest.raises(LmtuneError, match="mode: accuracy is better when higher; use mode: max"):
         load_config(MINIMAL, ["train.early_stopping.metric=accuracy", "train.eval_every=10"])
+    with pytest.raises(LmtuneError, match="metric: must be 'loss', 'perplexity', 'accuracy', 'f1' or 'margin'"):
+        load_config(MINIMAL, ["train.early_stopping.metric=rougeL", "train.eval_every=10"])
 
 
 # --- runs that overfit ------------------------------------------------------------------------------------------

@@ -52,17 +52,6 @@ WORDS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """accelerate keeps one process-wide state whose mixed precision cannot change; the probes here switch it
-    (a real `lmtune estimate` is its own process)."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
 @pytest.fixture(scope="module")
 def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ~2M-parameter Llama (GQA, 4 layers, 192 wide) saved with the preset's tokenizer: memory in the 100 MB

@@ -22,7 +22,7 @@ from lmtune.train.validation import evaluate_loss
 EXACT = dict(mixed_precision="no", max_grad_norm=None)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def accelerator() -> Accelerator:
     return Accelerator(mixed_precision="no", cpu=True)
 

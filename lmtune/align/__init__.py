@@ -1,4 +1,4 @@
-"""Preference alignment: tasks reward, dpo and rlhf, trained through trl's trainers.
+"""Task rlhf: GRPO/RLOO through trl's trainers, the one recipe outside lmtune's loop (online sampling).
 
 `run_alignment(cfg)` is what `lmtune.finetune` runs for these tasks: run directory -> data (preference pairs or
 prompts) -> model and method (lmtune's `apply_method`, so peft does LoRA & co. as for every task) -> trl's trainer
@@ -13,7 +13,8 @@ from typing import Any
 import datasets
 
 from lmtune.align.common import start_run
-from lmtune.align.data import (
+from lmtune.config import ALIGNMENT_TASKS, RunConfig
+from lmtune.data.preferences import (
     AlignSplits,
     PreferencePair,
     PromptRecord,
@@ -22,7 +23,6 @@ from lmtune.align.data import (
     parse_prompts,
     split_transcript,
 )
-from lmtune.config import ALIGNMENT_TASKS, RunConfig
 
 __all__ = [
     "ALIGNMENT_TASKS",
@@ -40,23 +40,19 @@ __all__ = [
 def run_alignment(
     cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, say: Callable[..., None]
 ) -> dict[str, Any]:
-    """Train a reward model, or a policy by DPO or RLHF, as the config says; returns the run's summary."""
-    from lmtune.align.dpo import train_dpo
-    from lmtune.align.reward import train_reward
-    from lmtune.align.rl import train_rlhf
+    """Train a policy by RLHF (GRPO/RLOO, trl's trainers) as the config says; returns the run's summary."""
+    from lmtune.align.rl import train_rlhf  # trl's trainers load only for the task that uses them
 
     run_dir = start_run(cfg, resume=resume, overwrite=overwrite)
     splits = load_align_splits(cfg.data, cfg.seed, cfg.task)
     for warning in splits.warnings:
         say(warning, warning=True)
-    what = "prompts" if cfg.task == "rlhf" else "preference pairs"
-    say(f"data: {len(splits.train)} training {what}, {len(splits.validation)} validation")
-    train = {"reward": train_reward, "dpo": train_dpo, "rlhf": train_rlhf}[cfg.task]
+    say(f"data: {len(splits.train)} training prompts, {len(splits.validation)} validation")
     # trl maps its datasets with `datasets`, whose progress bars would flood stderr for every tiny split.
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
-        return train(cfg, run_dir, splits, resume=resume, say=say)
+        return train_rlhf(cfg, run_dir, splits, resume=resume, say=say)
     finally:
         if bars:
             datasets.enable_progress_bars()

@@ -14,15 +14,15 @@ from transformers import PreTrainedTokenizerBase, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from lmtune.align.data import AlignSplits
 from lmtune.config import RunConfig, dump_config
+from lmtune.data.preferences import AlignSplits, pairs_use_chat
 from lmtune.data.tokenize import setup_chat_template
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.diagnose import diagnose
 from lmtune.export import check_same_config, needs_base_copy, save_base, save_final
 from lmtune.fileio import atomic_write_text
 from lmtune.methods import apply_method, quantization_config
-from lmtune.model import load_classifier, load_model, load_tokenizer
+from lmtune.model import load_model, load_tokenizer
 from lmtune.report import write_report
 from lmtune.rundir import MetricsLog, check_run_dir, environment, prepare_run_dir, read_json, write_json
 from lmtune.train.fastdropout import use_fast_dropout
@@ -202,11 +202,6 @@ def base_summary(run_dir: Path, trainer: Any, elapsed: float, model: Any) -> dic
     }
 
 
-def last_eval_step(metrics: MetricsLog) -> int | None:
-    steps = [r["step"] for r in metrics.read() if r["split"] == "validation"]
-    return steps[-1] if steps else None
-
-
 def before_after(run_dir: Path, keys: tuple[str, ...]) -> dict[str, Any]:
     """val_<key>_before (the step-0 evaluation) and val_<key>_after (the last) from metrics.jsonl."""
     val = [r for r in MetricsLog(run_dir / "metrics.jsonl").read() if r["split"] == "validation"]
@@ -240,14 +235,11 @@ def finish(
 def load_trainable(cfg: RunConfig, run_dir: Path, *, resume: bool, say: Callable[..., Any]) -> tuple[Any, Any]:
     """The tokenizer and the model to train, the method applied through `apply_method` (peft), as every task.
 
-    Task reward trains a sequence classifier with one output, the score; dpo and rlhf train the causal LM.
+    Task rlhf trains the causal LM.
     """
     tokenizer = load_tokenizer(cfg.model)
     setup_chat_template(tokenizer, cfg.data.chat_template)
-    if cfg.task == "reward":
-        model = load_classifier(cfg.model, ["reward"], tokenizer.pad_token_id)
-    else:
-        model = load_model(cfg.model, quantization=quantization_config(cfg.method))
+    model = load_model(cfg.model, quantization=quantization_config(cfg.method))
     if needs_base_copy(cfg) and not resume:
         save_base(run_dir, model)
     model = apply_method(model, cfg.method)
@@ -264,12 +256,4 @@ def load_trainable(cfg: RunConfig, run_dir: Path, *, resume: bool, say: Callable
 
 def uses_chat_template(cfg: RunConfig, examples: list[Any]) -> bool:
     """Render through the chat template: data.template chat, or examples given as chat messages (auto)."""
-    from lmtune.align.data import is_conversational
-
-    if cfg.data.template == "raw":
-        if examples and is_conversational(examples[0]):
-            raise LmtuneError(
-                "data.template: raw, but the examples are chat messages", hint="use template auto or chat"
-            )
-        return False
-    return cfg.data.template == "chat" or bool(examples and is_conversational(examples[0]))
+    return pairs_use_chat(cfg.data.template, examples)

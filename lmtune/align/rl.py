@@ -28,8 +28,8 @@ from lmtune.align.common import (
     trl_args,
     uses_chat_template,
 )
-from lmtune.align.data import AlignSplits, to_trl
 from lmtune.config import RunConfig
+from lmtune.data.preferences import AlignSplits, to_trl
 from lmtune.errors import LmtuneError
 from lmtune.export import BASE_MODEL, load_tuned, read_run_config, save_base
 from lmtune.model import is_preset

@@ -14,6 +14,7 @@ from transformers import PreTrainedTokenizerBase
 from lmtune.config import RunConfig
 from lmtune.data.batching import Row, pack, unpacked
 from lmtune.data.leakage import cheap_leaks
+from lmtune.data.preferences import load_align_splits, pairs_use_chat
 from lmtune.data.prepare import Splits, load_splits
 from lmtune.data.tokenize import tokenize_examples, uses_chat
 from lmtune.data.types import IGNORE, Tokenized, TokenStats
@@ -78,6 +79,8 @@ def prepare_data(
     """Load, validate and split the data (or take `splits`), check leakage, tokenize the way the task trains, mix
     in replay text and pack: the rows `finetune` trains on."""
     task = task_of(cfg)
+    if task.records == "pairs":
+        return prepare_pairs(cfg, tokenizer, say)
     splits = splits or load_splits(cfg.data, cfg.seed)
     leakage = check_leakage(cfg, splits, say)
     labels = task.labels(splits.train) if task.labels else []
@@ -95,6 +98,24 @@ def prepare_data(
     prepared = Prepared(splits, labels, train, train_stats, validation, val_stats, rows, unpacked(validation), chat)
     prepared.replay, prepared.replay_stats, prepared.leakage = replay, replay_stats, leakage
     return prepared
+
+
+def prepare_pairs(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase, say: Say = silent) -> Prepared:
+    """Preference pairs (tasks reward, dpo): parsed and split, then tokenized as rows of a chosen and a rejected
+    sequence each (over-long prompts cut from the left, counted)."""
+    task = task_of(cfg)
+    found = load_align_splits(cfg.data, cfg.seed, cfg.task)
+    for warning in found.warnings:
+        say(warning, warning=True)
+    chat = pairs_use_chat(cfg.data.template, found.train)
+    opts = TokenizeOptions(cfg.data.max_length, cfg.data.overlong, cfg.data.template, chat=chat)
+    assert task.tokenize is not None
+    train, train_stats = task.tokenize(found.train, tokenizer, opts)
+    validation, val_stats = task.tokenize(found.validation, tokenizer, opts)
+    if not train:
+        raise LmtuneError("no preference pair is left after tokenization", hint="check data.max_length and overlong")
+    splits = Splits(list(found.train), list(found.validation), "preference", found.info)
+    return Prepared(splits, [], train, train_stats, validation, val_stats, list(train), list(validation), chat)
 
 
 def build_model(
@@ -124,8 +145,11 @@ def build_model(
         use_fast_dropout(model)
     trainable, total = count_parameters(model)
     weights = class_weights(cfg, task, prepared)
-    assert task.objective is not None, f"task {task.name} is not trained by lmtune's loop"
-    objective = objective_for(task.objective, label_smoothing=cfg.train.label_smoothing, class_weights=weights)
+    if task.objective_for_run is not None:
+        objective = task.objective_for_run(cfg, model)
+    else:
+        assert task.objective is not None, f"task {task.name} is not trained by lmtune's loop"
+        objective = objective_for(task.objective, label_smoothing=cfg.train.label_smoothing, class_weights=weights)
     return Built(model, trainable, total, objective, weights)
 
 

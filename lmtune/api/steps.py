@@ -26,6 +26,7 @@ from lmtune.export import check_same_config
 from lmtune.fileio import atomic_write_text
 from lmtune.rundir import MetricsLog, check_run_dir, environment, prepare_run_dir, read_json, write_json
 from lmtune.tasks import Task
+from lmtune.tasks.preference import needs_reference_logps
 from lmtune.train.checkpoint import (
     latest_checkpoint,
     load_best,
@@ -36,8 +37,9 @@ from lmtune.train.checkpoint import (
 )
 from lmtune.train.early_stopping import stop_reason
 from lmtune.train.launch import configure_deepspeed, describe_launch
-from lmtune.train.loop import Hooks, resume_grad_accum, run_evaluation
+from lmtune.train.loop import Hooks, loss_head, resume_grad_accum, run_evaluation
 from lmtune.train.objectives import OBJECTIVES, Objective
+from lmtune.train.preference_step import with_reference_logps
 from lmtune.train.state import LoopState
 from lmtune.train.validation import evaluate_loss
 
@@ -194,6 +196,7 @@ def measure_start(session: Session) -> None:
     weights training started from (recomputed, not stored): the trainable weights (L2-SP pulls toward them) and
     the loss on a general text (the forgetting measurement compares the end with it)."""
     cfg, model = session.cfg, session.model
+    precompute_reference(session)
     if cfg.train.l2sp > 0:
         session.anchors = [p.detach().clone() for p in model.parameters() if p.requires_grad]
     if not cfg.forgetting.measure or session.task.forgetting_note is not None:
@@ -213,6 +216,22 @@ def measure_start(session: Session) -> None:
         f"general-text loss before training: {before['loss']:.4f} (perplexity {before['perplexity']:.2f}, "
         f"{before['tokens']:,} tokens of {cfg.forgetting.text})"
     )
+
+
+def precompute_reference(session: Session) -> None:
+    """Full and freeze DPO runs: the reference's log-probs of every pair, from the weights before training (also
+    on resume: recomputed from the base, before the checkpoint loads)."""
+    p, b = session.prepared, session.built
+    assert p is not None and b is not None and session.tokenizer is not None
+    if not needs_reference_logps(b.objective):
+        return
+    bs, pad = session.cfg.train.eval_batch_size or session.cfg.train.batch_size, session.tokenizer.pad_token_id
+    acc = session.accelerator
+    model, autocast = acc.unwrap_model(session.model), acc.autocast
+    head = loss_head(session.model, acc, b.objective) if session.cfg.train.chunked_loss else None
+    p.rows = with_reference_logps(model, p.rows, bs, pad, autocast, head)
+    p.val_rows = with_reference_logps(model, p.val_rows, bs, pad, autocast, head)
+    session.say(f"reference log-probs of {len(p.rows) + len(p.val_rows)} pairs computed from the model before training")
 
 
 def resume_or_describe(session: Session) -> None:

@@ -128,6 +128,11 @@ def finish(s: steps.Session, forgetting: dict[str, Any] | None, report: Say) -> 
             summary["forgetting_skipped"] = s.task.forgetting_note
         if s.prepared.labels:
             summary["labels"] = s.prepared.labels
+        if s.task.summary_extra is not None:
+            extra, line = s.task.summary_extra(cfg, acc.unwrap_model(s.model), summary)
+            summary.update(extra)
+            if line:
+                say(line)
         write_json(s.run_dir, "summary.json", summary)
         for finding in summary["diagnosis"]:
             advice = finding["advice"][:1].upper() + finding["advice"][1:]

@@ -164,15 +164,17 @@ class DataConfig(_Section):
     )
 
 
-# Metrics the validation pass computes during training, and whether lower is better. A task metric (e.g. rougeL,
-# mode max) becomes usable for early stopping once the evaluation hook returns it.
-LOWER_IS_BETTER = {"loss": True, "perplexity": True}
+# Metrics the validation pass computes during training, and whether lower is better: every task's loss and
+# perplexity; a classifier's or tagger's accuracy and F1; a preference run's pairwise accuracy and margin.
+LOWER_IS_BETTER = {"loss": True, "perplexity": True, "accuracy": False, "f1": False, "margin": False}
 
 
 class EarlyStoppingConfig(_Section):
-    metric: Literal["loss", "perplexity"] = Field(
+    metric: Literal["loss", "perplexity", "accuracy", "f1", "margin"] = Field(
         "loss",
-        description="Validation metric to watch. Early stopping is off unless this section is set "
+        description="Validation metric to watch: loss or perplexity (every task), accuracy or f1 (classification, "
+        "token_classification), accuracy or margin (reward, dpo: pairs ranked right). Early stopping is off unless "
+        "this section is set "
         "(`train.early_stopping: true` takes the defaults); it needs validation data and train.eval_every, and "
         "the run keeps the weights of the best evaluation as its final model.",
     )
@@ -351,20 +353,31 @@ class EvalConfig(_Section):
 
 
 class PreferenceConfig(_Section):
-    """Task dpo: direct preference optimisation (trl's DPOTrainer)."""
+    """Tasks dpo and reward: the preference losses, computed by lmtune's loop (`lmtune.train.preference`, each
+    equal to trl's on the same batch)."""
 
     beta: float = Field(
         0.1,
         gt=0.0,
         description="Task dpo: strength of the implicit KL constraint to the reference model (DPO's beta): higher "
         "stays closer to the reference, lower follows the preferences more freely. The reference is the model "
-        "before training: the base with the adapter switched off for LoRA-like methods, a frozen copy otherwise.",
+        "before training: the base with the adapter switched off for LoRA-like methods; for full and freeze its "
+        "log-probs of every pair, computed once before training (no second copy of the model is held).",
     )
-    loss_type: Literal["sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero"] = Field(
+    loss_type: Literal[
+        "sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero", "orpo", "simpo"
+    ] = Field(
         "sigmoid",
         description="Task dpo: the preference loss (trl's DPOConfig.loss_type): 'sigmoid' is the DPO paper's, "
-        "'ipo' (Azar et al. 2023) resists overfitting deterministic preferences, 'hinge' is SLiC's.",
+        "'ipo' (Azar et al. 2023) resists overfitting deterministic preferences, 'hinge' is SLiC's, 'robust' "
+        "(Chowdhury et al. 2024) tolerates noisy labels (label_smoothing). Without a reference model: 'orpo' "
+        "(Hong et al. 2024; odds ratio + NLL on the chosen answer) and 'simpo' (Meng et al. 2024; length-"
+        "normalised log-probs with a margin gamma).",
     )
+    label_smoothing: float = Field(
+        0.0, ge=0.0, lt=0.5, description="Task dpo: assumed share of flipped preference labels (robust, simpo)."
+    )
+    simpo_gamma: float = Field(0.5, ge=0.0, description="Task dpo, loss_type simpo: the target reward margin.")
 
 
 class RlhfConfig(_Section):
@@ -429,10 +442,10 @@ class RunConfig(_Section):
         "decoder; records with a text and a label field, the label set read from the training data) or "
         "'token_classification' (NER: a tag per word, BIO tags, CoNLL files or tokens + tags records; a token "
         "classification head, scored by entity-level F1 with seqeval). Preference "
-        "alignment through trl: 'reward' (a reward model, one score per text, trained on preference pairs: prompt, "
+        "alignment: 'reward' (a reward model, one score per text, trained on preference pairs: prompt, "
         "chosen, rejected, or Anthropic-HH transcripts), 'dpo' (direct preference optimisation of a causal LM on the "
         "same pairs, see `preference`) or 'rlhf' (online GRPO/RLOO of a causal LM on prompts against a trained "
-        "reward model, see `rlhf`).",
+        "reward model through trl, see `rlhf`).",
     )
     seed: int = Field(42, description="Seed for data order, splits, initialisation and dropout.")
     output_dir: str | None = Field(None, description="Run directory (default runs/<name>).")
@@ -505,7 +518,7 @@ class RunConfig(_Section):
         return self
 
     def _alignment_checks(self) -> None:
-        """Preference tasks read their own record shapes and train through trl's trainers, not lmtune's loop."""
+        """Preference tasks read their own record shapes (pairs, or prompts for rlhf, which trains through trl)."""
         shape = "prompts (a prompt field)" if self.task == "rlhf" else "preference pairs (prompt, chosen, rejected)"
         if self.data.format != "auto":
             raise ValueError(f"data.format: task {self.task} reads {shape}; leave data.format unset (auto)")
@@ -513,8 +526,8 @@ class RunConfig(_Section):
             ("data.packing", self.data.packing),
             ("data.replay", self.data.replay is not None),
             ("data.overlong: chunk", self.data.overlong == "chunk"),
-            ("train.early_stopping", self.train.early_stopping is not None),
-            ("train.l2sp", self.train.l2sp > 0),
+            ("train.early_stopping", self.task == "rlhf" and self.train.early_stopping is not None),
+            ("train.l2sp", self.task == "rlhf" and self.train.l2sp > 0),
             ("train.label_smoothing", self.train.label_smoothing > 0),
             ("train.class_weights", self.train.class_weights != "none"),
             ("eval (generation metrics)", self.eval.enabled),

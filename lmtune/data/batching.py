@@ -32,6 +32,11 @@ class Row:
             return sum(label != IGNORE for label in self.decoder_labels)
         return sum(label != IGNORE for label in self.labels[1:])
 
+    @property
+    def length(self) -> int:
+        """The row's width before padding (what length grouping sorts by and padding pads to)."""
+        return len(self.input_ids)
+
 
 def unpacked(examples: Sequence[Tokenized]) -> list[Row]:
     return [Row(e.input_ids, e.labels, decoder_labels=e.decoder_labels, class_label=e.class_label) for e in examples]

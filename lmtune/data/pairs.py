@@ -23,9 +23,10 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from lmtune.align.data import PreferencePair, is_conversational
 from lmtune.data.batching import padded_width
-from lmtune.data.tokenize import IGNORE, TokenStats, special_affixes
+from lmtune.data.preferences import PreferencePair, is_conversational
+from lmtune.data.tokenize import special_affixes
+from lmtune.data.types import IGNORE, TokenStats
 from lmtune.errors import LmtuneError
 
 OVERLONG = ("truncate", "drop")

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lmtune.data.batching import Row, epoch_batches, padded_width
+from lmtune.data.pairs import PairRow
 from lmtune.estimate.spec import MicroBatch, ModelSpec
 
 
 def plan_steps(
-    rows: Sequence[Row],
+    rows: Sequence[Row] | Sequence[PairRow],
     batch_size: int,
     grad_accum: int,
     seed: int,
@@ -19,9 +20,11 @@ def plan_steps(
 ) -> list[list[MicroBatch]]:
     """The micro-batches of every optimizer step in the order `train_loop` forms them (same seeded shuffle per
     epoch, `grad_accum` micro-batches per step, one process), so memory and time see the run's real batches."""
-    lengths = [len(r.input_ids) for r in rows]
+    lengths = [r.length for r in rows]
     trained = [r.trained_tokens for r in rows]
-    packed = bool(rows) and rows[0].position_ids is not None
+    packed = bool(rows) and getattr(rows[0], "position_ids", None) is not None
+    # A preference pair is two sequences (chosen and rejected) batched together.
+    per_row = 2 if rows and isinstance(rows[0], PairRow) else 1
     longest = max(lengths, default=0)  # the data's longest row caps every batch's rounded width
     plan: list[list[MicroBatch]] = []
     epoch = 0
@@ -32,7 +35,7 @@ def plan_steps(
             for idx in batches[i : i + grad_accum]:
                 width = padded_width(max(lengths[j] for j in idx), pad_multiple, longest)
                 masked = packed or any(lengths[j] < width for j in idx)
-                step.append(MicroBatch(len(idx), width, sum(trained[j] for j in idx), masked, packed))
+                step.append(MicroBatch(per_row * len(idx), width, sum(trained[j] for j in idx), masked, packed))
             plan.append(step)
             if len(plan) == steps:
                 break

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from transformers import PreTrainedTokenizerBase
 
@@ -34,6 +34,7 @@ class TokenizeOptions:
     overlong: str = "truncate"
     template: str = "auto"
     labels: Sequence[str] = ()
+    chat: bool = False  # preference pairs: render through the chat template
 
 
 Tokenize = Callable[[Sequence[Example], PreTrainedTokenizerBase, TokenizeOptions], tuple[list[Tokenized], TokenStats]]
@@ -45,7 +46,7 @@ class Task:
     summary: str  # what it trains, in words (README, `lmtune config docs`)
     model: ModelKind
     methods: frozenset[str]
-    objective: Objective | None  # the loss (None: trained outside the loop); `objective_for` adds the run's settings
+    objective: Objective | None  # the loss (None: set per run, or trained outside the loop)
     tokenize: Tokenize | None = None  # None: the task's records are not examples (pairs, prompts)
     records: RecordKind = "examples"
     labels: Callable[[Sequence[Example]], list[str]] | None = None  # the label set, read from the training data
@@ -57,11 +58,15 @@ class Task:
     predicts_with_head: bool = False  # evaluated by its trained head (no generation, no prompted baselines)
     class_weights: bool = False  # train.class_weights applies (a label per example or per word)
     summary_metrics: tuple[str, ...] = ()  # validation metrics summary.json reports before/after/final
+    # The objective of a run when it depends on the config and the model (preference losses: beta, loss type,
+    # how the reference is computed); `objective` is used otherwise.
+    objective_for_run: Callable[[Any, Any], Objective] | None = None
+    # What summary.json adds for this task, and the line the run ends with: (cfg, model, summary) -> (extra, line).
+    summary_extra: Callable[[Any, Any, dict[str, Any]], tuple[dict[str, Any], str | None]] | None = None
 
     def loop_trained(self) -> bool:
-        """Whether lmtune's loop trains this task. Preference pairs still train through trl's trainers
-        (`lmtune.align`) until their objectives (`lmtune.train.preference`) run in the loop; RL stays on trl."""
-        return self.records == "examples"
+        """Whether lmtune's loop trains this task: every task but RL, which samples answers through trl."""
+        return self.records != "prompts"
 
 
 def not_measured(task: str, model: str) -> str:

@@ -1,6 +1,8 @@
-"""Task dpo: a policy trained directly on preference pairs against a reference (DPO and its family)."""
+"""Task dpo: a policy trained directly on preference pairs against a reference (DPO and its family, ORPO,
+SimPO), by lmtune's loop."""
 
 from lmtune.tasks.base import MODEL_METHODS, Task
+from lmtune.tasks.preference import dpo_objective, dpo_summary, tokenize_for
 
 DPO = Task(
     name="dpo",
@@ -8,7 +10,10 @@ DPO = Task(
     model="causal",
     methods=MODEL_METHODS | {"qlora"},
     objective=None,
+    objective_for_run=dpo_objective,
+    tokenize=tokenize_for(for_reward=False),
+    summary_extra=dpo_summary,
     records="pairs",
     renders_text=False,
-    forgetting_note="not measured for preference runs yet",
+    summary_metrics=("accuracy", "margin", "reward_chosen", "reward_rejected"),
 )

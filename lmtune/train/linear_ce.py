@@ -140,3 +140,21 @@ def causal_hidden_loss(
         return hidden.sum() * 0.0, 0
     loss = linear_cross_entropy(hidden[:, :-1][mask], head, shift_labels[mask], label_smoothing=label_smoothing)
     return loss, n
+
+
+def sequence_logps_hidden(
+    hidden: torch.Tensor, head: nn.Linear, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sequence summed log-probs of the labelled next tokens, and their counts: what
+    `lmtune.train.preference.sequence_logps` computes from logits, here from the last hidden states through the
+    chunked head, one sequence at a time (each sequence's gradient is one scalar, which the chunked function's
+    backward scales by), so only the labelled positions reach the head and no logits are kept."""
+    shift = labels[:, 1:]
+    mask = shift != IGNORE
+    logps = [
+        -linear_cross_entropy(hidden[i, :-1][mask[i]], head, shift[i][mask[i]])
+        if mask[i].any()
+        else hidden[i].sum() * 0
+        for i in range(hidden.shape[0])
+    ]
+    return torch.stack([x.float() for x in logps]), mask.sum(-1)

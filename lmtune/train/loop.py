@@ -93,7 +93,7 @@ def loss_head(model: torch.nn.Module, accelerator: Accelerator, objective: Objec
     objective has no hidden-state form, the head is not a plain linear layer, or FSDP/ZeRO-3 shard the head's
     weight (it is only gathered inside the wrapped model's forward). ZeRO-1/2 keep it whole on every process."""
     unwrapped = accelerator.unwrap_model(model)
-    if objective.hidden_loss is None or is_sharded(unwrapped):
+    if (objective.hidden_loss is None and not objective.uses_head) or is_sharded(unwrapped):
         return None
     return output_head(unwrapped)
 
@@ -104,16 +104,34 @@ def _forward(
     device: torch.device,
     objective: Objective,
     head: torch.nn.Linear | None = None,
-) -> tuple[torch.Tensor | None, tuple]:
-    """The logits of a batch and its (summed loss, count) under the objective. With `head` (see `loss_head`) the
-    model computes no logits (None): the loss comes from its last hidden states through the head."""
+) -> tuple[torch.Tensor | None, tuple, dict[str, float]]:
+    """The logits of a batch, its (summed loss, count) under the objective, and the objective's summed metrics
+    (preference pairs: accuracy, margins). With `head` (see `loss_head`) the model computes no logits (None): the
+    loss comes from its last hidden states through the head. An objective with a `step` runs the step itself."""
+    if objective.step is not None:
+        loss, n, metrics = objective.step(model, batch, device, head)
+        return None, (loss, n), metrics
     inputs = {k: v.to(device) for k, v in batch.items() if k != "labels" or objective.model_takes_labels}
     labels = batch["labels"].to(device)
     if head is not None and objective.hidden_loss is not None:
         out = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
-        return None, objective.hidden_loss(out.hidden_states[-1], head, labels)
+        return None, objective.hidden_loss(out.hidden_states[-1], head, labels), {}
     logits = model(**inputs, use_cache=False).logits
-    return logits, objective.loss(logits, labels)
+    return logits, objective.loss(logits, labels), {}
+
+
+def step_means(sums: dict[str, float], count: int, accelerator: Accelerator) -> dict[str, float]:
+    """The objective's metrics of one optimizer step (summed over micro-batches and processes) per counted unit."""
+    if not sums:
+        return {}
+    names = sorted(sums)
+    total = accelerator.reduce(torch.tensor([sums[k] for k in names], device=accelerator.device), reduction="sum")
+    return {k: float(v) / count for k, v in zip(names, total.tolist(), strict=True)}
+
+
+def batcher(objective: Objective) -> Callable[..., dict[str, torch.Tensor]]:
+    """The collate function of the objective's rows: its own, or the token rows' `collate`."""
+    return objective.collate or collate
 
 
 @dataclass
@@ -168,8 +186,9 @@ def train_loop(
     bar = tqdm(total=steps, initial=state.step, desc="train", unit="step", disable=not accelerator.is_main_process)
     model.train()
     window_tokens, window_time = 0, 0.0
-    lengths = [len(r.input_ids) for r in rows] if cfg.batching == "length_grouped" else None
-    longest = max(len(r.input_ids) for r in rows)
+    lengths = [r.length for r in rows] if cfg.batching == "length_grouped" else None
+    longest = max(r.length for r in rows)
+    batch_of = batcher(objective)
     while state.step < steps and not state.stopped_early:
         batches = epoch_batches(len(rows), cfg.batch_size, seed, state.epoch, lengths=lengths)
         chunks = [batches[i : i + per_step] for i in range(state.batches_done, len(batches), per_step)]
@@ -178,17 +197,17 @@ def train_loop(
         for chunk in chunks:
             t0 = time.perf_counter()
             mine = chunk[rank::world]
-            micro = [collate([rows[i] for i in idx], pad_id, cfg.pad_to_multiple_of, longest) for idx in mine]
+            micro = [batch_of([rows[i] for i in idx], pad_id, cfg.pad_to_multiple_of, longest) for idx in mine]
             local_n = sum(rows[i].trained_tokens for idx in mine for i in idx)
             counts = accelerator.reduce(torch.tensor([local_n], device=accelerator.device), reduction="sum")
             global_n = max(int(counts.item()), 1)
-            loss_sum, penalty = 0.0, None
+            loss_sum, penalty, sums = 0.0, None, {}
             for j, batch in enumerate(micro):
                 sync = j == len(micro) - 1
                 # DeepSpeed's engine holds its reduction back by the boundary flag set below instead.
                 quiet = nullcontext() if sync or engine is not None else accelerator.no_sync(model)
                 with quiet, accelerator.autocast():
-                    _, (loss, _) = _forward(model, batch, accelerator.device, objective, head)
+                    _, (loss, _), metrics = _forward(model, batch, accelerator.device, objective, head)
                 # DDP averages gradients over processes, so scale by world to get the global token mean.
                 scaled = loss * (world / global_n)
                 if sync and cfg.l2sp > 0:
@@ -201,6 +220,7 @@ def train_loop(
                 else:
                     accelerator.backward(scaled)
                 loss_sum += float(loss.detach())
+                sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}
             grad_norm = None
             lr = scheduler.get_last_lr()[0]
             if engine is not None:
@@ -236,6 +256,7 @@ def train_loop(
                         "tokens_per_s": tok_s,
                         "time": state.elapsed,
                         **({"l2sp": float(penalty.detach())} if penalty is not None else {}),
+                        **step_means(sums, global_n, accelerator),
                     }
                 )
                 window_tokens, window_time = 0, 0.0

@@ -105,6 +105,13 @@ class Objective:
     # The same loss from the last hidden states and the output layer (`lmtune.train.linear_ce`), for the loop to use
     # instead of `loss` when the model's head allows it: no full-vocabulary logits.
     hidden_loss: Callable[..., tuple[torch.Tensor, int]] | None = None
+    # Objectives that need more than logits and labels (preference pairs: both answers scored in one forward, a
+    # reference's log-probs) take the whole step: (model, batch, device) -> (summed loss, count, summed metrics).
+    step: Callable[..., tuple[torch.Tensor, int, dict[str, float]]] | None = None
+    # How the loop batches the task's rows (`lmtune.data.batching.collate` when None): (rows, pad_id, multiple, cap).
+    collate: Callable[..., dict[str, torch.Tensor]] | None = None
+    # The step can take the model's output layer and compute from the last hidden states (no full logits).
+    uses_head: bool = False
 
 
 # The token-level objectives, by the task entries (`lmtune.tasks`) that train with them.

@@ -9,22 +9,15 @@ returns their sum and the pair count, so the loop normalises over a whole optimi
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from lmtune.data.tokenize import IGNORE
+from lmtune.data.types import IGNORE
 
 DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero")
 KINDS = ("dpo", "orpo", "simpo", "reward")
-# `reference` of `preference_step`: the policy itself with its peft adapter switched off, or log-probs computed once
-# before training and carried in the batch (`ref_chosen_logps`, `ref_rejected_logps`); else a frozen module.
-ADAPTER_DISABLED = "adapter_disabled"
-PRECOMPUTED = "precomputed"
 
 Tensor = torch.Tensor
 
@@ -229,150 +222,3 @@ def reward_loss(
     if center_rewards_coefficient is not None:
         losses = losses + center_rewards_coefficient * (chosen_scores.float() + rejected_scores.float()) ** 2
     return losses
-
-
-@dataclass(frozen=True)
-class PreferenceSettings:
-    """The loss settings of `preference_step` (config `preference:` and trl's defaults)."""
-
-    beta: float = 0.1
-    loss_type: str = "sigmoid"  # dpo only
-    label_smoothing: float = 0.0  # dpo robust, simpo
-    simpo_gamma: float = 0.5
-    # CPO's NLL weight on the chosen answers added to SimPO (trl's CPOConfig defaults to 1.0; SimPO proper is 0).
-    cpo_alpha: float = 0.0
-    center_rewards_coefficient: float | None = None  # reward
-
-    @classmethod
-    def of(cls, settings: PreferenceSettings | Mapping[str, Any] | None) -> PreferenceSettings:
-        if settings is None or isinstance(settings, PreferenceSettings):
-            return settings or cls()
-        unknown = sorted(set(settings) - {f.name for f in fields(cls)})
-        if unknown:  # a misspelt setting would otherwise train with the default silently
-            raise ValueError(f"unknown preference settings {unknown}")
-        return cls(**settings)
-
-
-def _inputs(batch: Mapping[str, Tensor], device: torch.device) -> dict[str, Tensor]:
-    return {k: batch[k].to(device) for k in ("input_ids", "attention_mask") if k in batch}
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def reference_logps(
-    model: torch.nn.Module, batch: Mapping[str, Tensor], reference: torch.nn.Module | str
-) -> tuple[Tensor, Tensor]:
-    """Reference log-probs of the chosen and rejected answers of a collated pair batch, without gradient.
-
-    `reference`: ADAPTER_DISABLED (the peft policy `model` with its adapter switched off, so no second copy of the
-    weights is held: trl's default for peft), PRECOMPUTED (read from the batch), or a frozen module.
-    """
-    if isinstance(reference, str) and reference == PRECOMPUTED:
-        return batch["ref_chosen_logps"].float(), batch["ref_rejected_logps"].float()
-    module = model if isinstance(reference, str) else reference
-    if isinstance(reference, str) and reference != ADAPTER_DISABLED:
-        raise ValueError(f"reference must be {ADAPTER_DISABLED!r}, {PRECOMPUTED!r} or a module, got {reference!r}")
-    if isinstance(reference, str) and not hasattr(model, "disable_adapter"):
-        raise ValueError("reference adapter_disabled needs a peft model: give a frozen copy of the model instead")
-    adapter_off = model.disable_adapter() if isinstance(reference, str) else contextlib.nullcontext()
-    device = _device(module)
-    with torch.no_grad(), adapter_off:
-        logits = module(**_inputs(batch, device), use_cache=False).logits
-        logps, _ = sequence_logps(logits, batch["labels"].to(device))
-    return logps.chunk(2)
-
-
-def preference_step(
-    model: torch.nn.Module,
-    batch: Mapping[str, Tensor],
-    *,
-    kind: str,
-    settings: PreferenceSettings | Mapping[str, Any] | None = None,
-    reference: torch.nn.Module | str | None = None,
-) -> tuple[Tensor, int, dict[str, float]]:
-    """One micro-batch of pairs (from `lmtune.data.pairs.collate_pairs`: chosen rows, then rejected rows): the summed
-    per-pair loss, the pair count and metrics summed over the pairs (divide by the pairs of a whole validation set):
-    `accuracy` (pairs whose chosen reward is above the rejected one), `margin`, `reward_chosen`, `reward_rejected`,
-    and for policies `logps_chosen`/`logps_rejected`.
-
-    kind: dpo (needs `reference`), orpo, simpo (no reference), reward (`model` a sequence classifier with one label;
-    its score is logits[:, 0]; an optional `margin` (pairs,) in the batch). One forward pass scores both answers.
-    """
-    s = PreferenceSettings.of(settings)
-    device = _device(model)
-    n_pairs = batch["input_ids"].shape[0] // 2
-    logits = model(**_inputs(batch, device), use_cache=False).logits
-    if kind == "reward":
-        return _reward_step(logits, batch, s, n_pairs, device)
-    labels = batch["labels"].to(device)
-    per_token, mask = token_logps(logits, labels)
-    logps, n_tokens = per_token.sum(-1), mask.sum(-1)
-    chosen, rejected = logps.chunk(2)
-    if kind == "dpo":
-        if reference is None:
-            raise ValueError("kind dpo needs a reference: ADAPTER_DISABLED, PRECOMPUTED or a frozen module")
-        ref_chosen, ref_rejected = reference_logps(model, batch, reference)
-        # trl divides IPO's log-ratios by the completion mask's count before the shift (the labelled tokens).
-        lengths = (labels != IGNORE).sum(-1).float().chunk(2)
-        losses, r_chosen, r_rejected = dpo_loss(
-            chosen,
-            rejected,
-            ref_chosen.to(device),
-            ref_rejected.to(device),
-            beta=s.beta,
-            loss_type=s.loss_type,
-            label_smoothing=s.label_smoothing,
-            chosen_lengths=lengths[0],
-            rejected_lengths=lengths[1],
-        )
-    elif kind in ("orpo", "simpo"):
-        avg = logps / n_tokens.clamp(min=1)
-        avg_chosen, avg_rejected = avg.chunk(2)
-        if kind == "orpo":
-            losses, r_chosen, r_rejected = orpo_loss(
-                avg_chosen, avg_rejected, _orpo_nll(logits, batch, device), beta=s.beta
-            )
-        else:
-            losses, r_chosen, r_rejected = simpo_loss(
-                avg_chosen, avg_rejected, beta=s.beta, gamma=s.simpo_gamma, label_smoothing=s.label_smoothing
-            )
-            if s.cpo_alpha:
-                # CPO's NLL: one token-mean over the chosen answers of the batch, as trl's nn.CrossEntropyLoss.
-                nll = -per_token[:n_pairs].sum() / mask[:n_pairs].sum().clamp(min=1)
-                losses = losses + s.cpo_alpha * nll
-    else:
-        raise ValueError(f"unknown preference kind {kind!r}: one of {', '.join(KINDS)}")
-    metrics = _pair_metrics(r_chosen, r_rejected)
-    metrics.update(logps_chosen=float(chosen.detach().sum()), logps_rejected=float(rejected.detach().sum()))
-    return losses.sum(), n_pairs, metrics
-
-
-def _orpo_nll(logits: Tensor, batch: Mapping[str, Tensor], device: torch.device) -> Tensor:
-    """trl's ORPO NLL: token-mean cross-entropy over the chosen sequences, prompt included (trl labels every
-    attended token there, 'computed over the full prompt and response'), padding left out."""
-    n_pairs = batch["input_ids"].shape[0] // 2
-    ids = batch["input_ids"][:n_pairs].to(device)
-    attended = batch["attention_mask"][:n_pairs].to(device) if "attention_mask" in batch else torch.ones_like(ids)
-    per_token, mask = token_logps(logits[:n_pairs], ids.masked_fill(attended == 0, IGNORE))
-    return -per_token.sum() / mask.sum().clamp(min=1)
-
-
-def _reward_step(
-    logits: Tensor, batch: Mapping[str, Tensor], s: PreferenceSettings, n_pairs: int, device: torch.device
-) -> tuple[Tensor, int, dict[str, float]]:
-    scores = logits[:, 0].float()
-    chosen, rejected = scores.chunk(2)
-    margin = batch["margin"].to(device).float() if "margin" in batch else None
-    losses = reward_loss(chosen, rejected, margin, s.center_rewards_coefficient)
-    return losses.sum(), n_pairs, _pair_metrics(chosen.detach(), rejected.detach())
-
-
-def _pair_metrics(chosen: Tensor, rejected: Tensor) -> dict[str, float]:
-    return {
-        "accuracy": float((chosen > rejected).float().sum()),  # strictly above, as trl: a tie is not a win
-        "margin": float((chosen - rejected).sum()),
-        "reward_chosen": float(chosen.sum()),
-        "reward_rejected": float(rejected.sum()),
-    }

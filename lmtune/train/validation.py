@@ -9,9 +9,9 @@ from typing import Any, Protocol
 import torch
 from accelerate import Accelerator
 
-from lmtune.data.batching import Row, collate
+from lmtune.data.batching import Row
 from lmtune.train.checkpoint import is_sharded
-from lmtune.train.loop import _forward, loss_head
+from lmtune.train.loop import _forward, batcher, loss_head
 from lmtune.train.objectives import OBJECTIVES, Objective
 
 
@@ -47,21 +47,30 @@ def evaluate_loss(
     shares = math.ceil(len(rows) / accelerator.num_processes)
     n_batches = math.ceil((shares if is_sharded(accelerator.unwrap_model(model)) else len(mine)) / batch_size)
     total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+    sums: dict[str, float] = {}  # the objective's own metrics, summed (preference pairs: accuracy, margins)
+    batch_of = batcher(objective)
     for i in range(0, n_batches * batch_size, batch_size):
         part = mine[i : i + batch_size]
-        batch = collate(part or list(rows[:1]), pad_id)
+        batch = batch_of(part or list(rows[:1]), pad_id)
         with accelerator.autocast():
-            logits, (loss, n) = _forward(model, batch, accelerator.device, objective, head)
+            logits, (loss, n), metrics = _forward(model, batch, accelerator.device, objective, head)
         if not part:
             continue
         total += torch.tensor([float(loss), n], dtype=torch.float64, device=accelerator.device)
+        for key, value in metrics.items():
+            sums[key] = sums.get(key, 0.0) + value
         if scorer is not None:
             scorer.add(batch["labels"], logits)
     total = accelerator.reduce(total, reduction="sum")
+    names = sorted(sums)
+    if names:
+        summed = torch.tensor([sums[k] for k in names], dtype=torch.float64, device=accelerator.device)
+        sums = dict(zip(names, accelerator.reduce(summed, reduction="sum").tolist(), strict=True))
     model.train(was_training)
     loss_sum, n = float(total[0]), int(total[1])
     mean = loss_sum / max(n, 1)
     out: dict[str, float] = {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "tokens": n}
+    out.update({key: value / max(n, 1) for key, value in sums.items()})
     if scorer is not None:
         out.update(scorer.result(lambda items: gather_all(items, accelerator)))
     return out

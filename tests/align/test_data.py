@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lmtune.align.data import parse_preferences, parse_prompts, split_transcript, to_trl
+from lmtune.data.preferences import parse_preferences, parse_prompts, split_transcript, to_trl
 from lmtune.data.types import Record
 from lmtune.errors import LmtuneError
 

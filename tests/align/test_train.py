@@ -1,5 +1,5 @@
-"""Tasks reward and dpo on the tiny preset: they learn a learnable preference, save a loadable model, and run
-from the CLI."""
+"""Tasks reward and dpo on the tiny preset, trained by lmtune's loop: they learn a learnable preference, save a
+loadable model, resume exactly, stop early on their own metric, and run from the CLI."""
 
 from __future__ import annotations
 
@@ -13,12 +13,9 @@ import torch
 import torch.nn.functional as F
 from support import run_main, write_jsonl
 
-from lmtune.align.dpo import reference_model
 from lmtune.api import finetune
-from lmtune.config import LoraMethod, ModelConfig
 from lmtune.errors import LmtuneError
 from lmtune.export import load_tuned
-from lmtune.methods import apply_method
 from lmtune.model import load_model
 
 THINGS = ["cat", "dog", "sun", "tree", "boat", "bird", "fish", "star", "cake", "ship", "moon", "frog"]
@@ -99,18 +96,12 @@ def test_dpo_moves_preferences_and_saves_the_trained_model(tmp_path: Path, metho
     assert s["val_margin_before"] == pytest.approx(0.0, abs=1e-6)
     assert s["val_loss_after"] < 0.6
     assert s["val_accuracy_after"] >= 0.75 and s["val_margin_after"] > 0.1
-    assert s["reference"] == ("adapter disabled (implicit)" if method == "lora" else "frozen copy of the base")
+    assert s["reference"] == (
+        "adapter disabled (implicit)" if method == "lora" else "the base before training (precomputed)"
+    )
     # save -> load: the loaded model and base give back trl's last validation loss.
     val = [json.loads(line) for line in Path(cfg["data"]["validation"]).read_text().splitlines()]
     assert _dpo_val_loss(Path(cfg["output_dir"]), val, beta=0.1) == pytest.approx(s["val_loss_after"], abs=2e-3)
-
-
-def test_reference_is_implicit_for_peft_and_a_frozen_copy_otherwise() -> None:
-    base = load_model(ModelConfig())
-    assert reference_model(apply_method(load_model(ModelConfig()), LoraMethod(r=4))) is None
-    ref = reference_model(base)
-    assert ref is not base and not any(p.requires_grad for p in ref.parameters())
-    assert all(torch.equal(a, b) for a, b in zip(ref.parameters(), base.parameters(), strict=True))
 
 
 def test_cli_trains_dpo_refuses_to_clobber_and_generates(tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:
@@ -144,23 +135,35 @@ def _train_losses(run_dir: Path) -> list[tuple[int, float]]:
     return [(r["step"], round(r["loss"], 5)) for r in rows if r["split"] == "train"]
 
 
-def test_interrupted_dpo_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
-    """2 steps + resume + 2 steps gives the losses of 4 straight steps (trl's checkpoint: weights, optimizer,
-    scheduler, RNG, data position)."""
-    import shutil
+def _crash_at(step: int) -> Any:
+    def hook(state: Any) -> None:
+        if state.step == step:
+            raise RuntimeError(f"simulated crash at step {step}")
 
-    cfg = config(tmp_path, "dpo", max_steps=4, save_every=2, keep_checkpoints=3)
+    return hook
+
+
+@pytest.mark.parametrize(("task", "method"), [("dpo", "lora"), ("dpo", "full"), ("reward", "lora")])
+def test_interrupted_preference_run_resumes_exactly(tmp_path: Path, task: str, method: str) -> None:
+    """A crash after step 3 (the last checkpoint at step 2), then --resume, gives the losses and validation of the
+    uninterrupted run: lmtune's checkpoints (weights, optimizer, scheduler, RNG, data position), and for full DPO
+    the reference log-probs recomputed from the base before the checkpoint loads."""
+    cfg = config(tmp_path, task, method, max_steps=5, save_every=2, keep_checkpoints=3, eval_every=2)
     straight = finetune({**cfg, "output_dir": str(tmp_path / "straight")})
     run = Path(cfg["output_dir"])
-    finetune(cfg)
-    # A crash after step 2: the step-4 checkpoint, the final model and what followed are not there.
-    shutil.rmtree(run / "checkpoints" / "checkpoint-4")
-    for name in ("final", "summary.json"):
-        (shutil.rmtree if (run / name).is_dir() else Path.unlink)(run / name)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        finetune(cfg, after_step=[_crash_at(3)])
     resumed = finetune(cfg, resume=True)
     assert _train_losses(run) == _train_losses(straight.run_dir)
     assert resumed.summary["val_loss_after"] == pytest.approx(straight.summary["val_loss_after"], abs=1e-5)
-    bare = {**cfg, "output_dir": str(tmp_path / "bare"), "train": {**cfg["train"], "max_steps": 1, "save_every": None}}
-    finetune(bare)
-    with pytest.raises(LmtuneError, match="no checkpoint yet"):
-        finetune(bare, resume=True)
+    assert resumed.summary["val_accuracy_after"] == straight.summary["val_accuracy_after"]
+
+
+def test_dpo_stops_early_on_preference_accuracy_and_keeps_the_best(tmp_path: Path) -> None:
+    early = {"metric": "accuracy", "mode": "max", "patience": 1}
+    cfg = config(tmp_path, "dpo", max_steps=12, eval_every=2, early_stopping=early)
+    s = finetune(cfg).summary
+    rows = [json.loads(line) for line in (Path(cfg["output_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    accuracy = {r["step"]: r["accuracy"] for r in rows if r["split"] == "validation"}
+    assert s["early_stopping"]["best"] == max(accuracy.values())
+    assert s["final_step"] == s["best_step"] and accuracy[s["best_step"]] == max(accuracy.values())

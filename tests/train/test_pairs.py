@@ -11,14 +11,14 @@ import pytest
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from lmtune.align.data import PreferencePair
 from lmtune.config import ModelConfig
 from lmtune.data.formats import Message
 from lmtune.data.pairs import PairRow, collate_pairs, tokenize_pairs, truncate_pair
+from lmtune.data.preferences import PreferencePair
 from lmtune.data.tokenize import IGNORE
 from lmtune.errors import LmtuneError
 from lmtune.model import load_tokenizer
-from lmtune.train.preference import preference_step
+from lmtune.train.preference_step import preference_step
 
 
 @pytest.fixture(scope="module")

@@ -20,23 +20,27 @@ from datasets import Dataset
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaForSequenceClassification, PreTrainedTokenizerBase
 
-from lmtune.align.data import PreferencePair, to_trl
 from lmtune.config import ModelConfig
 from lmtune.data.formats import Message
 from lmtune.data.pairs import PairRow, collate_pairs, tokenize_pairs
-from lmtune.data.tokenize import IGNORE
+from lmtune.data.preferences import PreferencePair, to_trl
+from lmtune.data.types import IGNORE
 from lmtune.model import load_model, load_tokenizer
-from lmtune.train.preference import (
+from lmtune.train.preference import DPO_LOSS_TYPES, kto_kl, kto_loss, sequence_logps
+from lmtune.train.preference_step import (
     ADAPTER_DISABLED,
-    DPO_LOSS_TYPES,
     PRECOMPUTED,
     PreferenceSettings,
-    kto_kl,
-    kto_loss,
     preference_step,
     reference_logps,
-    sequence_logps,
 )
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Overrides conftest's reset: the trl trainers built once per module here keep the process-wide state."""
+    yield
+
 
 PRESET = "preset:tiny-chat"
 LOSS_ATOL, GRAD_RTOL, GRAD_ATOL = 1e-5, 1e-4, 1e-6

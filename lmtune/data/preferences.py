@@ -300,3 +300,14 @@ def _problems_error(problems: list[DataError], max_errors: int, shape: str) -> L
         "\n".join(lines),
         hint=f"this task reads {shape}; fix or remove these records, or map your column names with data.columns",
     )
+
+
+def pairs_use_chat(template: str, examples: Sequence[Any]) -> bool:
+    """Render pairs through the chat template: data.template chat, or pairs given as chat messages (auto)."""
+    if template == "raw":
+        if examples and is_conversational(examples[0]):
+            raise LmtuneError(
+                "data.template: raw, but the examples are chat messages", hint="use template auto or chat"
+            )
+        return False
+    return template == "chat" or bool(examples and is_conversational(examples[0]))
