@@ -77,7 +77,7 @@ def run_lmtune(args: argparse.Namespace, data: Path, out: str, times: list[float
         times.append(time.perf_counter() - t0[0])
         t0[0] = time.perf_counter()
 
-    summary = finetune(cfg, output_dir=out, after_step=[step]).summary
+    summary = finetune(cfg, overrides=args.set, output_dir=out, after_step=[step]).summary
     return float(summary["last_train_loss"])
 
 
@@ -149,8 +149,14 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--set", action="append", default=[], help="a config override for the lmtune runner")
+    parser.add_argument("--only", choices=sorted(RUNNERS), help="run one runner (lever checks)")
     args = parser.parse_args()
     data = pairs_file(args.pairs)
+    if args.only:
+        r = measure(args.only, args, data)
+        print(json.dumps({"runner": args.only, "set": args.set, **{k: round(v, 4) for k, v in r.items()}}))
+        return
     results = {name: measure(name, args, data) for name in RUNNERS}
     base = results["trl-DPOTrainer"]
     print(f"DPO, {args.steps} steps of 8 pairs, LoRA r16, bf16={_bf16()}: lmtune vs trl's DPOTrainer")

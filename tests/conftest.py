@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import save_model_dir
+from support import chat_record, save_model_dir, write_jsonl
 from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
@@ -139,3 +139,8 @@ def tokenized(chat_examples: Sequence[ChatExample], tokenizer: PreTrainedTokeniz
     toks, stats = tokenize_examples(chat_examples, tokenizer, max_length=256)
     assert stats.kept == len(chat_examples)
     return toks
+
+
+@pytest.fixture
+def chat_data(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "chat.jsonl", [chat_record(i) for i in range(40)])

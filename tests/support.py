@@ -9,6 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+import yaml
+from safetensors.torch import load_file
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -95,3 +99,80 @@ def save_tiny_bert(root: Path, words: list[str], model_class: Any) -> Path:
     torch.manual_seed(0)
     model_class(config).save_pretrained(root, safe_serialization=True)
     return root
+
+
+# --- small runs of the Python API (tests/api, tests/evaluate, tests/test_methods.py) ---
+
+
+def make_config(train_file: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+    """A small, fast run: carved validation split, no mixed precision, 4 steps with a checkpoint every 2."""
+    cfg: dict[str, Any] = {
+        "name": "api-test",
+        "seed": 7,
+        "data": {"train": str(train_file), "val_fraction": 0.2, "max_length": 64},
+        "method": {"name": "full"},
+        "train": {
+            "max_steps": 4,
+            "batch_size": 4,
+            "lr": 3e-3,
+            "warmup_steps": 0,
+            "mixed_precision": "no",
+            "save_every": 2,
+        },
+    }
+    for section, values in sections.items():
+        cfg[section] = {**cfg.get(section, {}), **values} if section != "method" else values
+    return cfg
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def train_losses(run_dir: Path) -> dict[int, float]:
+    records = [r for r in read_metrics(run_dir) if r["split"] == "train"]
+    steps = [r["step"] for r in records]
+    assert len(steps) == len(set(steps)), f"a step was logged twice: {steps}"
+    return {r["step"]: r["loss"] for r in records}
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    final = run_dir / "final"
+    name = "adapter_model.safetensors" if (final / "adapter_config.json").exists() else "model.safetensors"
+    return load_file(str(final / name))
+
+
+def crash_at(step: int) -> Any:
+    """An after_step hook that raises at `step`: a crash after the loop's work of that step."""
+
+    def hook(state: Any) -> None:
+        if state.step == step:
+            raise RuntimeError(f"simulated crash at step {step}")
+
+    return hook
+
+
+# --- the command line (tests/cli) ---
+
+
+def write_config(path: Path, train_file: Path, **extra: Any) -> Path:
+    cfg: dict[str, Any] = {
+        "name": "cli-test",
+        "seed": 7,
+        "data": {"train": str(train_file), "val_fraction": 0.2, "max_length": 64},
+        "method": "full",
+        "train": {"batch_size": 4, "lr": 3e-3, "mixed_precision": "no"},
+    }
+    cfg.update(extra)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def assert_clean_error(stderr: str, *needles: str) -> None:
+    """A user error: one `error:` line (plus an optional hint), no Python traceback."""
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1, stderr
+    for needle in needles:
+        assert needle in stderr, f"{needle!r} not in:\n{stderr}"

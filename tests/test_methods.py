@@ -222,8 +222,7 @@ def expected_trainable(model: torch.nn.Module, method: dict) -> int:
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 @pytest.mark.parametrize("key", list(CPU_METHODS))
 def test_every_method_trains_saves_loads_and_counts_exactly(tmp_path, request, key, arch):
-    from support import chat_record, write_jsonl
-    from test_api import make_config
+    from support import chat_record, make_config, write_jsonl
 
     from lmtune.api import estimate, finetune
     from lmtune.config import ModelConfig
@@ -313,8 +312,7 @@ def test_qlora_builds_its_bitsandbytes_config():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
 def test_qlora_without_cuda_is_a_clear_error_before_any_weight_loads(tmp_path, monkeypatch, gpt2_dir):
-    from support import chat_record, write_jsonl
-    from test_api import make_config
+    from support import chat_record, make_config, write_jsonl
 
     import lmtune.api.setup as setup_api
     from lmtune.api import finetune

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from support import run_main, write_jsonl
+from support import crash_at, run_main, write_jsonl
 
 from lmtune.api import finetune
 from lmtune.errors import LmtuneError
@@ -135,14 +135,6 @@ def _train_losses(run_dir: Path) -> list[tuple[int, float]]:
     return [(r["step"], round(r["loss"], 5)) for r in rows if r["split"] == "train"]
 
 
-def _crash_at(step: int) -> Any:
-    def hook(state: Any) -> None:
-        if state.step == step:
-            raise RuntimeError(f"simulated crash at step {step}")
-
-    return hook
-
-
 @pytest.mark.parametrize(("task", "method"), [("dpo", "lora"), ("dpo", "full"), ("reward", "lora")])
 def test_interrupted_preference_run_resumes_exactly(tmp_path: Path, task: str, method: str) -> None:
     """A crash after step 3 (the last checkpoint at step 2), then --resume, gives the losses and validation of the
@@ -152,7 +144,7 @@ def test_interrupted_preference_run_resumes_exactly(tmp_path: Path, task: str, m
     straight = finetune({**cfg, "output_dir": str(tmp_path / "straight")})
     run = Path(cfg["output_dir"])
     with pytest.raises(RuntimeError, match="simulated crash"):
-        finetune(cfg, after_step=[_crash_at(3)])
+        finetune(cfg, after_step=[crash_at(3)])
     resumed = finetune(cfg, resume=True)
     assert _train_losses(run) == _train_losses(straight.run_dir)
     assert resumed.summary["val_loss_after"] == pytest.approx(straight.summary["val_loss_after"], abs=1e-5)

@@ -1,10 +1,6 @@
-"""End-to-end tests of the `lmtune` command, run the way a user runs it.
-
-The train -> rerun -> overwrite -> resume -> generate flow runs `python -m lmtune.cli` in a subprocess, so it
-checks exit codes and what a user sees on stdout and stderr. The bad-input cases call `lmtune.cli.main` (the
-console script's entry point) in-process with the same arguments, which keeps them fast; one of them also runs
-in a subprocess.
-"""
+"""End-to-end tests of the `lmtune` command (lmtune/cli/), run the way a user runs it: the train -> rerun ->
+overwrite -> resume -> generate flow runs `python -m lmtune.cli` in a subprocess, so it checks exit codes and what a
+user sees on stdout and stderr; data preview and config in-process through `lmtune.cli.main`."""
 
 from __future__ import annotations
 
@@ -15,56 +11,13 @@ import shutil
 import signal
 import subprocess
 import sys
-from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
-from support import chat_record, run_main, write_jsonl
+from support import assert_clean_error, chat_record, run_main
 from support import run_cli as lmtune_cli
 
-# --- helpers ------------------------------------------------------------------------------------
-
-
-def write_config(path: Path, train_file: Path, **extra: Any) -> Path:
-    cfg: dict[str, Any] = {
-        "name": "cli-test",
-        "seed": 7,
-        "data": {"train": str(train_file), "val_fraction": 0.2, "max_length": 64},
-        "method": "full",
-        "train": {"batch_size": 4, "lr": 3e-3, "mixed_precision": "no"},
-    }
-    cfg.update(extra)
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-    return path
-
-
-def assert_clean_error(stderr: str, *needles: str) -> None:
-    """A user error: one `error:` line (plus an optional hint), no Python traceback."""
-    assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error:")]
-    assert len(errors) == 1, stderr
-    for needle in needles:
-        assert needle in stderr, f"{needle!r} not in:\n{stderr}"
-
-
 HELD_OUT = re.compile(r"held-out loss before training: (\d+\.\d+)\s+after: (\d+\.\d+)")
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cli")
-    data = write_jsonl(root / "chat.jsonl", [chat_record(i) for i in range(40)])
-    write_config(root / "cfg.yaml", data)
-    return root
-
-
-@pytest.fixture(scope="module")
-def trained(workspace) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """`lmtune train cfg.yaml -o run --set train.max_steps=3`, once for the module."""
-    proc = lmtune_cli("train", "cfg.yaml", "-o", "run", "--set", "train.max_steps=3", cwd=workspace)
-    return workspace / "run", proc
 
 
 # --- train, rerun, overwrite, resume ------------------------------------------------------------
@@ -223,83 +176,3 @@ def test_config_show_applies_overrides(workspace, monkeypatch, capsys):
     assert shown["train"]["lr"] == 0.001
     assert shown["train"]["batch_size"] == 4  # from the file
     assert shown["train"]["epochs"] == 1  # a default, written out
-
-
-# --- bad input: exit code 2, no traceback, the message says where ---------------------------------
-
-
-@pytest.fixture
-def bad_inputs(tmp_path: Path) -> Path:
-    good = [json.dumps(chat_record(i)) for i in range(6)]
-    broken = [*good[:2], '{"messages": [{"role": "user", "content": "hi"}', *good[2:]]
-    (tmp_path / "broken.jsonl").write_text("\n".join(broken) + "\n", encoding="utf-8")
-    bad_role = chat_record(1)
-    bad_role["messages"][2]["role"] = "robot"
-    write_jsonl(tmp_path / "role.jsonl", [chat_record(0), bad_role, *map(chat_record, range(2, 6))])
-    return tmp_path
-
-
-@pytest.mark.parametrize(
-    ("data_file", "needles"),
-    [
-        ("broken.jsonl", ["broken.jsonl:3", "invalid JSON"]),
-        ("role.jsonl", ["role.jsonl:2", "messages[2].role", "robot"]),
-        ("missing.jsonl", ["data file not found", "missing.jsonl"]),
-    ],
-)
-def test_bad_data_is_reported_by_file_line_and_field(bad_inputs, monkeypatch, capsys, data_file, needles):
-    monkeypatch.chdir(bad_inputs)
-    cfg = write_config(bad_inputs / "cfg.yaml", bad_inputs / data_file)
-    code, _, err = run_main(monkeypatch, capsys, "train", cfg, "-o", bad_inputs / "run")
-    assert code == 2
-    assert_clean_error(err, *needles)
-    assert not any((bad_inputs / "run").glob("*"))  # nothing written: fixing the data and rerunning just works
-
-
-def test_bad_data_through_the_real_command(bad_inputs):
-    cfg = write_config(bad_inputs / "cfg.yaml", bad_inputs / "role.jsonl")
-    proc = lmtune_cli("data", "preview", cfg, cwd=bad_inputs)
-    assert proc.returncode == 2
-    assert_clean_error(proc.stderr, "role.jsonl:2", "messages[2].role")
-
-
-def test_an_unknown_config_key_names_the_file_and_the_key(bad_inputs, monkeypatch, capsys):
-    cfg = write_config(bad_inputs / "cfg.yaml", bad_inputs / "role.jsonl", optimizer={"lr": 1})
-    code, _, err = run_main(monkeypatch, capsys, "config", "show", cfg)
-    assert code == 2
-    assert_clean_error(err, "cfg.yaml", "optimizer", "unknown key")
-
-    cfg.write_text(cfg.read_text().replace("batch_size: 4", "batch_sise: 4"), encoding="utf-8")
-    code, _, err = run_main(monkeypatch, capsys, "train", cfg, "-o", bad_inputs / "run")
-    assert code == 2
-    assert_clean_error(err, "cfg.yaml", "train.batch_sise", "unknown key", "batch_size")
-
-
-def test_invalid_yaml_names_the_line(bad_inputs, monkeypatch, capsys):
-    cfg = bad_inputs / "cfg.yaml"
-    cfg.write_text("data:\n  train: x.jsonl\ntrain: [1,\n", encoding="utf-8")
-    code, _, err = run_main(monkeypatch, capsys, "config", "show", cfg)
-    assert code == 2
-    assert_clean_error(err, "cfg.yaml:", "not valid YAML")
-
-
-@pytest.mark.parametrize(
-    ("override", "needles"),
-    [
-        ("train.lr", ["--set", "train.lr", "KEY=VALUE"]),
-        ("train.lr=-1", ["train.lr", "must be > 0"]),
-        ("train.lr=fast", ["train.lr", "fast"]),
-        ("train.nope=1", ["train.nope", "unknown key"]),
-        ("method.name=magic", ["method", "magic"]),
-    ],
-)
-def test_an_invalid_set_is_reported(workspace, monkeypatch, capsys, override, needles):
-    code, _, err = run_main(monkeypatch, capsys, "config", "show", workspace / "cfg.yaml", "--set", override)
-    assert code == 2
-    assert_clean_error(err, *needles)
-
-
-def test_a_missing_config_file(tmp_path, monkeypatch, capsys):
-    code, _, err = run_main(monkeypatch, capsys, "train", tmp_path / "nope.yaml", "-o", tmp_path / "run")
-    assert code == 2
-    assert_clean_error(err, "config file not found", "nope.yaml")

@@ -1,4 +1,4 @@
-"""End-to-end tests of the Python API (`lmtune.api.finetune`) on the offline `preset:tiny-chat` model.
+"""End-to-end tests of `lmtune.api.finetune` (lmtune/api/train.py) on the offline `preset:tiny-chat` model.
 
 Each run trains a few steps on a few dozen examples written into tmp_path, so every test takes seconds.
 """
@@ -8,77 +8,17 @@ from __future__ import annotations
 import json
 import re
 from importlib import metadata
-from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from support import chat_record, write_jsonl
+from support import chat_record, crash_at, final_weights, make_config, read_metrics, train_losses, write_jsonl
 
 from lmtune.api import finetune
 from lmtune.config import ModelConfig, load_config
-from lmtune.data.formats import Message
 from lmtune.errors import LmtuneError
-from lmtune.evaluate.generate import generate
-from lmtune.export import load_tuned
 from lmtune.model import load_model
-from lmtune.train.state import LoopState
-
-# --- helpers ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def chat_data(tmp_path: Path) -> Path:
-    return write_jsonl(tmp_path / "chat.jsonl", [chat_record(i) for i in range(40)])
-
-
-def make_config(train_file: Path, **sections: dict[str, Any]) -> dict[str, Any]:
-    """A small, fast run: carved validation split, no mixed precision, 4 steps with a checkpoint every 2."""
-    cfg: dict[str, Any] = {
-        "name": "api-test",
-        "seed": 7,
-        "data": {"train": str(train_file), "val_fraction": 0.2, "max_length": 64},
-        "method": {"name": "full"},
-        "train": {
-            "max_steps": 4,
-            "batch_size": 4,
-            "lr": 3e-3,
-            "warmup_steps": 0,
-            "mixed_precision": "no",
-            "save_every": 2,
-        },
-    }
-    for section, values in sections.items():
-        cfg[section] = {**cfg.get(section, {}), **values} if section != "method" else values
-    return cfg
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
-
-
-def train_losses(run_dir: Path) -> dict[int, float]:
-    records = [r for r in read_metrics(run_dir) if r["split"] == "train"]
-    steps = [r["step"] for r in records]
-    assert len(steps) == len(set(steps)), f"a step was logged twice: {steps}"
-    return {r["step"]: r["loss"] for r in records}
-
-
-def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    final = run_dir / "final"
-    name = "adapter_model.safetensors" if (final / "adapter_config.json").exists() else "model.safetensors"
-    return load_file(str(final / name))
-
-
-def crash_at(step: int):
-    def hook(state: LoopState) -> None:
-        if state.step == step:
-            raise RuntimeError(f"simulated crash at step {step}")
-
-    return hook
-
 
 # --- the run directory --------------------------------------------------------------------------
 
@@ -343,69 +283,3 @@ def test_freeze_trains_only_the_last_blocks(tmp_path, chat_data):
     assert all(not torch.equal(tuned[name], base[name]) for name in trained)
     ckpt = load_file(str(run / "checkpoints" / "step-000004" / "trainable.safetensors"))
     assert all(n.startswith("model.layers.1.") for n in ckpt)  # checkpoints hold the trainable weights only
-
-
-# --- generation ---------------------------------------------------------------------------------
-
-
-def test_lora_on_a_preset_keeps_its_base_and_generates(tmp_path, chat_data):
-    run = tmp_path / "run"
-    summary = finetune(make_config(chat_data, method={"name": "lora", "r": 4}), output_dir=str(run)).summary
-    assert summary["trainable_parameters"] < summary["total_parameters"] / 2
-    assert (run / "base_model" / "config.json").is_file()
-    assert (run / "base_model" / "model.safetensors").is_file()
-    assert (run / "final" / "adapter_config.json").is_file()
-    assert (run / "final" / "adapter_model.safetensors").is_file()
-    ckpt = load_file(str(run / "checkpoints" / "step-000004" / "trainable.safetensors"))
-    assert ckpt and all("lora_" in n for n in ckpt)  # a LoRA checkpoint is the adapter only
-
-    text = generate(run, prompt="What is 3 plus 4?", max_new_tokens=8)
-    assert isinstance(text, str)
-    sampled = generate(run, prompt="What is 3 plus 4?", max_new_tokens=8, temperature=0.8, seed=1)
-    assert isinstance(sampled, str)
-
-
-def test_full_run_generates_from_a_prompt_and_from_messages(tmp_path, chat_data):
-    run = tmp_path / "run"
-    finetune(make_config(chat_data, train={"max_steps": 2}), output_dir=str(run))
-    assert isinstance(generate(run, prompt="What is 3 plus 4?", max_new_tokens=8), str)
-    msgs = [Message("system", "You are a concise assistant."), Message("user", "What is 1 plus 2?")]
-    assert isinstance(generate(run, messages=msgs, max_new_tokens=8), str)
-    with pytest.raises(LmtuneError, match="either a prompt or messages"):
-        generate(run)
-
-
-class _RecordingModel:
-    """Wraps a model to record the input ids generate() passes it."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.generation_config = model.generation_config
-        self.inputs: list[list[int]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.model, name)  # config, device, eval/train: the wrapped model's
-
-    def generate(self, input_ids: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        self.inputs.append(input_ids[0].tolist())
-        return self.model.generate(input_ids=input_ids, **kwargs)
-
-
-def test_generation_renders_a_raw_prompt_with_the_runs_prompt_template(tmp_path):
-    records = [{"prompt": f"{i} plus {i}", "completion": f"{2 * i}"} for i in range(30)]
-    data = write_jsonl(tmp_path / "pc.jsonl", records)
-    cfg = make_config(
-        data, data={"template": "raw", "prompt_template": "Question: {prompt}\nAnswer: ", "val_fraction": 0.2}
-    )
-    run = tmp_path / "run"
-    finetune(cfg, output_dir=str(run))
-    assert json.loads((run / "data.json").read_text())["chat"] is False
-
-    model, tokenizer, saved_cfg = load_tuned(run)
-    spy = _RecordingModel(model)
-    text = generate(run, prompt="5 plus 5", max_new_tokens=4, loaded=(spy, tokenizer, saved_cfg))
-    assert isinstance(text, str)
-    (ids,) = spy.inputs
-    assert tokenizer.decode(ids, skip_special_tokens=True) == "Question: 5 plus 5\nAnswer: "
-    with pytest.raises(LmtuneError, match="raw text, not chat"):
-        generate(run, messages=[Message("user", "hi")])
