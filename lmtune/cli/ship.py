@@ -1,0 +1,39 @@
+"""`lmtune export`, `lmtune chat` and `lmtune serve`: the tuned model out of lmtune's hands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lmtune.cli import _quiet_libraries, app, out, say
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="Run directory (runs/<name>).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write (must be new or empty).")],
+    format: Annotated[str, typer.Option(help="hf (merged model), adapter (PEFT dir) or gguf (llama.cpp).")] = "hf",
+    dtype: Annotated[str | None, typer.Option(help="hf: bf16, fp16 or fp32 (default: as trained).")] = None,
+    max_shard_size: Annotated[str, typer.Option(help="hf: largest safetensors shard, e.g. 2GB.")] = "2GB",
+    quant: Annotated[str, typer.Option(help="gguf: f16, bf16 or q8_0.")] = "f16",
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+) -> None:
+    """Export a run's tuned model: merged Hugging Face model, PEFT adapter, or GGUF for llama.cpp/Ollama."""
+    _quiet_libraries()
+    from lmtune.ship import export_model
+
+    result = export_model(
+        run,
+        out_dir,
+        format=format,
+        dtype=dtype,
+        max_shard_size=max_shard_size,
+        quant=quant,
+        overwrite=overwrite,
+        report=say,
+    )
+    for name, size in result.files.items():
+        out.print(f"{size / 1e6:10.2f} MB  {name}", highlight=False, markup=False)
+    out.print(f"{result.out} ({result.format}, {result.total_bytes / 1e6:.2f} MB)", highlight=False, markup=False)
