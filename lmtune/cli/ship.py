@@ -37,3 +37,31 @@ def export(
     for name, size in result.files.items():
         out.print(f"{size / 1e6:10.2f} MB  {name}", highlight=False, markup=False)
     out.print(f"{result.out} ({result.format}, {result.total_bytes / 1e6:.2f} MB)", highlight=False, markup=False)
+
+
+@app.command()
+def serve(
+    sources: Annotated[list[Path], typer.Argument(help="Run directories or model directories to serve.")],
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="LMTUNE_API_KEY", help="Require `Authorization: Bearer KEY`.")
+    ] = None,
+    max_queue: Annotated[int, typer.Option(help="Requests waiting at most; more get 503.")] = 64,
+    max_batch: Annotated[int, typer.Option(help="Requests generated together at most.")] = 16,
+    max_tokens: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 1024,
+) -> None:
+    """Serve runs behind an OpenAI-compatible API (LoRA runs on one base share one copy of it)."""
+    _quiet_libraries()
+    from lmtune.serve import serve as run_server
+
+    run_server(
+        sources,
+        host=host,
+        port=port,
+        api_key=api_key,
+        max_queue=max_queue,
+        max_batch=max_batch,
+        max_tokens=max_tokens,
+        report=say,
+    )
