@@ -65,3 +65,48 @@ def serve(
         max_tokens=max_tokens,
         report=say,
     )
+
+
+@app.command()
+def chat(
+    source: Annotated[Path, typer.Argument(help="Run directory or model directory.")],
+    system: Annotated[str | None, typer.Option(help="System prompt for the conversation.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = 256,
+    temperature: Annotated[float, typer.Option(help="0 = greedy decoding.")] = 0.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass (when temperature > 0).")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+) -> None:
+    """Chat with a run in the terminal (answers stream; /reset, /save FILE, /exit). Piped input: one answer a line."""
+    _quiet_libraries()
+    import sys
+
+    from lmtune.ship.chat import COMMANDS, open_chat, run_command
+
+    session = open_chat(
+        source, report=say, system=system, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed
+    )
+    interactive = sys.stdin.isatty()
+    if interactive:
+        say(f"chatting with {source} ({COMMANDS})")
+
+    def show(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    while True:
+        try:
+            line = input("you> " if interactive else "")
+        except EOFError:
+            break
+        if not line.strip():
+            continue
+        if line.startswith("/"):
+            action, message = run_command(session, line)
+            if action == "exit":
+                break
+            say(message, warning=action == "error")
+            continue
+        if interactive:
+            show("bot> ")
+        session.ask(line, on_text=show)
+        show("\n")
