@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from lmtune.data.tokenize import special_affixes
+from lmtune.serve.classify import MAX_INPUTS, ClassifyRequest, classify
 from lmtune.serve.engine import Engine, Job, QueueFull
 from lmtune.serve.protocol import ApiError, ChatRequest, CompletionRequest
 from lmtune.serve.registry import Registry, Served
@@ -58,7 +59,7 @@ def create_app(registry: Registry, engine: Engine, limits: Limits) -> FastAPI:
     async def chat(request: Request) -> Any:
         _authorize(request, limits)
         req = _parse(ChatRequest, await _body(request, limits))
-        served = _served(registry, req.model)
+        served = _generator(registry, req.model)
         tok = served.backend.tokenizer
         if not served.backend.chat:
             raise ApiError(400, f"model {req.model} has no chat template", param="model", code="no_chat_template")
@@ -67,11 +68,24 @@ def create_app(registry: Registry, engine: Engine, limits: Limits) -> FastAPI:
         ids = list(tok(text, add_special_tokens=False)["input_ids"])
         return await _answer(engine, served, req, [ids], limits, chat=True)
 
+    @app.post("/v1/classify")
+    async def classify_route(request: Request) -> dict[str, Any]:
+        _authorize(request, limits)
+        req = _parse(ClassifyRequest, await _body(request, limits))
+        served = _served(registry, req.model)
+        if served.backend.kind == "causal":
+            raise ApiError(400, f"model {req.model} generates text; /v1/classify is for classifier runs", param="model")
+        texts = req.texts()
+        if len(texts) > MAX_INPUTS:
+            raise ApiError(400, f"at most {MAX_INPUTS} inputs per request", param="input")
+        data = await asyncio.to_thread(classify, served.backend, texts)
+        return {"object": "list", "model": req.model, "data": data}
+
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
         _authorize(request, limits)
         req = _parse(CompletionRequest, await _body(request, limits))
-        served = _served(registry, req.model)
+        served = _generator(registry, req.model)
         prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
         if not prompts:
             raise ApiError(400, "prompt is empty", param="prompt")
@@ -120,6 +134,15 @@ def _served(registry: Registry, name: str) -> Served:
         known = ", ".join(registry.models)
         raise ApiError(
             404, f"the model {name!r} does not exist (served: {known})", param="model", code="model_not_found"
+        )
+    return served
+
+
+def _generator(registry: Registry, name: str) -> Served:
+    served = _served(registry, name)
+    if served.backend.kind != "causal":
+        raise ApiError(
+            400, f"model {name} is a classifier: ask POST /v1/classify", param="model", code="not_a_generator"
         )
     return served
 

@@ -28,6 +28,8 @@ class Backend:
     model: Any
     tokenizer: Any
     chat: bool  # prompts go through the tokenizer's chat template
+    kind: str = "causal"  # or "classifier", "token_classifier": answered on /v1/classify
+    max_length: int | None = None  # a classifier's inputs are cut to the length it trained on
     adapters: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -99,10 +101,16 @@ def _load_run(path: Path, name: str, shared: dict[str, Backend], registry: Regis
     from lmtune.tasks import TASKS
 
     cfg = read_run_config(path)
-    if TASKS[cfg.task].model != "causal":
+    kind = TASKS[cfg.task].model
+    if kind in ("classifier", "token_classifier") and cfg.task != "reward":
+        model, tokenizer, _ = load_tuned(path)
+        backend = Backend(model, tokenizer, chat=False, kind=kind, max_length=cfg.data.max_length)
+        registry.backends.append(backend)
+        return Served(name, backend, None, str(path))
+    if kind != "causal":
         raise LmtuneError(
-            f"{path} is a {cfg.task} run: the server answers for text-generating decoder models only",
-            hint="serve a run of task sft or causal_lm (or export this one: lmtune export)",
+            f"{path} is a {cfg.task} run: the server answers for text generators and classifiers",
+            hint="serve a run of task sft, causal_lm, classification or token_classification",
         )
     adapter = cfg.method.name in ADAPTER_METHODS and (path / FINAL / "adapter_config.json").is_file()
     key = _base_key(path, cfg) if adapter else None

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +70,40 @@ def make_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
         return made[key]
 
     return make
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def _serving(sources: list[Path], **settings: Any) -> Iterator[tuple[Any, str]]:
+    from lmtune.serve import build_server
+
+    server = build_server(sources, port=free_port(), **settings)
+    thread = threading.Thread(target=server.uvicorn.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.uvicorn.started and time.monotonic() < deadline:
+        assert thread.is_alive(), "the server thread ended before it started"
+        time.sleep(0.05)
+    assert server.uvicorn.started
+    try:
+        yield server, f"http://127.0.0.1:{server.uvicorn.config.port}/v1"
+    finally:
+        server.uvicorn.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def serving() -> Callable[..., Any]:
+    """`with serving(sources, **build_server settings) as (server, url)`: a server on a free loopback port, in a
+    thread, stopped after the block."""
+    return _serving
+
+
+@pytest.fixture(scope="session")
+def port() -> Callable[[], int]:
+    return free_port

@@ -4,8 +4,6 @@ streaming, batching and OpenAI's error shapes."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -23,12 +21,6 @@ KEY = "test-key-123"
 QUESTION = [{"role": "user", "content": "What is 3 plus 4?"}]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def runs(make_run) -> dict[str, Path]:
     return {
@@ -39,24 +31,15 @@ def runs(make_run) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def server(runs):
+def server(runs, serving):
     messages: list[str] = []
-    port = free_port()
-    srv = build_server(
-        list(runs.values()), port=port, api_key=KEY, max_queue=8, max_tokens=1000, max_body_bytes=8192,
+    with serving(
+        list(runs.values()), api_key=KEY, max_queue=8, max_tokens=1000, max_body_bytes=8192,
         report=lambda text, warning=False: messages.append(text),
-    )  # fmt: skip
-    thread = threading.Thread(target=srv.uvicorn.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.uvicorn.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.uvicorn.started
-    srv.messages = messages  # type: ignore[attr-defined]
-    srv.url = f"http://127.0.0.1:{port}/v1"  # type: ignore[attr-defined]
-    yield srv
-    srv.uvicorn.should_exit = True
-    thread.join(timeout=30)
+    ) as (srv, url):  # fmt: skip
+        srv.messages = messages  # type: ignore[attr-defined]
+        srv.url = url  # type: ignore[attr-defined]
+        yield srv
 
 
 @pytest.fixture
@@ -191,7 +174,7 @@ def test_public_host_needs_a_key(runs) -> None:
         build_server([runs["a"]], host="0.0.0.0")
 
 
-def test_cli_serves_and_sigterm_drains_in_flight_requests(runs) -> None:
+def test_cli_serves_and_sigterm_drains_in_flight_requests(runs, port) -> None:
     import os
     import signal
     import subprocess
@@ -199,12 +182,12 @@ def test_cli_serves_and_sigterm_drains_in_flight_requests(runs) -> None:
 
     from support import REPO
 
-    port = free_port()
+    number = port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "lmtune.cli", "serve", str(runs["full"]), "--port", str(port)]
+    cmd = [sys.executable, "-m", "lmtune.cli", "serve", str(runs["full"]), "--port", str(number)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{number}/v1", api_key="unused", max_retries=0)
         deadline = time.monotonic() + 60
         while True:
             try:
