@@ -19,6 +19,8 @@ from starlette.exceptions import HTTPException
 
 from lmtune.data.tokenize import special_affixes
 from lmtune.serve.classify import MAX_INPUTS, ClassifyRequest, classify
+from lmtune.serve.embed import MAX_INPUTS as EMBED_MAX_INPUTS
+from lmtune.serve.embed import EmbeddingRequest, embed, embedding_data
 from lmtune.serve.engine import Engine, Job, QueueFull
 from lmtune.serve.protocol import ApiError, ChatRequest, CompletionRequest
 from lmtune.serve.registry import Registry, Served
@@ -80,6 +82,19 @@ def create_app(registry: Registry, engine: Engine, limits: Limits) -> FastAPI:
             raise ApiError(400, f"at most {MAX_INPUTS} inputs per request", param="input")
         data = await asyncio.to_thread(classify, served.backend, texts)
         return {"object": "list", "model": req.model, "data": data}
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> dict[str, Any]:
+        _authorize(request, limits)
+        req = _parse(EmbeddingRequest, await _body(request, limits))
+        served = _served(registry, req.model)
+        texts = req.texts()
+        if len(texts) > EMBED_MAX_INPUTS:
+            raise ApiError(400, f"at most {EMBED_MAX_INPUTS} inputs per request", param="input")
+        vectors, tokens = await asyncio.to_thread(embed, served, texts)
+        data = embedding_data(vectors, req.encoding_format)
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return {"object": "list", "data": data, "model": req.model, "usage": usage}
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:

@@ -68,3 +68,30 @@ def test_classify_labels_and_tags_as_the_runs_predict(make_run, ner_run, serving
         assert status == 400 and "classify" in body["error"]["message"]
         status, body = _post(url + "/classify", {"model": gen_run.name, "input": "hi"})
         assert status == 400 and body["error"]["param"] == "model"
+
+
+def test_embeddings_through_the_openai_client(make_run, serving) -> None:
+    import openai
+
+    from lmtune.ship.export import merged
+
+    cls_run, lora_run = make_run("classification", "lora"), make_run("sft", "lora", seed=1, lr=5e-2, steps=6)
+    with serving([cls_run, lora_run]) as (_, url):
+        client = openai.OpenAI(base_url=url, api_key="-", max_retries=0)
+        texts = ["the cat is good", "a much longer sentence about the dog"]
+        for run in (cls_run, lora_run):
+            for fmt in ("float", "base64"):
+                got = client.embeddings.create(model=run.name, input=texts, encoding_format=fmt)
+                assert [d.index for d in got.data] == [0, 1] and got.usage.prompt_tokens > 0
+                model, tok, _ = load_tuned(run)
+                enc = tok(texts, return_tensors="pt", padding=True)
+                with torch.no_grad():
+                    hidden = merged(model)(**enc, output_hidden_states=True).hidden_states[-1]
+                mask = enc["attention_mask"].unsqueeze(-1).float()
+                want = (hidden * mask).sum(1) / mask.sum(1)
+                vectors = [d.embedding for d in got.data]
+                if fmt == "base64" and isinstance(vectors[0], str):
+                    from lmtune.serve.embed import decode_base64
+
+                    vectors = [decode_base64(v).tolist() for v in vectors]
+                torch.testing.assert_close(torch.tensor(vectors), want, rtol=1e-4, atol=1e-4)
