@@ -208,3 +208,18 @@ def test_cli_serves_and_sigterm_drains_in_flight_requests(runs, port) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_ten_lora_runs_cost_one_base(make_run) -> None:
+    from lmtune.serve.registry import load_registry
+
+    runs = [make_run("sft", "lora", seed=10 + i, steps=1) for i in range(10)]
+    registry = load_registry(runs, lambda text, warning=False: None)
+    assert len(registry.backends) == 1
+    (row,) = registry.memory()
+    total = sum(p.numel() * p.element_size() for p in registry.backends[0].model.parameters())
+    adapters = sum(row["adapter_bytes"].values())
+    print(f"10 LoRA runs: base {row['base_bytes'] / 1e6:.3f} MB once + adapters {adapters / 1e6:.3f} MB "
+          f"= {total / 1e6:.3f} MB (10 copies: {10 * (row['base_bytes'] + adapters / 10) / 1e6:.3f} MB)")  # fmt: skip
+    assert len(row["adapter_bytes"]) == 10 and row["base_bytes"] + adapters == total
+    assert total < 2 * row["base_bytes"]
