@@ -50,6 +50,7 @@ def serve(
     max_queue: Annotated[int, typer.Option(help="Requests waiting at most; more get 503.")] = 64,
     max_batch: Annotated[int, typer.Option(help="Requests generated together at most.")] = 16,
     max_tokens: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 1024,
+    device: Annotated[str, typer.Option(help="auto (cuda when there is one), cpu, cuda, cuda:1, ...")] = "auto",
 ) -> None:
     """Serve runs behind an OpenAI-compatible API (LoRA runs on one base share one copy of it)."""
     _quiet_libraries()
@@ -63,6 +64,7 @@ def serve(
         max_queue=max_queue,
         max_batch=max_batch,
         max_tokens=max_tokens,
+        device=device,
         report=say,
     )
 

@@ -39,7 +39,7 @@ def classify(backend: Backend, texts: list[str]) -> list[dict[str, Any]]:
 def _label(backend: Backend, texts: list[str]) -> list[dict[str, Any]]:
     model, tok = backend.model, backend.tokenizer
     enc = tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=backend.max_length)
-    probs = model(**enc).logits.float().softmax(-1).tolist()
+    probs = model(**enc.to(backend.device)).logits.float().softmax(-1).tolist()
     id2label = _id2label(model)
     out = []
     for i, row in enumerate(probs):
@@ -56,7 +56,8 @@ def _tag(backend: Backend, texts: list[str]) -> list[dict[str, Any]]:
     for i, text in enumerate(texts):
         words = text.split()
         ids, word_of = align(words, tok, backend.max_length)
-        guess = model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long))
+        input_ids = torch.tensor([ids], device=backend.device)
+        guess = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
         tags = word_tags(word_of, guess.logits.argmax(-1)[0].tolist(), len(words), id2label)
         out.append({"index": i, "words": [{"word": w, "label": t} for w, t in zip(words, tags, strict=True)]})
     return out

@@ -37,10 +37,10 @@ def embed(served: Served, texts: list[str]) -> tuple[list[torch.Tensor], int]:
     with backend.lock:
         if served.adapter is not None:
             backend.model.set_adapter(served.adapter)
-        out = backend.model(**enc, output_hidden_states=True)
+        out = backend.model(**enc.to(backend.device), output_hidden_states=True)
     mask = enc["attention_mask"].unsqueeze(-1).float()
     pooled = (out.hidden_states[-1].float() * mask).sum(1) / mask.sum(1).clamp(min=1)
-    return list(pooled), int(enc["attention_mask"].sum())
+    return list(pooled.cpu()), int(enc["attention_mask"].sum())
 
 
 def embedding_data(vectors: list[torch.Tensor], encoding: str) -> list[dict[str, Any]]:

@@ -163,8 +163,8 @@ def generate_batch(batch: list[Job]) -> None:
     model, tok = backend.model, backend.tokenizer
     width = max(len(j.prompt_ids) for j in batch)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    ids = torch.tensor([[pad] * (width - len(j.prompt_ids)) + j.prompt_ids for j in batch])
-    mask = torch.tensor([[0] * (width - len(j.prompt_ids)) + [1] * len(j.prompt_ids) for j in batch])
+    ids = torch.tensor([[pad] * (width - len(j.prompt_ids)) + j.prompt_ids for j in batch], device=backend.device)
+    mask = torch.tensor([[0] * (width - len(j.prompt_ids)) + [1] * len(j.prompt_ids) for j in batch], device=ids.device)
     stop_ids = stop_token_ids(model, tok)
     sample = first.temperature > 0
     with backend.lock:

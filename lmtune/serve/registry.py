@@ -34,6 +34,10 @@ class Backend:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
+    def device(self) -> Any:
+        return next(self.model.parameters()).device
+
+    @property
     def context(self) -> int | None:
         config = self.model.config
         return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
@@ -76,8 +80,13 @@ class Registry:
         return [s.name for s in self.models.values() if s.backend is backend]
 
 
-def load_registry(sources: list[str | Path], report: Reporter) -> Registry:
-    """Load each source (a run directory or a Hugging Face model directory) under its directory name."""
+def load_registry(sources: list[str | Path], report: Reporter, device: str = "auto") -> Registry:
+    """Load each source (a run directory or a Hugging Face model directory) under its directory name, onto
+    `device` (auto: cuda when there is one; cpu, cuda, cuda:1, ...)."""
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     registry = Registry()
     shared: dict[str, Backend] = {}  # base key -> the backend holding that base
     for source in sources:
@@ -92,6 +101,8 @@ def load_registry(sources: list[str | Path], report: Reporter) -> Registry:
         else:
             raise LmtuneError(f"{path} is neither a run directory nor a model directory", hint="pass runs/<name>")
         registry.models[name] = served
+    for backend in registry.backends:
+        backend.model.to(device)
     return registry
 
 

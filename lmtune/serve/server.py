@@ -47,9 +47,11 @@ def build_server(
     max_batch: int = 16,
     max_tokens: int = 1024,
     max_body_bytes: int = 1 << 20,
+    device: str = "auto",
     report: Reporter = _silent,
 ) -> Server:
-    """Load `sources` (run or model directories) and build the uvicorn server; `.uvicorn.run()` serves."""
+    """Load `sources` (run or model directories) onto `device` (auto: cuda when there is one) and build the uvicorn
+    server; `.uvicorn.run()` serves."""
     if not sources:
         raise LmtuneError("no model to serve", hint="lmtune serve runs/NAME [runs/OTHER ...]")
     if not is_loopback(host) and not api_key:
@@ -59,7 +61,7 @@ def build_server(
         )
     if min(max_queue, max_batch, max_tokens, max_body_bytes) < 1:
         raise LmtuneError("--max-queue, --max-batch, --max-tokens and the body cap must be at least 1")
-    registry = load_registry(list(sources), report)
+    registry = load_registry(list(sources), report, device)
     for row in registry.memory():
         adapters = row["adapter_bytes"]
         text = f"{', '.join(row['models'])}: base weights {row['base_bytes'] / 1e6:.2f} MB in memory once"

@@ -80,8 +80,8 @@ class ChatSession:
 
 def open_chat(source: str | Path, *, report: Callable[..., None] = _silent, **settings: Any) -> ChatSession:
     """A chat session with a run or a model directory (`settings`: ChatSession's system, max_tokens, temperature,
-    top_p, seed)."""
-    registry = load_registry([source], report)
+    top_p, seed; and device, auto by default: cuda when there is one)."""
+    registry = load_registry([source], report, settings.pop("device", "auto"))
     (served,) = registry.models.values()
     if not served.backend.chat:
         raise LmtuneError(
