@@ -29,6 +29,7 @@ __all__ = [
     "generate",
     "leakage_report",
     "load_config",
+    "open_chat",
     "preview",
     "redact_file",
     "split_file",
@@ -49,6 +50,7 @@ _EXPORTS = {
     "redact_file": "lmtune.data.pii",
     "generate": "lmtune.evaluate.generate",
     "load_config": "lmtune.config",
+    "open_chat": "lmtune.ship.chat",
     "RunConfig": "lmtune.config",
     "LmtuneError": "lmtune.errors",
 }

@@ -25,7 +25,7 @@ from lmtune.serve.registry import Served
 GATHER_SECONDS = 0.005
 
 
-@dataclass
+@dataclass(eq=False)  # jobs are told apart by identity (the worker removes the ones it batched)
 class Job:
     """One completion to generate. `emit(kind, payload)` is called from the worker thread: ("text", str) as text
     is produced, then ("done", finish_reason) or ("error", message)."""
