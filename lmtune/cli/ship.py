@@ -98,7 +98,8 @@ def chat(
     while True:
         try:
             line = input("you> " if interactive else "")
-        except EOFError:
+        except (EOFError, KeyboardInterrupt):  # Ctrl-D or Ctrl-C at the prompt ends the chat quietly
+            show("\n" if interactive else "")
             break
         if not line.strip():
             continue
