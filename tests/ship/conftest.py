@@ -35,7 +35,9 @@ def _rows(task: str, n: int, seed: int) -> list[dict[str, Any]]:
     rows = []
     for _ in range(n):
         a, b = rng.sample(WORDS, 2)
-        if task == "seq2seq":
+        if task == "causal_lm":
+            rows.append({"text": f"Once upon a time the {a} met the {b}. The {b} was kind, and they were friends."})
+        elif task == "seq2seq":
             rows.append({"prompt": f"Say the second word: {a} {b}", "completion": b})
         else:
             good = rng.random() < 0.5
