@@ -70,6 +70,23 @@ def create_app(registry: Registry, engine: Engine, limits: Limits) -> FastAPI:
         ids = list(tok(text, add_special_tokens=False)["input_ids"])
         return await _answer(engine, served, req, [ids], limits, chat=True)
 
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Any:
+        _authorize(request, limits)
+        req = _parse(CompletionRequest, await _body(request, limits))
+        served = _generator(registry, req.model)
+        prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+        if not prompts:
+            raise ApiError(400, "prompt is empty", param="prompt")
+        return await _answer(engine, served, req, [_raw_ids(served, p) for p in prompts], limits, chat=False)
+
+    _add_head_routes(app, registry, limits)
+    return app
+
+
+def _add_head_routes(app: FastAPI, registry: Registry, limits: Limits) -> None:
+    """The routes that read a model's outputs in one forward pass (no generation, no queue)."""
+
     @app.post("/v1/classify")
     async def classify_route(request: Request) -> dict[str, Any]:
         _authorize(request, limits)
@@ -95,18 +112,6 @@ def create_app(registry: Registry, engine: Engine, limits: Limits) -> FastAPI:
         data = embedding_data(vectors, req.encoding_format)
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
         return {"object": "list", "data": data, "model": req.model, "usage": usage}
-
-    @app.post("/v1/completions")
-    async def completions(request: Request) -> Any:
-        _authorize(request, limits)
-        req = _parse(CompletionRequest, await _body(request, limits))
-        served = _generator(registry, req.model)
-        prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
-        if not prompts:
-            raise ApiError(400, "prompt is empty", param="prompt")
-        return await _answer(engine, served, req, [_raw_ids(served, p) for p in prompts], limits, chat=False)
-
-    return app
 
 
 def _authorize(request: Request, limits: Limits) -> None:
