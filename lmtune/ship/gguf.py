@@ -143,9 +143,19 @@ def _vocab(writer: Any, tokenizer: Any, vocab_size: int, gguf: Any) -> None:
         special.add_to_gguf(writer, quiet=True)
 
 
+# Ollama writes templates in Go's template language, not Jinja: ChatML, the most common chat format, is written
+# out; for any other template Ollama reads the Jinja one from the GGUF's metadata.
+CHATML_TEMPLATE = (
+    'TEMPLATE """{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n'
+    '{{ end }}<|im_start|>assistant\n"""'
+)
+
+
 def _modelfile(out: Path, tokenizer: Any) -> None:
-    """Ollama's Modelfile: the GGUF beside it; the chat template travels in the GGUF's metadata."""
+    """Ollama's Modelfile: the GGUF beside it, the chat template, the end-of-turn token as a stop."""
     lines = [f"FROM ./{GGUF_FILE}"]
+    if "<|im_start|>" in (getattr(tokenizer, "chat_template", None) or ""):
+        lines.append(CHATML_TEMPLATE)
     if tokenizer.eos_token:
         lines.append(f'PARAMETER stop "{tokenizer.eos_token}"')
     (out / MODELFILE).write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -60,7 +60,9 @@ def test_gguf_holds_the_merged_weights_and_tokenizer(tmp_path, make_run, quant, 
     for got, name in pairs:
         want = state[name].numpy()
         assert np.abs(got - want).max() <= tol * max(1.0, np.abs(want).max()), name
-    assert (result.out / "Modelfile").read_text().startswith("FROM ./model.gguf")
+    modelfile = (result.out / "Modelfile").read_text()
+    assert modelfile.startswith("FROM ./model.gguf") and "<|im_start|>{{ .Role }}" in modelfile
+    assert f'PARAMETER stop "{tok.eos_token}"' in modelfile
 
 
 def test_q8_0_is_smaller_than_f16(tmp_path, make_run) -> None:
