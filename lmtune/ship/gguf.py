@@ -9,6 +9,7 @@ and 1-D tensors (norms, biases) stay float32, as llama.cpp requires.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -130,12 +131,14 @@ def _vocab(writer: Any, tokenizer: Any, vocab_size: int, gguf: Any) -> None:
             tokens.append(text)
             scores.append(score)
             types.append(kind)
+        if vocab.tokenizer_model == "llama":
+            scores = _merge_scores(Path(tmp) / "tokenizer.json", tokens, scores)
         for i in range(len(tokens), vocab_size):  # the embedding may be padded past the tokenizer's vocabulary
             tokens.append(f"[PAD{i}]".encode())
             scores.append(-1000.0)
             types.append(gguf.TokenType.UNUSED)
         writer.add_tokenizer_model(vocab.tokenizer_model)
-        writer.add_tokenizer_pre("default")
+        writer.add_tokenizer_pre(_pre_tokenizer(Path(tmp) / "tokenizer.json", vocab.tokenizer_model))
         writer.add_token_list(tokens)
         writer.add_token_scores(scores)
         writer.add_token_types(types)
@@ -149,6 +152,30 @@ CHATML_TEMPLATE = (
     'TEMPLATE """{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n'
     '{{ end }}<|im_start|>assistant\n"""'
 )
+
+
+def _pre_tokenizer(tokenizer_json: Path, model: str) -> str:
+    """llama.cpp's name for how text is split before BPE: a plain byte-level pre-tokenizer splits with GPT-2's own
+    pattern ("gpt-2"); llama.cpp's "default" splits digits differently."""
+    pre = json.loads(tokenizer_json.read_text(encoding="utf-8")).get("pre_tokenizer") or {}
+    if model == "gpt2" and pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
+        return "gpt-2"
+    return "default"
+
+
+def _merge_scores(tokenizer_json: Path, tokens: list[bytes], scores: list[float]) -> list[float]:
+    """llama.cpp's "llama" tokenizer merges, at each step, the adjacent pair whose joined token has the highest
+    score: a BPE tokenizer's merge order, written as scores (the merge of rank r scores -r). The gguf library's
+    reader of a tokenizer.json leaves every score at a placeholder, so tokens would merge in the wrong order."""
+    merges = json.loads(tokenizer_json.read_text(encoding="utf-8"))["model"].get("merges") or []
+    ids = {t.decode("utf-8", errors="replace"): i for i, t in enumerate(tokens)}
+    out = [-float(len(merges) + i) for i in range(len(scores))]  # not made by a merge: below every merge
+    for rank, merge in enumerate(merges):
+        left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+        i = ids.get(left + right)
+        if i is not None and out[i] < -rank:
+            out[i] = -float(rank)
+    return out
 
 
 def _modelfile(out: Path, tokenizer: Any) -> None:

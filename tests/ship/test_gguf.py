@@ -78,14 +78,27 @@ def test_gguf_refuses_other_architectures(tmp_path, make_run, gpt2_dir) -> None:
         export_model(run, tmp_path / "out", format="gguf")
 
 
+# Text llama.cpp must split into the same tokens as transformers. Not text that starts with a space: for a
+# Metaspace tokenizer (stories260K's) transformers adds no "▁" before it while SentencePiece and llama.cpp do.
+TEXTS = ["Once upon a time, there was a little girl named Lily.", "The sun was hot; they ate ice-cream.",
+         "héllo wörld 123 — ok?", 'Tom said, "Why?"\nThen he ran.']  # fmt: skip
+
+
 @pytest.mark.slow
-def test_llama_cpp_continues_like_transformers_on_stories260k(tmp_path, make_run) -> None:
+@pytest.mark.parametrize(
+    ("task", "model"), [("causal_lm", "/work/shared/models/stories260K"), ("sft", "preset:tiny-chat")],
+    ids=["stories260K", "tiny-chat"],
+)  # fmt: skip
+def test_llama_cpp_tokenizes_and_continues_like_transformers(tmp_path, make_run, task, model) -> None:
+    """The real stories260K (Llama byte-fallback vocabulary) and the preset (byte-level BPE), each LoRA-tuned:
+    llama.cpp reads the GGUF's vocabulary to the same token ids and continues 3 prompts greedily as transformers
+    does (f16: every token; q8_0: at least 90% of them)."""
     llama_cpp = pytest.importorskip("llama_cpp")
-    run = make_run("causal_lm", "lora", "/work/shared/models/stories260K", lr=1e-3)
-    hf_dir = export_model(run, tmp_path / "hf").out
-    hf = AutoModelForCausalLM.from_pretrained(hf_dir).eval()
     from transformers import AutoTokenizer
 
+    run = make_run(task, "lora", model, lr=1e-3)
+    hf_dir = export_model(run, tmp_path / "hf").out
+    hf = AutoModelForCausalLM.from_pretrained(hf_dir).eval()
     tok = AutoTokenizer.from_pretrained(hf_dir)
     prompts = ["Once upon a time", "The little girl", "One day, a cat"]
     agreement = {}
@@ -93,6 +106,9 @@ def test_llama_cpp_continues_like_transformers_on_stories260k(tmp_path, make_run
         gguf_path = export_model(run, tmp_path / quant, format="gguf", quant=quant).out / "model.gguf"
         llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=128, verbose=False, seed=0)
         same = total = 0
+        for text in [*prompts, *TEXTS]:
+            ids = tok(text)["input_ids"]
+            assert llm.tokenize(text.encode(), add_bos=tok.bos_token_id in ids[:1], special=False) == ids, text
         for prompt in prompts:
             ids = tok(prompt)["input_ids"]
             with torch.no_grad():
@@ -103,9 +119,10 @@ def test_llama_cpp_continues_like_transformers_on_stories260k(tmp_path, make_run
                     break
                 got.append(token)
             if quant == "f16":
-                assert got == want[: len(got)] and len(got) == len(want), prompt
+                assert got == want, prompt
             same += sum(a == b for a, b in zip(got, want, strict=False))
             total += len(want)
         agreement[quant] = same / total
-    print(agreement)
-    assert agreement["q8_0"] >= 0.9
+    print(model, agreement, {q: (tmp_path / q / "model.gguf").stat().st_size for q in ("f16", "q8_0")})
+    if task == "causal_lm":  # the preset's random weights give near-ties that 8-bit rounding flips: no bar there
+        assert agreement["q8_0"] >= 0.9
