@@ -70,4 +70,3 @@ class ChatRequest(_Sampling):
 
 class CompletionRequest(_Sampling):
     prompt: str | list[str]
-    echo: bool = False

@@ -223,3 +223,14 @@ def test_ten_lora_runs_cost_one_base(make_run) -> None:
           f"= {total / 1e6:.3f} MB (10 copies: {10 * (row['base_bytes'] + adapters / 10) / 1e6:.3f} MB)")  # fmt: skip
     assert len(row["adapter_bytes"]) == 10 and row["base_bytes"] + adapters == total
     assert total < 2 * row["base_bytes"]
+
+
+def test_an_exported_model_directory_serves_like_its_run(tmp_path, runs, serving) -> None:
+    from lmtune.ship import export_model
+
+    exported = export_model(runs["a"], tmp_path / "merged-a").out
+    with serving([exported]) as (_, url):
+        client = openai.OpenAI(base_url=url, api_key="-", max_retries=0)
+        got = client.chat.completions.create(model="merged-a", messages=QUESTION, max_tokens=12, temperature=0)
+    want = lmtune.generate(runs["a"], messages=[lmtune_msg(m) for m in QUESTION], max_new_tokens=12)
+    assert got.choices[0].message.content == want
