@@ -45,7 +45,9 @@ class Job:
 
     def batch_key(self) -> tuple:
         sampling = (self.temperature, self.top_p, self.seed) if self.temperature > 0 else (0.0, 1.0, None)
-        return (id(self.served.backend), self.served.adapter, *sampling)
+        backend = self.served.backend
+        adapter = None if backend.mixes_adapters else self.served.adapter
+        return (id(backend), adapter, *sampling)
 
 
 class QueueFull(Exception):
@@ -157,7 +159,8 @@ class Engine:
 
 @torch.no_grad()
 def generate_batch(batch: list[Job]) -> None:
-    """Run one left-padded `generate` call for jobs that share a backend, an adapter and sampling settings."""
+    """Run one left-padded `generate` call for jobs that share a backend, sampling settings and an adapter (or
+    LoRA adapters peft can mix in one batch, each row with its own)."""
     first = batch[0]
     backend = first.served.backend
     model, tok = backend.model, backend.tokenizer
@@ -167,8 +170,10 @@ def generate_batch(batch: list[Job]) -> None:
     mask = torch.tensor([[0] * (width - len(j.prompt_ids)) + [1] * len(j.prompt_ids) for j in batch], device=ids.device)
     stop_ids = stop_token_ids(model, tok)
     sample = first.temperature > 0
+    adapters = [j.served.adapter for j in batch]
+    mixed = {"adapter_names": adapters} if len(set(adapters)) > 1 else {}
     with backend.lock:
-        if first.served.adapter is not None:
+        if not mixed and first.served.adapter is not None:
             model.set_adapter(first.served.adapter)
         if sample and first.seed is not None:
             torch.manual_seed(first.seed)
@@ -181,6 +186,7 @@ def generate_batch(batch: list[Job]) -> None:
             pad_token_id=pad,
             eos_token_id=sorted(stop_ids) or None,
             stopping_criteria=StoppingCriteriaList([_Rows(batch, width, tok, stop_ids)]),
+            **mixed,
         )
     for job in batch:
         if not job.finished:

@@ -31,6 +31,9 @@ class Backend:
     kind: str = "causal"  # or "classifier", "token_classifier": answered on /v1/classify
     max_length: int | None = None  # a classifier's inputs are cut to the length it trained on
     adapters: list[str] = field(default_factory=list)
+    # Every adapter is plain LoRA: requests for different adapters can share a batch (peft's mixed-adapter batches
+    # take `adapter_names`; peft refuses them for DoRA and has none for IA3).
+    mixes_adapters: bool = True
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -124,11 +127,13 @@ def _load_run(path: Path, name: str, shared: dict[str, Backend], registry: Regis
             hint="serve a run of task sft, causal_lm, classification or token_classification",
         )
     adapter = cfg.method.name in ADAPTER_METHODS and (path / FINAL / "adapter_config.json").is_file()
-    key = _base_key(path, cfg) if adapter else None
+    # One PeftModel holds adapters of one peft type: LoRA and DoRA runs share a base, IA3 runs share another copy.
+    key = f"{_base_key(path, cfg)}|{'ia3' if cfg.method.name == 'ia3' else 'lora'}" if adapter else None
     if key is not None and key in shared:
         backend = shared[key]
         backend.model.load_adapter(str(path / FINAL), adapter_name=name)
         backend.adapters.append(name)
+        backend.mixes_adapters &= cfg.method.name == "lora"
         report(f"{name}: adapter on the base already loaded (no second copy)")
         return Served(name, backend, name, str(path))
     model, tokenizer, _ = load_tuned(path)
@@ -142,6 +147,7 @@ def _load_run(path: Path, name: str, shared: dict[str, Backend], registry: Regis
     model.set_adapter(name)
     model.delete_adapter("default")
     backend.adapters.append(name)
+    backend.mixes_adapters = cfg.method.name == "lora"
     shared[key] = backend
     return Served(name, backend, name, str(path))
 

@@ -234,3 +234,20 @@ def test_an_exported_model_directory_serves_like_its_run(tmp_path, runs, serving
         got = client.chat.completions.create(model="merged-a", messages=QUESTION, max_tokens=12, temperature=0)
     want = lmtune.generate(runs["a"], messages=[lmtune_msg(m) for m in QUESTION], max_new_tokens=12)
     assert got.choices[0].message.content == want
+
+
+def test_requests_for_two_adapters_share_batches_and_keep_their_answers(server, client, runs) -> None:
+    prompts = [(runs[k].name, f"Tell me about {w}") for k in ("a", "b") for w in ("cats", "dogs", "suns", "trees")]
+
+    def ask(item):
+        model, prompt = item
+        return client.completions.create(model=model, prompt=prompt, max_tokens=16, temperature=0).choices[0].text
+
+    before = server.engine.batches
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(ask, prompts))
+    batches = server.engine.batches - before
+    alone = [ask(item) for item in prompts]
+    print(f"{len(prompts)} requests over 2 adapters in {batches} batches")
+    assert together == alone and batches < len(prompts)
+    assert together[:4] != together[4:]
