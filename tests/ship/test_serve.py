@@ -126,8 +126,8 @@ def test_concurrent_requests_are_batched(server, client, runs) -> None:
     assert batched == [ask(p) for p in prompts]  # and got the answers they get alone
 
 
-def _raw(server, path: str, body: bytes, key: str | None = KEY) -> tuple[int, dict, dict]:
-    req = urllib.request.Request(server.url + path, data=body, method="POST")
+def _raw(server, path: str, body: bytes | None, key: str | None = KEY) -> tuple[int, dict, dict]:
+    req = urllib.request.Request(server.url + path, data=body, method="GET" if body is None else "POST")
     req.add_header("Content-Type", "application/json")
     if key:
         req.add_header("Authorization", f"Bearer {key}")
@@ -157,7 +157,10 @@ def test_errors_have_openai_status_and_shape(server, client, runs) -> None:
     assert _raw(server, "/chat/completions", big)[0] == 413
     status, body, headers = _raw(server, "/completions", json.dumps({"model": name, "prompt": "a", "n": 9}).encode())
     assert status == 503 and headers.get("retry-after") == "1" and body["error"]["code"] == "queue_full"
-    assert _raw(server, "/models", b"{}", key=None)[0] in (401, 405)
+    status, body, _ = _raw(server, "/models", None, key=None)
+    assert status == 401 and body["error"]["code"] == "invalid_api_key"
+    status, body, _ = _raw(server, "/nowhere", None)
+    assert status == 404 and body["error"]["type"] == "not_found_error"
 
 
 def test_queue_is_bounded_and_all_or_nothing() -> None:
