@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from support import run_cli
+from support import run_cli, run_main
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
@@ -107,12 +107,12 @@ def test_adapter_format_loads_with_peft(tmp_path, make_run) -> None:
     assert (_logits(model, tok, "sft") - _logits(tuned, tok, "sft")).abs().max() < 1e-6
 
 
-def test_cli_export_and_refusals(tmp_path: Path, make_run) -> None:
+def test_cli_export_and_refusals(tmp_path: Path, make_run, monkeypatch, capsys) -> None:
     run = make_run("sft", "lora")
     done = run_cli("export", run, "--out", tmp_path / "cli", "--dtype", "fp16")
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "cli" / "model.safetensors").exists()
-    again = run_cli("export", run, "--out", tmp_path / "cli")
-    assert again.returncode == 2 and "--overwrite" in again.stderr
-    bad = run_cli("export", run, "--out", tmp_path / "x", "--dtype", "int3")
-    assert bad.returncode == 2 and "bf16" in bad.stderr
+    assert (tmp_path / "cli" / "model.safetensors").exists() and "MB" in done.stdout
+    code, _, err = run_main(monkeypatch, capsys, "export", run, "--out", tmp_path / "cli")
+    assert code == 2 and "--overwrite" in err
+    code, _, err = run_main(monkeypatch, capsys, "export", run, "--out", tmp_path / "x", "--dtype", "int3")
+    assert code == 2 and "bf16" in err
