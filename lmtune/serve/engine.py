@@ -57,8 +57,8 @@ class QueueFull(Exception):
 class _Rows(StoppingCriteria):
     """Per-row bookkeeping of one batch, called by `generate` after each new token (input_ids with it appended)."""
 
-    def __init__(self, jobs: list[Job], width: int, tokenizer: Any, stop_ids: set[int]) -> None:
-        self.jobs, self.width, self.tokenizer, self.stop_ids = jobs, width, tokenizer, stop_ids
+    def __init__(self, jobs: list[Job], tokenizer: Any, stop_ids: set[int]) -> None:
+        self.jobs, self.tokenizer, self.stop_ids = jobs, tokenizer, stop_ids
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
         last = input_ids[:, -1].tolist()
@@ -185,7 +185,7 @@ def generate_batch(batch: list[Job]) -> None:
             **({"temperature": first.temperature, "top_p": first.top_p} if sample else {}),
             pad_token_id=pad,
             eos_token_id=sorted(stop_ids) or None,
-            stopping_criteria=StoppingCriteriaList([_Rows(batch, width, tok, stop_ids)]),
+            stopping_criteria=StoppingCriteriaList([_Rows(batch, tok, stop_ids)]),
             **mixed,
         )
     for job in batch:

@@ -129,13 +129,17 @@ def _load_run(path: Path, name: str, shared: dict[str, Backend], registry: Regis
     adapter = cfg.method.name in ADAPTER_METHODS and (path / FINAL / "adapter_config.json").is_file()
     # One PeftModel holds adapters of one peft type: LoRA and DoRA runs share a base, IA3 runs share another copy.
     key = f"{_base_key(path, cfg)}|{'ia3' if cfg.method.name == 'ia3' else 'lora'}" if adapter else None
+    # torch module names cannot hold dots, and peft makes the adapter name one.
+    adapter_name = name.replace(".", "_")
     if key is not None and key in shared:
         backend = shared[key]
-        backend.model.load_adapter(str(path / FINAL), adapter_name=name)
-        backend.adapters.append(name)
+        if adapter_name in backend.adapters:
+            raise LmtuneError(f"two runs would share the adapter name {adapter_name!r}", hint="rename one run")
+        backend.model.load_adapter(str(path / FINAL), adapter_name=adapter_name)
+        backend.adapters.append(adapter_name)
         backend.mixes_adapters &= cfg.method.name == "lora"
         report(f"{name}: adapter on the base already loaded (no second copy)")
-        return Served(name, backend, name, str(path))
+        return Served(name, backend, adapter_name, str(path))
     model, tokenizer, _ = load_tuned(path)
     chat = bool(read_json(path, "data.json").get("chat"))
     backend = Backend(model, tokenizer, chat)
@@ -143,13 +147,13 @@ def _load_run(path: Path, name: str, shared: dict[str, Backend], registry: Regis
     if key is None:
         return Served(name, backend, None, str(path))
     # load_tuned names the first adapter "default"; renaming keeps one name per served model.
-    model.load_adapter(str(path / FINAL), adapter_name=name)
-    model.set_adapter(name)
+    model.load_adapter(str(path / FINAL), adapter_name=adapter_name)
+    model.set_adapter(adapter_name)
     model.delete_adapter("default")
-    backend.adapters.append(name)
+    backend.adapters.append(adapter_name)
     backend.mixes_adapters = cfg.method.name == "lora"
     shared[key] = backend
-    return Served(name, backend, name, str(path))
+    return Served(name, backend, adapter_name, str(path))
 
 
 def _load_model_dir(path: Path, name: str, registry: Registry) -> Served:

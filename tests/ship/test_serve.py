@@ -254,3 +254,20 @@ def test_requests_for_two_adapters_share_batches_and_keep_their_answers(server, 
     print(f"{len(prompts)} requests over 2 adapters in {batches} batches")
     assert together == alone and batches < len(prompts)
     assert together[:4] != together[4:]
+
+
+def test_a_run_name_with_dots_is_served(tmp_path, runs) -> None:
+    import shutil
+
+    from lmtune.serve.engine import Job, generate_batch
+    from lmtune.serve.registry import load_registry
+
+    dotted = tmp_path / "support.v2"
+    shutil.copytree(runs["b"], dotted)
+    registry = load_registry([runs["a"], dotted], lambda text, warning=False: None)
+    served = registry.get("support.v2")
+    assert served is not None and served.adapter == "support_v2" and len(registry.backends) == 1
+    texts: list[str] = []
+    job = Job(served, [1, 5, 6], 4, 0.0, 1.0, None, (), lambda kind, p: texts.append(p) if kind == "text" else None)
+    generate_batch([job])
+    assert job.finished and len(job.generated) <= 4
