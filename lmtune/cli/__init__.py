@@ -1,7 +1,7 @@
 """The `lmtune` command: parse arguments, call the Python API, print. No logic of its own.
 
 The shared app, consoles and helpers live here; the commands in `train` (train, generate, estimate, config),
-`data` (data ...) and `evaluate` (eval, report), registered on import at the bottom.
+`data` (data ...), `evaluate` (eval, report) and `ship` (export, chat, serve), registered on import at the bottom.
 """
 
 from __future__ import annotations
@@ -87,5 +87,6 @@ if __name__ == "__main__":
 from lmtune.cli import train  # noqa: E402, F401
 from lmtune.cli import data  # noqa: E402, F401
 from lmtune.cli import evaluate  # noqa: E402, F401
+from lmtune.cli import ship  # noqa: E402, F401
 
 # isort: on
