@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.errors import LmtuneError
-from lmtune.fileio import atomic_write_json
+from lmtune.fileio import atomic_write_json, dumps_json
 
 LIBRARIES = (
     "lmtune",
@@ -103,14 +103,15 @@ def environment() -> dict[str, Any]:
 
 
 class MetricsLog:
-    """Appends one JSON line per record to metrics.jsonl (flushed, so a crash keeps what was logged)."""
+    """Appends one JSON line per record to metrics.jsonl (flushed, so a crash keeps what was logged). A non-finite
+    number (a diverged loss) is written as null."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def append(self, record: dict[str, Any]) -> None:
         with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(dumps_json(record) + "\n")
             f.flush()
 
     def read(self) -> list[dict[str, Any]]:
@@ -121,7 +122,7 @@ class MetricsLog:
     def truncate_after(self, step: int) -> None:
         """On resume, forget what was logged after the checkpoint we go back to (it will be logged again)."""
         kept = [r for r in self.read() if r.get("step", 0) <= step]
-        text = "".join(json.dumps(r) + "\n" for r in kept)
+        text = "".join(dumps_json(r) + "\n" for r in kept)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(self.path)

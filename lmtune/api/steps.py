@@ -14,27 +14,37 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerBase
 
 from lmtune.api.setup import Built, Prepared, Say, label_counts
 from lmtune.config import RunConfig, dump_config
 from lmtune.data.batching import Row
 from lmtune.data.prepare import general_text
-from lmtune.errors import LmtuneError
+from lmtune.errors import Diverged, DivergedError, LmtuneError
 from lmtune.evaluate.forgetting import forgetting_advice, forgetting_report, general_rows
 from lmtune.export import check_same_config
 from lmtune.fileio import atomic_write_text
-from lmtune.rundir import MetricsLog, check_run_dir, environment, prepare_run_dir, read_json, write_json
+from lmtune.rundir import (
+    MetricsLog,
+    check_run_dir,
+    environment,
+    prepare_run_dir,
+    read_json,
+    write_json,
+)
 from lmtune.tasks import Task
 from lmtune.train.checkpoint import (
     latest_checkpoint,
     load_best,
     load_checkpoint,
+    load_trainable,
     prune_best,
     save_best,
     save_checkpoint,
 )
 from lmtune.train.early_stopping import stop_reason
+from lmtune.train.guard import ADVICE
 from lmtune.train.launch import configure_deepspeed, describe_launch
 from lmtune.train.loop import Hooks, resume_grad_accum, run_evaluation
 from lmtune.train.objectives import OBJECTIVES, Objective
@@ -64,6 +74,7 @@ class Session:
     general: list[Row] = field(default_factory=list)
     general_file: Path | None = None
     general_before: dict[str, float] | None = None
+    diverged: dict[str, Any] | None = None  # what `roll_back` found, when the loop stopped diverged
 
     @property
     def run_dir(self) -> Path:
@@ -272,12 +283,56 @@ def make_hooks(session: Session, after_step: Any) -> Hooks:
         save_best(run_dir, s.step, acc.unwrap_model(session.model), keep=[committed["best"]], write=session.main)
         acc.wait_for_everyone()
 
+    def on_log(record: dict[str, Any]) -> None:
+        if acc.is_main_process:
+            metrics.append(record)
+        if "warning" in record:  # a skipped update or a loss spike (lmtune.train.guard)
+            session.say(record["warning"], warning=True)
+
     return Hooks(
-        on_log=metrics.append if acc.is_main_process else (lambda r: None),
+        on_log=on_log,
         on_eval=on_eval if p.val_rows else None,
         on_checkpoint=on_checkpoint,
         on_best=on_best,
         after_step=after_step,
+    )
+
+
+def roll_back(session: Session, diverged: Diverged) -> dict[str, Any]:
+    """After a divergence, put the last good weights back: the last checkpoint's (one is only written after a good
+    update, with finite weights; `keep_best` then prefers the best evaluation's). Returns what summary.json says
+    of it; its `final_step` is None when no checkpoint came before the divergence (final/ is then not written)."""
+    ckpt = latest_checkpoint(session.run_dir)
+    good = int(ckpt.name.removeprefix("step-")) if ckpt is not None else None
+    if ckpt is not None:
+        weights = ckpt / "trainable.safetensors"
+        load_trainable(session.model, load_file(str(weights)), weights)
+    early = session.cfg.train.early_stopping
+    if early is not None and session.state.best_step is not None:
+        good = session.state.best_step
+    return {
+        "diverged": True,
+        "diverged_at": diverged.first_bad,
+        "stopped_at": diverged.step,
+        "skipped_updates": diverged.bad_steps,
+        "final_step": good,
+        "advice": ADVICE,
+    }
+
+
+def diverged_error(session: Session, info: dict[str, Any]) -> DivergedError:
+    """The message a diverged run ends with, once its run directory is written."""
+    limit = session.cfg.train.max_bad_steps
+    kept = (
+        f"final/ holds the weights of step {info['final_step']}, the last good ones"
+        if info["final_step"] is not None
+        else "no checkpoint was written before it, so final/ was not written (train.save_every keeps some)"
+    )
+    return DivergedError(
+        f"training diverged: the loss or gradient norm was not finite at {info['skipped_updates']} steps (more than "
+        f"train.max_bad_steps {limit}), the first at step {info['diverged_at']}; stopped at step "
+        f"{info['stopped_at']}. {kept}; {session.run_dir / 'summary.json'} is marked diverged",
+        hint=ADVICE,
     )
 
 

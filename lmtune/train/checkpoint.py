@@ -33,9 +33,10 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
-from lmtune.errors import LmtuneError
-from lmtune.fileio import atomic_dir
+from lmtune.errors import DivergedError, LmtuneError
+from lmtune.fileio import atomic_dir, dumps_json
 from lmtune.train import zero
+from lmtune.train.guard import ADVICE
 
 CHECKPOINTS = "checkpoints"
 _PREFIX = "step-"
@@ -159,16 +160,27 @@ def save_checkpoint(
     optimizer_state = optimizer_state_of(model, optimizer)
     if not write:
         return final
+    check_finite(weights, f"checkpoint of step {step}")
     with atomic_dir(final) as tmp:
         save_file(weights, str(tmp / "trainable.safetensors"))
         torch.save(
             {"optimizer": optimizer_state, "scheduler": scheduler.state_dict(), "rng": rng_state()},
             tmp / "training_state.pt",
         )
-        (tmp / "loop_state.json").write_text(json.dumps(loop_state, indent=2) + "\n", encoding="utf-8")
+        (tmp / "loop_state.json").write_text(dumps_json(loop_state, indent=2) + "\n", encoding="utf-8")
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def check_finite(weights: dict[str, torch.Tensor], what: str) -> None:
+    """A checkpoint is what a diverged run falls back to: one with NaN or infinite weights must never be written."""
+    bad = [n for n, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise DivergedError(
+            f"the {what} was not written: {len(bad)} weight tensors hold NaN or infinite values, e.g. {bad[0]}",
+            hint=ADVICE,
+        )
 
 
 def optimizer_state_of(model: torch.nn.Module, optimizer: Any) -> dict[str, Any]:
