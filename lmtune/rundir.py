@@ -5,19 +5,22 @@ Layout of `runs/<name>/`:
   data.json        fingerprints + counts per split metrics.jsonl one JSON object per train log / evaluation
   checkpoints/     step-NNNNNN/ (see checkpoint)   final/        the tuned model (or adapter) + tokenizer
   base_model/      only for LoRA on a preset        summary.json  steps, tokens, time, losses
+  .lock            held (flock) by the process writing the run; holds its PID
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import platform
 import shutil
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from lmtune.errors import LmtuneError
+from lmtune.errors import EnvironmentFault, LmtuneError
 from lmtune.fileio import atomic_write_json, dumps_json
 
 LIBRARIES = (
@@ -35,10 +38,73 @@ LIBRARIES = (
 )
 
 
+LOCK = ".lock"
+# The run directories this process holds, by resolved path: a process never locks itself out (a notebook or a test
+# that runs finetune again after an error in the same process), and the kernel frees them all when it exits.
+_HELD: dict[Path, IO[str]] = {}
+
+
+def lock_run_dir(path: Path) -> None:
+    """Take the run directory for this process alone, for the rest of its run: an exclusive `flock` on `.lock` in it.
+
+    A second `lmtune train` into the same directory is refused at once, naming the PID that holds it. The kernel
+    drops the lock when its process dies however it dies (kill -9 included), so a stale `.lock` never blocks
+    --resume. Only the main process of a distributed launch (RANK 0) locks; the others write nothing.
+    """
+    if os.environ.get("RANK", "0") != "0":
+        return
+    check_writable_dir(path)
+    key = path.resolve()
+    if key in _HELD:
+        return
+    handle = (path / LOCK).open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise LmtuneError(
+            f"run directory {path} is in use by another lmtune process (PID {holder}, which holds {path / LOCK})",
+            hint="wait for that run to finish (or stop it), or pick another --output-dir",
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    _HELD[key] = handle
+
+
+def release_run_dir(path: Path) -> None:
+    """Give the run directory back (the file stays: removing it could let two processes lock different files)."""
+    handle = _HELD.pop(path.resolve(), None)
+    if handle is not None:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        handle.close()
+
+
+def check_writable_dir(path: Path) -> None:
+    """Create `path` if needed; a file in its place, or a directory we may not write, is a clear error."""
+    if path.exists() and not path.is_dir():
+        raise LmtuneError(
+            f"--output-dir {path} is an existing file, not a directory",
+            hint="pick another --output-dir (a run directory holds many files), or move that file away",
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EnvironmentFault(f"cannot create the run directory {path}: {e.strerror}", hint=_WRITABLE) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise EnvironmentFault(f"the run directory {path} is not writable (permission denied)", hint=_WRITABLE)
+
+
+_WRITABLE = "pick an --output-dir you can write to, or fix the directory's permissions (chmod u+w)"
+
+
 def check_run_dir(path: Path, *, resume: bool, overwrite: bool) -> bool:
     """Whether `path` must be emptied first; raises when we may not write there. Changes nothing, so every
     process of a distributed run reaches the same verdict before the main one acts on it."""
-    used = path.exists() and any(path.iterdir())
+    used = path.is_dir() and any(p.name != LOCK for p in path.iterdir())
     if resume:
         if not used:
             raise LmtuneError(f"--resume: there is no run at {path} to resume", hint="start it without --resume")
@@ -56,13 +122,16 @@ def check_run_dir(path: Path, *, resume: bool, overwrite: bool) -> bool:
 def prepare_run_dir(path: Path, *, resume: bool, overwrite: bool) -> Path:
     """Make sure we may write to `path`: a fresh run never lands in a used directory without --overwrite."""
     if check_run_dir(path, resume=resume, overwrite=overwrite):
-        shutil.rmtree(path)
+        for entry in path.iterdir():
+            if entry.name == LOCK:  # the lock stays: a new file would be a second lock
+                continue
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 # Entries of a run directory (a run that crashed early may hold only some of them, e.g. just base_model/).
-_RUN_ENTRIES = {"config.yaml", "data.json", "env.json", "metrics.jsonl", "metrics.tmp", "summary.json"}
+_RUN_ENTRIES = {"config.yaml", "data.json", "env.json", "metrics.jsonl", "metrics.tmp", "summary.json", LOCK}
 _RUN_ENTRIES |= {"checkpoints", "final", ".final.tmp", "base_model", ".base_model.tmp"}
 
 

@@ -29,6 +29,7 @@ from lmtune.rundir import (
     MetricsLog,
     check_run_dir,
     environment,
+    lock_run_dir,
     prepare_run_dir,
     read_json,
     write_json,
@@ -102,6 +103,7 @@ def start_run(session: Session, overwrite: bool) -> Session:
     """Refuse to clobber an existing run (checked on every process, changed by the main one only); on resume,
     check the config is the run's and keep the global batch on another number of processes."""
     cfg, acc = session.cfg, session.accelerator
+    lock_run_dir(cfg.run_dir)  # first: nothing may look at (or delete) a directory another run is writing
     check_run_dir(cfg.run_dir, resume=session.resume, overwrite=overwrite)
     if session.resume:
         check_same_config(cfg.run_dir, cfg)

@@ -20,7 +20,7 @@ from lmtune.errors import Diverged
 from lmtune.export import final_state, needs_base_copy, save_base, save_final
 from lmtune.model import load_tokenizer
 from lmtune.report import write_report
-from lmtune.rundir import write_json
+from lmtune.rundir import release_run_dir, write_json
 from lmtune.train.hostmem import keep_freed_memory
 from lmtune.train.launch import (
     check_launch,
@@ -114,6 +114,7 @@ def finetune(
 
     # 8. Save the tuned model, summarise, evaluate as configured, and report.
     summary = finish(s, forgetting, report or silent)
+    release_run_dir(s.run_dir)  # (after an error, the process keeps it until it exits or trains there again)
     if s.diverged is not None:
         raise steps.diverged_error(s, s.diverged)
     return RunResult(s.run_dir, summary)
