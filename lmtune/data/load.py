@@ -14,6 +14,7 @@ import io
 import json
 from pathlib import Path
 
+from lmtune.data import strictjson
 from lmtune.data.conll import parse_conll
 from lmtune.data.types import Record, json_type
 from lmtune.errors import DataError, LmtuneError
@@ -105,7 +106,7 @@ def _parse_jsonl(text: str, source: str) -> list[Record]:
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
+            value = strictjson.loads(line, source, number)
         except json.JSONDecodeError as error:
             problem = f"invalid JSON: {error.msg} (column {error.colno})"
             raise DataError(source, number, None, problem, hint=_JSONL_HINT) from None
@@ -130,7 +131,7 @@ def _parse_jsonl_lenient(raw: bytes, source: str, skipped: list[DataError]) -> l
         try:
             parsed = _parse_jsonl(line, source)
         except DataError as error:
-            skipped.append(DataError(source, number, None, error.problem, hint=error.hint))
+            skipped.append(DataError(source, number, error.field, error.problem, hint=error.hint))
             continue
         records.extend(Record(record.data, source, number) for record in parsed)
     return records
@@ -148,7 +149,6 @@ def _parse_json(text: str, source: str) -> list[Record]:
         return []
     if text[start] != "[":
         return _parse_jsonl_or_object(text, source)
-    decoder = json.JSONDecoder()
     records: list[Record] = []
     line, counted_to = 1, 0
     pos = _skip_whitespace(text, start + 1)
@@ -158,7 +158,7 @@ def _parse_json(text: str, source: str) -> list[Record]:
         line += text.count("\n", counted_to, pos)
         counted_to = pos
         try:
-            value, end = decoder.raw_decode(text, pos)
+            value, end = strictjson.raw_decode(text, pos, source, line)
         except json.JSONDecodeError as error:
             problem = f"invalid JSON: {error.msg} (column {error.colno})"
             raise DataError(
@@ -182,16 +182,14 @@ def _parse_json(text: str, source: str) -> list[Record]:
 
 
 def _parse_jsonl_or_object(text: str, source: str) -> list[Record]:
-    """JSONL in a .json file, or explain that a single top-level object is not a list of records."""
+    """JSONL in a .json file, or explain that a single top-level object is not a list of records (even when it
+    would read as a one-line JSONL file: a .json file of one object is far more often a wrapper or a mistake)."""
     try:
-        return _parse_jsonl(text, source)
-    except DataError as jsonl_error:
-        try:
-            whole = json.loads(text)
-        except json.JSONDecodeError:
-            whole = None
-        if not isinstance(whole, dict):
-            raise jsonl_error from None  # it names the bad line, the most useful report we have
+        whole = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        whole = None
+    if not isinstance(whole, dict):
+        return _parse_jsonl(text, source)  # several lines of objects; it names a bad line, if any
     lists = [key for key, value in whole.items() if isinstance(value, list)]
     hint = f"the records may be the list under '{lists[0]}'; " if lists else ""
     raise DataError(
