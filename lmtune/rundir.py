@@ -10,12 +10,17 @@ Layout of `runs/<name>/`:
 
 from __future__ import annotations
 
+import atexit
+import errno
 import fcntl
 import json
 import os
 import platform
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
@@ -39,9 +44,17 @@ LIBRARIES = (
 
 
 LOCK = ".lock"
+
+
+@dataclass
+class _Held:
+    handle: IO[str]
+    created: bool  # this process made the directory: a run that fails before writing anything leaves none behind
+
+
 # The run directories this process holds, by resolved path: a process never locks itself out (a notebook or a test
 # that runs finetune again after an error in the same process), and the kernel frees them all when it exits.
-_HELD: dict[Path, IO[str]] = {}
+_HELD: dict[Path, _Held] = {}
 
 
 def lock_run_dir(path: Path) -> None:
@@ -53,6 +66,7 @@ def lock_run_dir(path: Path) -> None:
     """
     if os.environ.get("RANK", "0") != "0":
         return
+    created = not path.exists()
     check_writable_dir(path)
     key = path.resolve()
     if key in _HELD:
@@ -72,15 +86,28 @@ def lock_run_dir(path: Path) -> None:
     handle.truncate()
     handle.write(f"{os.getpid()}\n")
     handle.flush()
-    _HELD[key] = handle
+    if not _HELD:
+        atexit.register(release_all)
+    _HELD[key] = _Held(handle, created)
 
 
 def release_run_dir(path: Path) -> None:
-    """Give the run directory back (the file stays: removing it could let two processes lock different files)."""
-    handle = _HELD.pop(path.resolve(), None)
-    if handle is not None:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-        handle.close()
+    """Give the run directory back. The lock file stays (removing it could let two processes lock different
+    files), unless this process created the directory and wrote nothing else into it: then both go."""
+    held = _HELD.pop(path.resolve(), None)
+    if held is None:
+        return
+    if held.created and [p.name for p in path.iterdir()] == [LOCK]:
+        (path / LOCK).unlink()
+        path.rmdir()
+    fcntl.flock(held.handle.fileno(), fcntl.LOCK_UN)
+    held.handle.close()
+
+
+def release_all() -> None:
+    """Release every run directory this process holds (the CLI on its way out, and at interpreter exit)."""
+    for key in list(_HELD):
+        release_run_dir(key)
 
 
 def check_writable_dir(path: Path) -> None:
@@ -99,6 +126,56 @@ def check_writable_dir(path: Path) -> None:
 
 
 _WRITABLE = "pick an --output-dir you can write to, or fix the directory's permissions (chmod u+w)"
+
+
+def disk_fault(e: OSError, path: Path, what: str, needed: int | None = None) -> EnvironmentFault | None:
+    """The message for an OSError while writing the run directory that is about the machine, not lmtune: a full
+    disk or a read-only file system (None for other errors, which keep their traceback)."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        size = f" (it needs about {needed / 2**20:,.1f} MiB)" if needed else ""
+        return EnvironmentFault(
+            f"{path}: no space left on the device while writing the {what}{size}; the previous checkpoint is intact",
+            hint="free some space (or delete old runs), then continue with --resume",
+        )
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return EnvironmentFault(f"{path}: cannot write the {what}: {e.strerror}", hint=_WRITABLE)
+    return None
+
+
+@contextmanager
+def disk_errors(path: Path, what: str, needed: int | None = None) -> Iterator[None]:
+    """Turn a failure to write `what` under `path` that is about the machine, not lmtune (a full disk, a read-only
+    file system), into an EnvironmentFault that says so (and how much space `what` needs); other errors pass.
+
+    Writers report a full disk in their own ways (OSError ENOSPC, safetensors' SafetensorError, torch.save's
+    RuntimeError), so besides the errno, a write that failed where less than `needed` bytes are free counts too.
+    """
+    try:
+        yield
+    except Exception as e:
+        fault = _disk_fault(e, path, what, needed)
+        if fault is None:
+            raise
+        raise fault from None
+
+
+def _disk_fault(e: Exception, path: Path, what: str, needed: int | None) -> EnvironmentFault | None:
+    code = e.errno if isinstance(e, OSError) else None
+    size = f"; it needs about {needed / 2**20:,.1f} MiB" if needed else ""
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return EnvironmentFault(f"{path}: cannot write the {what}: {e.strerror}", hint=_WRITABLE)
+    full = code in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(e) or "StorageFull" in str(e)
+    if not full and needed is not None:
+        target = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+        full = shutil.disk_usage(target).free < needed
+    if not full:
+        return None
+    return EnvironmentFault(
+        f"{path}: the disk is full: the {what} could not be written{size}. Files written before it are intact "
+        "(checkpoints are written whole or not at all, so the last one still loads)",
+        hint="free some space (delete old runs or checkpoints, or lower train.keep_checkpoints), then continue "
+        "with --resume",
+    )
 
 
 def check_run_dir(path: Path, *, resume: bool, overwrite: bool) -> bool:
@@ -179,7 +256,7 @@ class MetricsLog:
         self.path = path
 
     def append(self, record: dict[str, Any]) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
+        with disk_errors(self.path, "training metrics"), self.path.open("a", encoding="utf-8") as f:
             f.write(dumps_json(record) + "\n")
             f.flush()
 
@@ -198,7 +275,8 @@ class MetricsLog:
 
 
 def write_json(run_dir: Path, name: str, obj: Any) -> None:
-    atomic_write_json(run_dir / name, obj)
+    with disk_errors(run_dir / name, name):
+        atomic_write_json(run_dir / name, obj)
 
 
 def read_json(run_dir: Path, name: str) -> Any:

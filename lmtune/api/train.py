@@ -20,7 +20,7 @@ from lmtune.errors import Diverged
 from lmtune.export import final_state, needs_base_copy, save_base, save_final
 from lmtune.model import load_tokenizer
 from lmtune.report import write_report
-from lmtune.rundir import release_run_dir, write_json
+from lmtune.rundir import disk_errors, release_run_dir, write_json
 from lmtune.train.hostmem import keep_freed_memory
 from lmtune.train.launch import (
     check_launch,
@@ -129,7 +129,8 @@ def finish(s: steps.Session, forgetting: dict[str, Any] | None, report: Say) -> 
     good = s.diverged is None or s.diverged["final_step"] is not None  # a diverged run without good weights
     if acc.is_main_process:
         if good:
-            save_final(s.run_dir, acc.unwrap_model(s.model), s.tokenizer, whole)
+            with disk_errors(s.run_dir / "final", "final model", s.built.total * 4):  # fp32 weights at most
+                save_final(s.run_dir, acc.unwrap_model(s.model), s.tokenizer, whole)
         summary = summarize(
             s.run_dir, s.state, s.built.trainable, s.built.total, early_stopping=cfg.train.early_stopping,
             forgetting=forgetting, metrics=s.task.summary_metrics,

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from lmtune.errors import LmtuneError
 from lmtune.fileio import json_safe
+from lmtune.rundir import release_all
 
 app = typer.Typer(
     help="Fine-tune language models on your own data, with the evidence that it worked.",
@@ -77,6 +78,8 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("aborted (Ctrl-C); a training run continues from its last checkpoint with --resume")
         sys.exit(130)
+    finally:
+        release_all()  # a run refused before it wrote anything leaves no directory behind
 
 
 if __name__ == "__main__":

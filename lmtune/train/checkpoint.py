@@ -35,6 +35,7 @@ from torch.distributed.tensor import DTensor
 
 from lmtune.errors import DivergedError, LmtuneError
 from lmtune.fileio import atomic_dir, dumps_json
+from lmtune.rundir import disk_errors
 from lmtune.train import zero
 from lmtune.train.guard import ADVICE
 
@@ -161,7 +162,8 @@ def save_checkpoint(
     if not write:
         return final
     check_finite(weights, f"checkpoint of step {step}")
-    with atomic_dir(final) as tmp:
+    needed = tensor_bytes(weights) + tensor_bytes(optimizer_state)
+    with disk_errors(final, f"checkpoint of step {step}", needed), atomic_dir(final) as tmp:
         save_file(weights, str(tmp / "trainable.safetensors"))
         torch.save(
             {"optimizer": optimizer_state, "scheduler": scheduler.state_dict(), "rng": rng_state()},
@@ -171,6 +173,17 @@ def save_checkpoint(
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def tensor_bytes(state: Any) -> int:
+    """The bytes of every tensor in a (nested) state: about what writing it takes on disk."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(tensor_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(tensor_bytes(v) for v in state)
+    return 0
 
 
 def check_finite(weights: dict[str, torch.Tensor], what: str) -> None:
@@ -259,7 +272,7 @@ def save_best(
     weights = trainable_state(model)
     if not write:
         return final
-    with atomic_dir(final) as tmp:
+    with disk_errors(final, f"best weights of step {step}", tensor_bytes(weights)), atomic_dir(final) as tmp:
         save_file(weights, str(tmp / "trainable.safetensors"))
     prune_best(run_dir, {step, *keep})
     return final

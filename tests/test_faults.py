@@ -1,0 +1,93 @@
+"""Faults of the machine, not the input (issue 14): a full disk while checkpointing and a read-only run directory
+end in a message and exit code 3, and what was written before stays usable.
+
+A small tmpfs stands in for a full or read-only disk; mounting one takes root, so elsewhere these tests skip.
+"""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from support import chat_record, run_main, write_jsonl
+
+from lmtune.errors import EnvironmentFault
+from lmtune.rundir import disk_errors
+
+
+def mount(path: Path, options: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    return (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode == 0
+    )
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB file system: room for the run's first checkpoint of the tiny model (2.7 MiB), not a second."""
+    disk = tmp_path / "disk"
+    if not mount(disk, "size=4m"):
+        pytest.skip("mounting a tmpfs needs root")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def config(tmp_path: Path) -> Path:
+    data = write_jsonl(tmp_path / "chat.jsonl", [chat_record(i) for i in range(40)])
+    cfg = {
+        "name": "faults",
+        "data": {"train": str(data), "val_fraction": 0.2, "max_length": 64},
+        "method": "full",
+        "train": {"max_steps": 3, "batch_size": 4, "mixed_precision": "no", "save_every": 1, "keep_checkpoints": 1},
+        "forgetting": {"measure": False},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_a_full_disk_keeps_the_last_checkpoint_and_resumes_once_freed(tmp_path, small_disk, monkeypatch, capsys):
+    run_dir = small_disk / "run"
+    code, _, err = run_main(monkeypatch, capsys, "train", config(tmp_path), "--output-dir", run_dir)
+    assert code == 3, err
+    assert "the disk is full" in err and "checkpoint of step 2" in err and "MiB" in err and "Traceback" not in err
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step-000001"]  # no half-written step 2
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)  # space freed
+    code, _, err = run_main(monkeypatch, capsys, "train", config(tmp_path), "--output-dir", run_dir, "--resume")
+    assert code == 0, err
+    assert "resuming from" in err and "step 1 of 3" in err
+
+
+def test_a_read_only_run_directory_is_exit_3(tmp_path, monkeypatch, capsys):
+    disk = tmp_path / "ro"
+    if not mount(disk, "size=1m,ro"):
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        code, _, err = run_main(monkeypatch, capsys, "train", config(tmp_path), "--output-dir", disk / "run")
+        assert code == 3 and "cannot create the run directory" in err and "Traceback" not in err, err
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.mark.parametrize(
+    "error, needle",
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "the disk is full"),
+        (RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })"), "the disk is full"),
+        (OSError(errno.EROFS, "Read-only file system"), "Read-only file system"),
+    ],
+)
+def test_disk_errors_become_environment_faults(tmp_path, error, needle):
+    with pytest.raises(EnvironmentFault, match=needle) as caught, disk_errors(tmp_path / "x", "checkpoint", 3 << 20):
+        raise error
+    assert caught.value.exit_code == 3
+    assert ("3.0 MiB" in str(caught.value)) == (needle == "the disk is full")
+
+
+def test_other_errors_pass_through(tmp_path):
+    with pytest.raises(ValueError), disk_errors(tmp_path, "checkpoint", 1):
+        raise ValueError("a bug, not the disk")
