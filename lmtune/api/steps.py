@@ -189,6 +189,12 @@ def report_data(session: Session) -> None:
 def report_model(session: Session) -> None:
     b, p, cfg = session.built, session.prepared, session.cfg
     assert b is not None and p is not None
+    if "name" not in cfg.model.model_fields_set:
+        session.say(
+            f"the config names no model, so this run trains lmtune's built-in demo model {cfg.model.name!r} (2 "
+            "layers, random weights), not a pretrained one: set model.name to a hub id or a local model directory",
+            warning=True,
+        )
     session.say(
         f"model {cfg.model.name} · method {cfg.method.name}: {b.trainable:,} trainable of {b.total:,} parameters "
         f"({100 * b.trainable / b.total:.2f}%)"

@@ -103,7 +103,8 @@ def finetune(
         try:
             train_loop(model=s.model, optimizer=s.optimizer, scheduler=s.scheduler, accelerator=accelerator,
                        rows=s.prepared.rows, pad_id=s.tokenizer.pad_token_id, cfg=cfg.train, seed=cfg.seed,
-                       steps=s.steps, state=s.state, hooks=hooks, objective=s.built.objective, anchors=s.anchors)  # fmt: skip
+                       steps=s.steps, state=s.state, hooks=hooks, objective=s.built.objective,
+                       anchors=s.anchors)  # fmt: skip
         except Diverged as e:
             s.diverged = steps.roll_back(s, e)  # the last good weights, written as final/ below
 

@@ -89,8 +89,8 @@ class ReplayConfig(_Section):
 class DataConfig(_Section):
     train: str = Field(
         ...,
-        description="Training data: a .jsonl/.json/.csv/.tsv/.parquet file (or .conll/.iob/.bio for task "
-        "token_classification: a token and its tag per line), a directory saved with "
+        description="Training data: a .jsonl/.json/.csv/.tsv/.parquet file (or .conll/.iob/.bio, or .txt in CoNLL "
+        "form, for task token_classification: a token and its tag per line), a directory saved with "
         "`datasets.save_to_disk`, or a hub dataset name.",
     )
     validation: str | None = Field(

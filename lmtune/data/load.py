@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 from lmtune.data import strictjson
@@ -40,12 +41,14 @@ def load_records(
         records = _load_saved_dataset(path, source, split)
     elif path.is_file():
         suffix = path.suffix.lower()
-        if suffix not in FILE_SUFFIXES:
+        conll_txt = suffix == ".txt" and _looks_like_conll(path)  # CoNLL files are often named .txt (CoNLL-2003's are)
+        if suffix not in FILE_SUFFIXES and not conll_txt:
+            txt = "; a .txt file is read when it is CoNLL (a token and its tag per line) " if suffix == ".txt" else ""
             raise LmtuneError(
                 f"unsupported data file type '{path.suffix or '(none)'}': {source}",
-                hint=f"use one of {', '.join(FILE_SUFFIXES)}, or a directory saved with datasets' save_to_disk",
+                hint=f"use one of {', '.join(FILE_SUFFIXES)}, or a directory saved with datasets' save_to_disk{txt}",
             )
-        if suffix in (".conll", ".iob", ".bio"):
+        if suffix in (".conll", ".iob", ".bio") or conll_txt:
             records = parse_conll(_read_text(path, source), source, skipped)
         elif suffix == ".parquet":
             records = _load_parquet(path, source)
@@ -69,6 +72,17 @@ def load_records(
     if not records:
         raise DataError(source, None, None, "no records found (the file or split is empty)")
     return records
+
+
+_TAG = re.compile(r"^(O|[BIESLU]-\S+)$")
+
+
+def _looks_like_conll(path: Path) -> bool:
+    """Whether a .txt file reads as CoNLL: its first 20 token lines end in a BIO/BIOES tag (O, B-PER, ...)."""
+    with path.open("rb") as f:
+        head = f.read(1 << 16).decode("utf-8", errors="replace").split("\n")[:-1] or [""]
+    lines = [ln.split() for ln in head if ln.strip() and not ln.startswith("-DOCSTART-")][:20]
+    return bool(lines) and all(len(cols) >= 2 and _TAG.match(cols[-1]) for cols in lines)
 
 
 def looks_like_path(source: str) -> bool:
