@@ -8,7 +8,7 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
-from lmtune.api.check_align import check_align_data
+from lmtune.api.check_align import check_align_data, file_finding
 from lmtune.config import ConfigLike, RunConfig, load_config
 from lmtune.data.dedup import RecordTexts, record_docs
 from lmtune.data.formats import Example, convert_records, detect_format
@@ -177,7 +177,7 @@ def _check_records(
     try:
         records = load_records(path, split=split, subset=cfg.data.subset, skipped=skipped)
     except LmtuneError as e:
-        findings.append(Finding("error", "file", e.message, name, path, getattr(e, "line", None)))
+        findings.append(file_finding(e, name, path))
         return 0, [], []
     finally:
         findings += problem_findings(skipped, name)
@@ -185,8 +185,8 @@ def _check_records(
         examples, problems = convert_records(
             records, format=fmt, columns=cfg.data.columns, prompt_template=cfg.data.prompt_template
         )
-    except LmtuneError as e:
-        findings.append(Finding("error", "format", str(e), name, path))
+    except LmtuneError as e:  # the shape of the first record cannot be told: name it
+        findings.append(Finding("error", "format", str(e), name, path, records[0].line if records else None))
         return len(records), [], []
     findings += problem_findings(problems, name)
     kept = [(r, ex) for r, ex in zip(records, examples, strict=True) if ex is not None]

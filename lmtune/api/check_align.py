@@ -92,7 +92,7 @@ def _read(
     try:
         records = load_records(path, split=split, subset=cfg.data.subset, skipped=skipped)
     except LmtuneError as e:
-        findings.append(Finding("error", "file", e.message, name, path, getattr(e, "line", None)))
+        findings.append(file_finding(e, name, path))
         return 0, [], []
     finally:
         findings += problem_findings(skipped, name)
@@ -116,6 +116,14 @@ def _read(
         kept_records += [record] * len(parsed)
         items += parsed
     return len(records), kept_records, items
+
+
+def file_finding(error: LmtuneError, split: str, path: str) -> Finding:
+    """A file that cannot be read at all, as one finding: where (file, line, field), what, and the hint."""
+    hint = f" (hint: {error.hint})" if error.hint else ""
+    if isinstance(error, DataError):
+        return Finding("error", "file", error.problem + hint, split, error.source, error.line, error.field)
+    return Finding("error", "file", error.message + hint, split, path)
 
 
 def _parse(task: str, records: list[Record], columns: dict[str, str]) -> tuple[list[Any], bool]:
