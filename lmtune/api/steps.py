@@ -363,8 +363,9 @@ def keep_best(session: Session) -> None:
 
 
 def measure_forgetting(session: Session) -> dict[str, Any] | None:
-    """How much general ability the final model lost (None when not measured)."""
-    if session.general_before is None:
+    """How much general ability the final model lost (None when not measured, or when a diverged run kept no
+    good weights to measure)."""
+    if session.general_before is None or (session.diverged is not None and session.diverged["final_step"] is None):
         return None
     cfg = session.cfg
     after = session.evaluate(session.general, scored=False)

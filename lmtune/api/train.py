@@ -110,8 +110,7 @@ def finetune(
 
     # 7. The final weights (the best evaluation's with early stopping) and the general ability they lost.
     steps.keep_best(s)
-    no_good_weights = s.diverged is not None and s.diverged["final_step"] is None
-    forgetting = None if no_good_weights else steps.measure_forgetting(s)
+    forgetting = steps.measure_forgetting(s)
 
     # 8. Save the tuned model, summarise, evaluate as configured, and report.
     summary = finish(s, forgetting, report or silent)

@@ -50,11 +50,15 @@ def data_check(
     ] = None,
 ) -> None:
     """Validate every record and report data quality; exit 0 clean, 1 warnings with --strict, 2 errors."""
+    overrides = [*(set_ or []), *([f"task={task}"] if task else [])]
+    if source.suffix.lower() in (".yaml", ".yml"):  # a config error shows before torch and transformers load
+        from lmtune.config import load_config
+
+        load_config(source, overrides)
     _quiet_libraries()
     from lmtune.api import check_data
     from lmtune.data.check_report import render_html, write_length_png
 
-    overrides = [*(set_ or []), *([f"task={task}"] if task else [])]
     report = check_data(source, overrides=overrides, near=near, label=label)
     if html is not None:
         from lmtune.fileio import atomic_write_text

@@ -137,6 +137,8 @@ def load_config(
     source: str | Path | dict[str, Any] | RunConfig, overrides: Sequence[str] = (), output_dir: str | None = None
 ) -> RunConfig:
     """Read a YAML path (or a dict), apply `--set` overrides, validate. Errors name the key path."""
+    if isinstance(source, RunConfig) and not overrides and output_dir is None:
+        return source  # as validated (re-validating a dump would mark every default as set by the user)
     if isinstance(source, RunConfig):
         raw = source.model_dump(mode="json")
         label = "(RunConfig)"
