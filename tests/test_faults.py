@@ -1,5 +1,5 @@
 """Faults of the machine, not the input (issue 14): a full disk while checkpointing and a read-only run directory
-end in a message and exit code 3, and what was written before stays usable.
+end in a message and exit code 3, and what was written before stays usable; SIGTERM stops like Ctrl-C.
 
 A small tmpfs stands in for a full or read-only disk; mounting one takes root, so elsewhere these tests skip.
 """
@@ -7,13 +7,17 @@ A small tmpfs stands in for a full or read-only disk; mounting one takes root, s
 from __future__ import annotations
 
 import errno
+import os
+import re
+import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from support import chat_record, run_main, write_jsonl
+from support import REPO, chat_record, run_main, write_jsonl
 
 from lmtune.errors import EnvironmentFault
 from lmtune.rundir import disk_errors
@@ -91,3 +95,26 @@ def test_disk_errors_become_environment_faults(tmp_path, error, needle):
 def test_other_errors_pass_through(tmp_path):
     with pytest.raises(ValueError), disk_errors(tmp_path, "checkpoint", 1):
         raise ValueError("a bug, not the disk")
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path):
+    """A scheduler's SIGTERM: the step finishes, a checkpoint is written, the exit says how to resume."""
+    env = {**os.environ, "COLUMNS": "200", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    args = ["train", config(tmp_path), "-o", tmp_path / "run", "--set", "train.max_steps=100000"]
+    proc = subprocess.Popen([sys.executable, "-m", "lmtune.cli", *map(str, args)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    seen = b""
+    try:
+        while b"train:" not in seen:  # the progress bar shows once the loop (and its handler) runs
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            assert chunk, seen.decode(errors="replace")
+            seen += chunk
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    stderr = (seen + err).decode("utf-8", errors="replace")
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+    match = re.search(r"stopped after step (\d+) and saved its checkpoint", stderr)
+    assert match, stderr[-3000:]
+    assert (tmp_path / "run" / "checkpoints" / f"step-{int(match.group(1)):06d}" / "loop_state.json").is_file()
