@@ -1,5 +1,6 @@
 """Faults of the machine, not the input (issue 14): a full disk while checkpointing and a read-only run directory
-end in a message and exit code 3, and what was written before stays usable; SIGTERM stops like Ctrl-C.
+end in a message and exit code 3, and what was written before stays usable; SIGTERM stops like Ctrl-C; kill -9 then
+--resume ends where an uninterrupted run ends.
 
 A small tmpfs stands in for a full or read-only disk; mounting one takes root, so elsewhere these tests skip.
 """
@@ -12,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,3 +120,41 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
     match = re.search(r"stopped after step (\d+) and saved its checkpoint", stderr)
     assert match, stderr[-3000:]
     assert (tmp_path / "run" / "checkpoints" / f"step-{int(match.group(1)):06d}" / "loop_state.json").is_file()
+
+
+def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch, capsys):
+    """kill -9 at whatever step the run has reached (after its first checkpoint): --resume ends with the very
+    weights of a run that was never interrupted, and the dead process's .lock does not stand in the way."""
+    import torch
+    from safetensors.torch import load_file
+
+    cfg = config(tmp_path)
+    settings = ["--set", "train.max_steps=8", "--set", "train.save_every=2", "--set", "train.keep_checkpoints=4"]
+    code, _, err = run_main(monkeypatch, capsys, "train", cfg, "-o", tmp_path / "whole", *settings)
+    assert code == 0, err
+
+    run_dir = tmp_path / "killed"
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": str(torch.get_num_threads()),
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "lmtune.cli", "train", str(cfg), "-o", str(run_dir), *settings],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        while not (run_dir / "checkpoints" / "step-000002").is_dir() and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+    if (run_dir / "summary.json").exists():
+        pytest.skip("the run finished before it could be killed")
+    code, _, err = run_main(monkeypatch, capsys, "train", cfg, "-o", run_dir, *settings, "--resume")
+    assert code == 0, err
+    whole = load_file(str(tmp_path / "whole" / "final" / "model.safetensors"))
+    resumed = load_file(str(run_dir / "final" / "model.safetensors"))
+    assert whole.keys() == resumed.keys()
+    for name, tensor in whole.items():
+        assert torch.equal(tensor, resumed[name]), name
