@@ -82,6 +82,19 @@ def test_diverging_before_the_first_checkpoint_writes_no_final_model(tmp_path):
     assert strict_json((run_dir / "summary.json").read_text())["final_step"] is None
 
 
+def test_with_early_stopping_final_holds_the_best_evaluated_weights(tmp_path):
+    run_dir = tmp_path / "run"
+    config = diverging(tmp_path, eval_every=1, early_stopping={"patience": 100})
+    with pytest.raises(DivergedError, match="final/ holds the weights of step"):
+        finetune(config, output_dir=str(run_dir))
+    summary = strict_json((run_dir / "summary.json").read_text())
+    best = summary["final_step"]
+    assert summary["diverged"] is True and best == summary["early_stopping"]["best_step"]
+    kept = load_file(str(run_dir / "checkpoints" / f"best-{best:06d}" / "trainable.safetensors"))
+    final = load_file(str(run_dir / "final" / "model.safetensors"))
+    assert all(torch.equal(final[name], tensor) for name, tensor in kept.items())
+
+
 def test_the_cli_exits_3_without_a_traceback(tmp_path, monkeypatch, capsys):
     config = tmp_path / "diverge.yaml"
     config.write_text(yaml.safe_dump(diverging(tmp_path, max_bad_steps=1)))

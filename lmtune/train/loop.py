@@ -226,7 +226,10 @@ def train_loop(
             bad = not taken or not math.isfinite(step_loss)
             bar.update(1)
             bar.set_postfix(
-                loss=f"{step_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:.0f}", **({"!": "skipped"} if bad else {})
+                loss=f"{step_loss:.4f}",
+                lr=f"{lr:.2e}",
+                tok_s=f"{tok_s:.0f}",
+                **({"!": "skipped" if bad else "spike"} if warning else {}),
             )
             if state.step % cfg.log_every == 0 or state.step == steps or warning:
                 hooks.on_log(
