@@ -5,7 +5,7 @@ Layout of `runs/<name>/`:
   data.json        fingerprints + counts per split metrics.jsonl one JSON object per train log / evaluation
   checkpoints/     step-NNNNNN/ (see checkpoint)   final/        the tuned model (or adapter) + tokenizer
   base_model/      only for LoRA on a preset        summary.json  steps, tokens, time, losses
-  .lock            held (flock) by the process writing the run; holds its PID
+  .lock            the PID of the process writing the run, which holds a flock on the directory
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from lmtune.errors import EnvironmentFault, LmtuneError
-from lmtune.fileio import atomic_write_json, dumps_json
+from lmtune.fileio import atomic_write_json, atomic_write_text, dumps_json
 
 LIBRARIES = (
     "lmtune",
@@ -43,12 +43,12 @@ LIBRARIES = (
 )
 
 
-LOCK = ".lock"
+LOCK = ".lock"  # the PID of the process writing the run (the lock itself is on the directory)
 
 
 @dataclass
 class _Held:
-    handle: IO[str]
+    fd: int  # the run directory, opened: the flock is on it, so no file is made in a directory we are refused
     created: bool  # this process made the directory: a run that fails before writing anything leaves none behind
 
 
@@ -58,11 +58,12 @@ _HELD: dict[Path, _Held] = {}
 
 
 def lock_run_dir(path: Path) -> None:
-    """Take the run directory for this process alone, for the rest of its run: an exclusive `flock` on `.lock` in it.
+    """Take the run directory for this process alone, for the rest of its run: an exclusive `flock` on it.
 
-    A second `lmtune train` into the same directory is refused at once, naming the PID that holds it. The kernel
-    drops the lock when its process dies however it dies (kill -9 included), so a stale `.lock` never blocks
-    --resume. Only the main process of a distributed launch (RANK 0) locks; the others write nothing.
+    A second `lmtune train` into the same directory is refused at once, naming the PID that holds it (written to
+    `.lock` by `prepare_run_dir`). The kernel drops the lock when its process dies however it dies (kill -9
+    included), so a stale `.lock` never blocks --resume. Only the main process of a distributed launch (RANK 0)
+    locks; the others write nothing.
     """
     if os.environ.get("RANK", "0") != "0":
         return
@@ -71,37 +72,34 @@ def lock_run_dir(path: Path) -> None:
     key = path.resolve()
     if key in _HELD:
         return
-    handle = (path / LOCK).open("a+", encoding="utf-8")
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
+        os.close(fd)
+        try:
+            holder = (path / LOCK).read_text(encoding="utf-8").strip() or "unknown"
+        except OSError:
+            holder = "unknown"  # it has not written its PID yet
         raise LmtuneError(
-            f"run directory {path} is in use by another lmtune process (PID {holder}, which holds {path / LOCK})",
+            f"run directory {path} is in use by another lmtune process (PID {holder})",
             hint="wait for that run to finish (or stop it), or pick another --output-dir",
         ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
     if not _HELD:
         atexit.register(release_all)
-    _HELD[key] = _Held(handle, created)
+    _HELD[key] = _Held(fd, created)
 
 
 def release_run_dir(path: Path) -> None:
-    """Give the run directory back. The lock file stays (removing it could let two processes lock different
-    files), unless this process created the directory and wrote nothing else into it: then both go."""
+    """Give the run directory back; one this process created and wrote nothing into goes too."""
     held = _HELD.pop(path.resolve(), None)
     if held is None:
         return
-    if held.created and [p.name for p in path.iterdir()] == [LOCK]:
-        (path / LOCK).unlink()
+    if held.created and path.is_dir() and {p.name for p in path.iterdir()} <= {LOCK}:
+        (path / LOCK).unlink(missing_ok=True)
         path.rmdir()
-    fcntl.flock(held.handle.fileno(), fcntl.LOCK_UN)
-    held.handle.close()
+    fcntl.flock(held.fd, fcntl.LOCK_UN)
+    os.close(held.fd)
 
 
 def release_all() -> None:
@@ -199,11 +197,12 @@ def check_run_dir(path: Path, *, resume: bool, overwrite: bool) -> bool:
 def prepare_run_dir(path: Path, *, resume: bool, overwrite: bool) -> Path:
     """Make sure we may write to `path`: a fresh run never lands in a used directory without --overwrite."""
     if check_run_dir(path, resume=resume, overwrite=overwrite):
+        # Emptied, not replaced: the directory itself is what `lock_run_dir` holds.
         for entry in path.iterdir():
-            if entry.name == LOCK:  # the lock stays: a new file would be a second lock
-                continue
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     path.mkdir(parents=True, exist_ok=True)
+    if path.resolve() in _HELD:
+        atomic_write_text(path / LOCK, f"{os.getpid()}\n")  # for the message of a process refused the lock
     return path
 
 

@@ -16,8 +16,16 @@ from support import REPO, chat_record, run_main, write_jsonl
 from lmtune.errors import EnvironmentFault, LmtuneError
 from lmtune.rundir import LOCK, check_run_dir, lock_run_dir, prepare_run_dir, release_run_dir
 
-HOLD = "import sys, pathlib; from lmtune.rundir import lock_run_dir; lock_run_dir(pathlib.Path(sys.argv[1])); "
-HOLD += "print('locked', flush=True); sys.stdin.read()"
+# What a run does first: lock the directory, then (checks passed) prepare it, which writes the PID into .lock.
+HOLD = """
+import pathlib, sys
+from lmtune.rundir import lock_run_dir, prepare_run_dir
+path = pathlib.Path(sys.argv[1])
+lock_run_dir(path)
+prepare_run_dir(path, resume=(path / "config.yaml").exists(), overwrite=False)
+print("locked", flush=True)
+sys.stdin.read()
+"""
 
 
 def holder(run_dir: Path) -> subprocess.Popen[str]:
@@ -79,8 +87,10 @@ def test_a_killed_holder_never_blocks_resume(tmp_path, monkeypatch, capsys):
     assert code == 0, err
 
 
-def test_the_lock_file_alone_is_an_unused_directory_and_survives_overwrite(tmp_path):
+def test_a_stale_pid_file_alone_is_an_unused_directory_and_overwrite_keeps_the_lock(tmp_path):
     run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / LOCK).write_text("99999999\n")  # left by a process that died
     lock_run_dir(run_dir)
     try:
         assert check_run_dir(run_dir, resume=False, overwrite=False) is False
@@ -88,8 +98,29 @@ def test_the_lock_file_alone_is_an_unused_directory_and_survives_overwrite(tmp_p
         (run_dir / "env.json").write_text("{}")
         prepare_run_dir(run_dir, resume=False, overwrite=True)
         assert [p.name for p in run_dir.iterdir()] == [LOCK]
+        assert (run_dir / LOCK).read_text().strip() == str(os.getpid())
+        proc = holder_attempt(run_dir)  # the directory emptied in place is still held
+        assert proc.returncode == 1 and f"PID {os.getpid()}" in proc.stderr, proc.stderr
     finally:
         release_run_dir(run_dir)
+
+
+def holder_attempt(run_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return subprocess.run([sys.executable, "-c", HOLD, str(run_dir)], capture_output=True, text=True, env=env,
+                          input="", timeout=120)  # fmt: skip
+
+
+def test_a_refused_run_creates_nothing_in_an_existing_directory(tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    proc = holder(run_dir)
+    try:
+        (run_dir / LOCK).unlink()  # as in the moment before the holder writes its PID
+        code, _, err = run_main(monkeypatch, capsys, "train", config(tmp_path), "--output-dir", run_dir)
+        assert code == 2 and "PID unknown" in err, err
+        assert list(run_dir.iterdir()) == []
+    finally:
+        proc.communicate("")
 
 
 def test_output_dir_that_is_a_file_or_read_only(tmp_path, monkeypatch, capsys):

@@ -48,6 +48,7 @@ def test_train_refuses_before_writing_anything(case, tmp_path, monkeypatch, caps
     run_dir = tmp_path / "run"
     sets = [a for a in case.args if a != "--set"]
     args = ["--set", f"data.train={path}", "--set", f"task={case.task}", "--set", "train.max_steps=1"]
+    args += ["--set", "train.mixed_precision=no"]  # as the other in-process runs: accelerate keeps the first
     for s in sets:
         args += ["--set", s]
     config = tmp_path / "run.yaml"
