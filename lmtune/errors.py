@@ -41,12 +41,13 @@ class DivergedError(LmtuneError):
 
 
 class Diverged(Exception):
-    """Raised by the loop when more updates were skipped as non-finite than train.max_bad_steps allows; the recipe
-    turns it into a DivergedError once the last good weights are put back."""
+    """Raised by the loop when more updates were skipped as non-finite than train.max_bad_steps allows (or by a
+    checkpoint that finds non-finite weights: `reason`); the recipe turns it into a DivergedError once the last good
+    weights are put back."""
 
-    def __init__(self, step: int, first_bad: int, bad_steps: int) -> None:
-        self.step, self.first_bad, self.bad_steps = step, first_bad, bad_steps
-        super().__init__(f"diverged at step {step} ({bad_steps} non-finite steps, the first at step {first_bad})")
+    def __init__(self, step: int, first_bad: int, bad_steps: int, reason: str | None = None) -> None:
+        self.step, self.first_bad, self.bad_steps, self.reason = step, first_bad, bad_steps, reason
+        super().__init__(reason or f"diverged at step {step} ({bad_steps} non-finite steps, the first at {first_bad})")
 
 
 class Interrupted(Exception):

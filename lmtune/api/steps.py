@@ -324,6 +324,7 @@ def roll_back(session: Session, diverged: Diverged) -> dict[str, Any]:
         "stopped_at": diverged.step,
         "skipped_updates": diverged.bad_steps,
         "final_step": good,
+        "reason": diverged.reason,
         "advice": ADVICE,
     }
 
@@ -336,10 +337,13 @@ def diverged_error(session: Session, info: dict[str, Any]) -> DivergedError:
         if info["final_step"] is not None
         else "no checkpoint was written before it, so final/ was not written (train.save_every keeps some)"
     )
+    what = info["reason"] or (
+        f"the loss or gradient norm was not finite at {info['skipped_updates']} steps (more than "
+        f"train.max_bad_steps {limit}), the first at step {info['diverged_at']}"
+    )
     return DivergedError(
-        f"training diverged: the loss or gradient norm was not finite at {info['skipped_updates']} steps (more than "
-        f"train.max_bad_steps {limit}), the first at step {info['diverged_at']}; stopped at step "
-        f"{info['stopped_at']}. {kept}; {session.run_dir / 'summary.json'} is marked diverged",
+        f"training diverged: {what}; stopped at step {info['stopped_at']}. {kept}; "
+        f"{session.run_dir / 'summary.json'} is marked diverged",
         hint=ADVICE,
     )
 

@@ -33,11 +33,10 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
-from lmtune.errors import DivergedError, LmtuneError
+from lmtune.errors import Diverged, LmtuneError
 from lmtune.fileio import atomic_dir, dumps_json
 from lmtune.rundir import disk_errors
 from lmtune.train import zero
-from lmtune.train.guard import ADVICE
 
 CHECKPOINTS = "checkpoints"
 _PREFIX = "step-"
@@ -161,7 +160,7 @@ def save_checkpoint(
     optimizer_state = optimizer_state_of(model, optimizer)
     if not write:
         return final
-    check_finite(weights, f"checkpoint of step {step}")
+    check_finite(weights, step)
     needed = tensor_bytes(weights) + tensor_bytes(optimizer_state)
     with disk_errors(final, f"checkpoint of step {step}", needed), atomic_dir(final) as tmp:
         save_file(weights, str(tmp / "trainable.safetensors"))
@@ -186,14 +185,13 @@ def tensor_bytes(state: Any) -> int:
     return 0
 
 
-def check_finite(weights: dict[str, torch.Tensor], what: str) -> None:
-    """A checkpoint is what a diverged run falls back to: one with NaN or infinite weights must never be written."""
+def check_finite(weights: dict[str, torch.Tensor], step: int) -> None:
+    """A checkpoint is what a diverged run falls back to: one with NaN or infinite weights is never written. An
+    update can make them so while its own loss was finite; that stops the run as a divergence."""
     bad = [n for n, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
-        raise DivergedError(
-            f"the {what} was not written: {len(bad)} weight tensors hold NaN or infinite values, e.g. {bad[0]}",
-            hint=ADVICE,
-        )
+        reason = f"the weights after step {step} hold NaN or infinite values ({len(bad)} tensors, e.g. {bad[0]})"
+        raise Diverged(step, step, 0, reason=reason)
 
 
 def optimizer_state_of(model: torch.nn.Module, optimizer: Any) -> dict[str, Any]:

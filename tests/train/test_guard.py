@@ -14,6 +14,7 @@ from lmtune.data.batching import unpacked
 from lmtune.errors import Diverged
 from lmtune.methods import apply_method
 from lmtune.model import load_model
+from lmtune.train.checkpoint import list_checkpoints, save_checkpoint
 from lmtune.train.guard import StepGuard, guarded_update
 from lmtune.train.loop import Hooks, train_loop
 from lmtune.train.objectives import Objective, causal_lm_loss
@@ -126,3 +127,26 @@ def test_the_loop_stops_past_max_bad_steps(accelerator, tokenized):
         run_loop(accelerator, tokenized, nan_at({2, 3}), 1, Hooks(on_checkpoint=lambda s: saved.append(s.step)))
     assert (caught.value.step, caught.value.first_bad, caught.value.bad_steps) == (3, 2, 2)
     assert saved == [1]
+
+
+def test_a_checkpoint_with_non_finite_weights_is_never_written(accelerator, tokenized, tmp_path):
+    """An update can overflow the weights while its own loss was finite: the next checkpoint finds out, writes
+    nothing, and stops the run as a divergence (the recipe then falls back to the previous checkpoint)."""
+    model = apply_method(load_model(ModelConfig(name="preset:tiny-chat")), FullMethod())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+    def overflow(state: LoopState) -> None:
+        if state.step == 2:
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("inf"))
+
+    def checkpoint(state: LoopState) -> None:
+        save_checkpoint(tmp_path, state.step, model, optimizer, scheduler, state.as_dict(), keep=5)
+
+    cfg = TrainConfig(batch_size=2, lr=1e-3, mixed_precision="no", save_every=1)
+    with pytest.raises(Diverged, match="the weights after step 2 hold NaN or infinite values"):
+        train_loop(model=model, optimizer=optimizer, scheduler=scheduler, accelerator=accelerator,
+                   rows=unpacked(tokenized), pad_id=0, cfg=cfg, seed=0, steps=3, state=LoopState(),
+                   hooks=Hooks(on_checkpoint=checkpoint, after_step=[overflow]))  # fmt: skip
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000001"]
