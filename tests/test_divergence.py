@@ -59,6 +59,8 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_weights(tmp_path):
     summary = strict_json((run_dir / "summary.json").read_text())
     assert summary["diverged"] is True and summary["stopped_at"] < 30 and "train.lr" in summary["advice"]
     assert summary["skipped_updates"] == 4  # train.max_bad_steps defaults to 3: the fourth stops the run
+    assert summary["diagnosis"][0]["kind"] == "diverged"  # what the report and the model card lead with
+    assert "stopped being finite" in (run_dir / "report.html").read_text()
     records = [strict_json(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert sum(1 for r in records if r.get("skipped")) == 4
     # Every checkpoint left holds finite weights, and final/ is the last one of them.

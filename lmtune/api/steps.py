@@ -329,6 +329,14 @@ def roll_back(session: Session, diverged: Diverged) -> dict[str, Any]:
     }
 
 
+def diverged_finding(info: dict[str, Any]) -> dict[str, str]:
+    """The divergence as a diagnosis finding (summary.json, the report and the model card show those)."""
+    kept = f"final/ holds step {info['final_step']}" if info["final_step"] is not None else "no final/ model"
+    what = info["reason"] or f"the loss or gradient norm stopped being finite at step {info['diverged_at']}"
+    return {"kind": "diverged", "message": f"{what}; the run stopped at step {info['stopped_at']} ({kept})",
+            "advice": ADVICE}  # fmt: skip
+
+
 def diverged_error(session: Session, info: dict[str, Any]) -> DivergedError:
     """The message a diverged run ends with, once its run directory is written."""
     limit = session.cfg.train.max_bad_steps

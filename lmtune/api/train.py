@@ -136,6 +136,8 @@ def finish(s: steps.Session, forgetting: dict[str, Any] | None, report: Say) -> 
             forgetting=forgetting, metrics=s.task.summary_metrics,
         )  # fmt: skip
         summary.update(s.diverged or {"diverged": False})
+        if s.diverged is not None:  # first in the diagnosis, so the report and the model card lead with it
+            summary["diagnosis"].insert(0, steps.diverged_finding(s.diverged))
         if s.task.forgetting_note is not None and cfg.forgetting.measure:
             summary["forgetting_skipped"] = s.task.forgetting_note
         if s.prepared.labels:
