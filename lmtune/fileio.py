@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -46,7 +47,24 @@ def atomic_write_text(path: str | Path, text: str) -> str:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> str:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    return atomic_write_text(path, dumps_json(obj, indent=2) + "\n")
+
+
+def json_safe(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float replaced by None: JSON has no such numbers, and Python's bare `NaN`
+    literal makes a file other readers (browsers, jq, pandas in strict mode) refuse."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def dumps_json(obj: Any, indent: int | None = None) -> str:
+    """Standard JSON (no NaN/Infinity literals: non-finite floats become null)."""
+    return json.dumps(json_safe(obj), indent=indent, allow_nan=False)
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -58,12 +59,40 @@ def _load_error(what: str, name: str, err: Exception) -> LmtuneError:
             "or a hub id like org/model",
         )
     reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if "trust_remote_code" in str(err) or (local and _has_custom_code(Path(name))):
+        return LmtuneError(
+            f"could not load {what} {name!r}: it ships its own Python code (auto_map in its config), which lmtune "
+            "does not run unless told to",
+            hint="if you trust the code in that model, set model.trust_remote_code: true "
+            "(--set model.trust_remote_code=true)",
+        )
+    if local and what == "model" and _pickle_only(Path(name)):
+        return LmtuneError(
+            f"could not load model {name!r}: it holds only pickle weights (pytorch_model.bin), which lmtune refuses "
+            "on purpose: unpickling a file can run any code in it",
+            hint="convert them once to safetensors (torch's weights_only loader runs no code): python -c \"import "
+            "torch; from safetensors.torch import save_file; d = 'DIR'; save_file({k: v.contiguous().clone() for "
+            "k, v in torch.load(d + '/pytorch_model.bin', weights_only=True).items()}, d + '/model.safetensors', "
+            "metadata={'format': 'pt'})\"",
+        )
     hint = (
         "check the directory holds a transformers model (config.json and weights)"
         if local
         else "check the model id, your network and HF token; offline, use a local directory or 'preset:tiny-chat'"
     )
     return LmtuneError(f"could not load {what} {name!r}: {reason}", hint=hint)
+
+
+def _has_custom_code(path: Path) -> bool:
+    config = path / "config.json"
+    try:
+        return config.is_file() and "auto_map" in json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+
+
+def _pickle_only(path: Path) -> bool:
+    return path.is_dir() and any(path.glob("*.bin")) and not any(path.glob("*.safetensors"))
 
 
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:

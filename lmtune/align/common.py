@@ -24,7 +24,15 @@ from lmtune.fileio import atomic_write_text
 from lmtune.methods import apply_method, quantization_config
 from lmtune.model import load_model, load_tokenizer
 from lmtune.report import write_report
-from lmtune.rundir import MetricsLog, check_run_dir, environment, prepare_run_dir, read_json, write_json
+from lmtune.rundir import (
+    MetricsLog,
+    check_run_dir,
+    environment,
+    lock_run_dir,
+    prepare_run_dir,
+    read_json,
+    write_json,
+)
 from lmtune.train.fastdropout import use_fast_dropout
 from lmtune.train.launch import resolve_mixed_precision
 
@@ -77,6 +85,7 @@ class MetricsCallback(TrainerCallback):
 def start_run(cfg: RunConfig, *, resume: bool, overwrite: bool) -> Path:
     """Refuse to clobber a run (or to resume one with another config), then make the directory and seed."""
     run_dir = cfg.run_dir
+    lock_run_dir(run_dir)  # one writer per run directory, for the life of this process's run
     check_run_dir(run_dir, resume=resume, overwrite=overwrite)
     if resume:
         check_same_config(run_dir, cfg)

@@ -6,6 +6,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from transformers import PreTrainedTokenizerBase
+
+from lmtune.api.check_align import check_align_data, file_finding
 from lmtune.config import ConfigLike, RunConfig, load_config
 from lmtune.data.dedup import RecordTexts, record_docs
 from lmtune.data.formats import Example, convert_records, detect_format
@@ -28,10 +31,11 @@ from lmtune.data.quality import (
     role_findings,
 )
 from lmtune.data.template_check import template_check
-from lmtune.data.tokenize import setup_chat_template, tokenize_examples
-from lmtune.data.types import Record
+from lmtune.data.tokenize import setup_chat_template
+from lmtune.data.types import Record, TokenStats
 from lmtune.errors import DataError, LmtuneError
 from lmtune.model import load_tokenizer, stop_token_ids
+from lmtune.tasks import TASKS, Task, TokenizeOptions
 
 
 def check_data(
@@ -50,8 +54,11 @@ def check_data(
     """
     start = time.perf_counter()
     cfg = _check_config(source, overrides)
+    task = TASKS[cfg.task]
     tokenizer = load_tokenizer(cfg.model)
     setup_chat_template(tokenizer, cfg.data.chat_template)
+    if task.records != "examples":  # preference pairs (reward, dpo) or prompts (rlhf)
+        return check_align_data(cfg, task.name, tokenizer, near=near, sample=sample, start=start)
     findings: list[Finding] = []
     sources = {"train": (cfg.data.train, cfg.data.split)}
     if cfg.data.validation is not None:
@@ -79,6 +86,8 @@ def check_data(
         splits["train"].records, splits["train"].examples = len(train_r), len(train_x)
 
     texts: dict[str, RecordTexts] = {}
+    train_examples = loaded["train"][1]
+    labels = task.labels(train_examples) if task.labels is not None and train_examples else []
     for name, (records, examples) in loaded.items():
         report = splits[name]
         findings += character_findings(records, name) + pii_findings(records, name) + role_findings(examples, name)
@@ -98,14 +107,8 @@ def check_data(
             _, stats = tokenize_tokens(
                 examples, tokenizer, tags, max_length=cfg.data.max_length, overlong=cfg.data.overlong
             )
-        else:
-            _, stats = tokenize_examples(
-                examples,
-                tokenizer,
-                max_length=cfg.data.max_length,
-                overlong=cfg.data.overlong,
-                template=cfg.data.template,
-            )
+        else:  # as the task trains them: rendered text, a seq2seq source and target, a classified text
+            stats = _task_lengths(cfg, task, examples, tokenizer, labels, name, findings)
         report.lengths, report.truncated, report.dropped = stats.lengths, stats.truncated, stats.dropped
         findings += length_findings(report, cfg.data.max_length, cfg.data.overlong)
 
@@ -121,7 +124,7 @@ def check_data(
     # 4. Leakage between the splits, and whether inference will see what training rendered.
     if "train" in texts and "validation" in texts:
         findings += leakage_findings(texts["train"], texts["validation"], near)
-    if splits["train"].format == "token_classification":  # tagged words: nothing is rendered or generated
+    if splits["train"].format == "token_classification" or not task.renders_text:  # nothing rendered or generated
         template_info, template_findings = {}, []
     else:
         template_info, template_findings = template_check(
@@ -136,6 +139,27 @@ def check_data(
         "near_threshold": near,
     }
     return CheckReport(splits, findings, template_info, settings, time.perf_counter() - start)
+
+
+def _task_lengths(
+    cfg: RunConfig,
+    task: Task,
+    examples: list[Example],
+    tokenizer: PreTrainedTokenizerBase,
+    labels: list[str],
+    name: str,
+    findings: list[Finding],
+) -> TokenStats:
+    """The token lengths of a split tokenized the task's way; what would stop training there becomes a finding."""
+    assert task.tokenize is not None
+    opts = TokenizeOptions(cfg.data.max_length, cfg.data.overlong, cfg.data.template, labels)
+    try:
+        return task.tokenize(examples, tokenizer, opts)[1]
+    except DataError as e:
+        findings.append(Finding("error", "record", e.problem, name, e.source, e.line, e.field))
+    except LmtuneError as e:
+        findings.append(Finding("error", "format", e.message, name))
+    return TokenStats(examples=len(examples))
 
 
 def _check_config(source: ConfigLike, overrides: Sequence[str]) -> RunConfig:
@@ -153,7 +177,7 @@ def _check_records(
     try:
         records = load_records(path, split=split, subset=cfg.data.subset, skipped=skipped)
     except LmtuneError as e:
-        findings.append(Finding("error", "file", e.message, name, path, getattr(e, "line", None)))
+        findings.append(file_finding(e, name, path))
         return 0, [], []
     finally:
         findings += problem_findings(skipped, name)
@@ -161,8 +185,8 @@ def _check_records(
         examples, problems = convert_records(
             records, format=fmt, columns=cfg.data.columns, prompt_template=cfg.data.prompt_template
         )
-    except LmtuneError as e:
-        findings.append(Finding("error", "format", str(e), name, path))
+    except LmtuneError as e:  # the shape of the first record cannot be told: name it
+        findings.append(Finding("error", "format", str(e), name, path, records[0].line if records else None))
         return len(records), [], []
     findings += problem_findings(problems, name)
     kept = [(r, ex) for r, ex in zip(records, examples, strict=True) if ex is not None]

@@ -25,7 +25,7 @@ from lmtune.data.records_io import write_records
 from lmtune.data.types import Record
 from lmtune.errors import LmtuneError
 from lmtune.fileio import atomic_write_json
-from lmtune.rundir import prepare_run_dir, read_json
+from lmtune.rundir import lock_run_dir, prepare_run_dir, read_json
 
 CV_FILE = "cv.json"
 SUMMARY_KEYS = ("val_loss_before", "best_val_loss", "val_loss_final", "val_perplexity_after")
@@ -66,6 +66,7 @@ def cross_validate(
         raise LmtuneError(f"--cv needs at least 2 folds, got {k}")
     if cfg.data.validation is not None:
         say(f"cross-validation holds out folds of data.train; data.validation ({cfg.data.validation}) is not used")
+    lock_run_dir(cfg.run_dir)
     run_dir = prepare_run_dir(cfg.run_dir, resume=False, overwrite=overwrite)
 
     # 1. Folds over the original records; augmented copies stay on the training side.

@@ -14,28 +14,39 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerBase
 
 from lmtune.api.setup import Built, Prepared, Say, label_counts
 from lmtune.config import RunConfig, dump_config
 from lmtune.data.batching import Row
 from lmtune.data.prepare import general_text
-from lmtune.errors import LmtuneError
+from lmtune.errors import Diverged, DivergedError, LmtuneError
 from lmtune.evaluate.forgetting import forgetting_advice, forgetting_report, general_rows
 from lmtune.export import check_same_config
 from lmtune.fileio import atomic_write_text
-from lmtune.rundir import MetricsLog, check_run_dir, environment, prepare_run_dir, read_json, write_json
+from lmtune.rundir import (
+    MetricsLog,
+    check_run_dir,
+    environment,
+    lock_run_dir,
+    prepare_run_dir,
+    read_json,
+    write_json,
+)
 from lmtune.tasks import Task
 from lmtune.tasks.preference import needs_reference_logps
 from lmtune.train.checkpoint import (
     latest_checkpoint,
     load_best,
     load_checkpoint,
+    load_trainable,
     prune_best,
     save_best,
     save_checkpoint,
 )
 from lmtune.train.early_stopping import stop_reason
+from lmtune.train.guard import ADVICE
 from lmtune.train.launch import configure_deepspeed, describe_launch
 from lmtune.train.loop import Hooks, loss_head, resume_grad_accum, run_evaluation
 from lmtune.train.objectives import OBJECTIVES, Objective
@@ -66,6 +77,7 @@ class Session:
     general: list[Row] = field(default_factory=list)
     general_file: Path | None = None
     general_before: dict[str, float] | None = None
+    diverged: dict[str, Any] | None = None  # what `roll_back` found, when the loop stopped diverged
 
     @property
     def run_dir(self) -> Path:
@@ -93,6 +105,7 @@ def start_run(session: Session, overwrite: bool) -> Session:
     """Refuse to clobber an existing run (checked on every process, changed by the main one only); on resume,
     check the config is the run's and keep the global batch on another number of processes."""
     cfg, acc = session.cfg, session.accelerator
+    lock_run_dir(cfg.run_dir)  # first: nothing may look at (or delete) a directory another run is writing
     check_run_dir(cfg.run_dir, resume=session.resume, overwrite=overwrite)
     if session.resume:
         check_same_config(cfg.run_dir, cfg)
@@ -178,6 +191,12 @@ def report_data(session: Session) -> None:
 def report_model(session: Session) -> None:
     b, p, cfg = session.built, session.prepared, session.cfg
     assert b is not None and p is not None
+    if "name" not in cfg.model.model_fields_set:
+        session.say(
+            f"the config names no model, so this run trains lmtune's built-in demo model {cfg.model.name!r} (2 "
+            "layers, random weights), not a pretrained one: set model.name to a hub id or a local model directory",
+            warning=True,
+        )
     session.say(
         f"model {cfg.model.name} · method {cfg.method.name}: {b.trainable:,} trainable of {b.total:,} parameters "
         f"({100 * b.trainable / b.total:.2f}%)"
@@ -291,12 +310,68 @@ def make_hooks(session: Session, after_step: Any) -> Hooks:
         save_best(run_dir, s.step, acc.unwrap_model(session.model), keep=[committed["best"]], write=session.main)
         acc.wait_for_everyone()
 
+    def on_log(record: dict[str, Any]) -> None:
+        if acc.is_main_process:
+            metrics.append(record)
+        if "warning" in record:  # a skipped update or a loss spike (lmtune.train.guard)
+            session.say(record["warning"], warning=True)
+
     return Hooks(
-        on_log=metrics.append if acc.is_main_process else (lambda r: None),
+        on_log=on_log,
         on_eval=on_eval if p.val_rows else None,
         on_checkpoint=on_checkpoint,
         on_best=on_best,
         after_step=after_step,
+    )
+
+
+def roll_back(session: Session, diverged: Diverged) -> dict[str, Any]:
+    """After a divergence, put the last good weights back: the last checkpoint's (one is only written after a good
+    update, with finite weights; `keep_best` then prefers the best evaluation's). Returns what summary.json says
+    of it; its `final_step` is None when no checkpoint came before the divergence (final/ is then not written)."""
+    ckpt = latest_checkpoint(session.run_dir)
+    good = int(ckpt.name.removeprefix("step-")) if ckpt is not None else None
+    if ckpt is not None:
+        weights = ckpt / "trainable.safetensors"
+        load_trainable(session.model, load_file(str(weights)), weights)
+    early = session.cfg.train.early_stopping
+    if early is not None and session.state.best_step is not None:
+        good = session.state.best_step
+    return {
+        "diverged": True,
+        "diverged_at": diverged.first_bad,
+        "stopped_at": diverged.step,
+        "skipped_updates": diverged.bad_steps,
+        "final_step": good,
+        "reason": diverged.reason,
+        "advice": ADVICE,
+    }
+
+
+def diverged_finding(info: dict[str, Any]) -> dict[str, str]:
+    """The divergence as a diagnosis finding (summary.json, the report and the model card show those)."""
+    kept = f"final/ holds step {info['final_step']}" if info["final_step"] is not None else "no final/ model"
+    what = info["reason"] or f"the loss or gradient norm stopped being finite at step {info['diverged_at']}"
+    return {"kind": "diverged", "message": f"{what}; the run stopped at step {info['stopped_at']} ({kept})",
+            "advice": ADVICE}  # fmt: skip
+
+
+def diverged_error(session: Session, info: dict[str, Any]) -> DivergedError:
+    """The message a diverged run ends with, once its run directory is written."""
+    limit = session.cfg.train.max_bad_steps
+    kept = (
+        f"final/ holds the weights of step {info['final_step']}, the last good ones"
+        if info["final_step"] is not None
+        else "no checkpoint was written before it, so final/ was not written (train.save_every keeps some)"
+    )
+    what = info["reason"] or (
+        f"the loss or gradient norm was not finite at {info['skipped_updates']} steps (more than "
+        f"train.max_bad_steps {limit}), the first at step {info['diverged_at']}"
+    )
+    return DivergedError(
+        f"training diverged: {what}; stopped at step {info['stopped_at']}. {kept}; "
+        f"{session.run_dir / 'summary.json'} is marked diverged",
+        hint=ADVICE,
     )
 
 
@@ -319,8 +394,9 @@ def keep_best(session: Session) -> None:
 
 
 def measure_forgetting(session: Session) -> dict[str, Any] | None:
-    """How much general ability the final model lost (None when not measured)."""
-    if session.general_before is None:
+    """How much general ability the final model lost (None when not measured, or when a diverged run kept no
+    good weights to measure)."""
+    if session.general_before is None or (session.diverged is not None and session.diverged["final_step"] is None):
         return None
     cfg = session.cfg
     after = session.evaluate(session.general, scored=False)

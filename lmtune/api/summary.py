@@ -24,7 +24,7 @@ def summarize(
 ) -> dict[str, Any]:
     """summary.json: what the run did, its losses, early stopping, forgetting and the diagnosis of its curves."""
     records = MetricsLog(run_dir / "metrics.jsonl").read()
-    train = [r for r in records if r["split"] == "train"]
+    train = [r for r in records if r["split"] == "train" and not r.get("skipped")]  # skipped: a non-finite loss
     val = [r for r in records if r["split"] == "validation"]
     out: dict[str, Any] = {
         "steps": state.step,
@@ -38,7 +38,8 @@ def summarize(
         "last_train_loss": train[-1]["loss"] if train else None,
     }
     if val:
-        best = min(val, key=lambda r: r["loss"])
+        # A diverged evaluation's loss is null in metrics.jsonl: never the best.
+        best = min(val, key=lambda r: r["loss"] if r["loss"] is not None else float("inf"))
         out.update(
             val_loss_before=val[0]["loss"] if val[0]["step"] == 0 else None,
             val_perplexity_before=val[0]["perplexity"] if val[0]["step"] == 0 else None,

@@ -16,10 +16,11 @@ from lmtune.api.setup import Say, build_model, prepare_data, silent, task_of
 from lmtune.api.summary import summarize
 from lmtune.config import ConfigLike, load_config
 from lmtune.data.tokenize import setup_chat_template
+from lmtune.errors import Diverged
 from lmtune.export import final_state, needs_base_copy, save_base, save_final
 from lmtune.model import load_tokenizer
 from lmtune.report import write_report
-from lmtune.rundir import write_json
+from lmtune.rundir import disk_errors, release_run_dir, write_json
 from lmtune.train.hostmem import keep_freed_memory
 from lmtune.train.launch import (
     check_launch,
@@ -56,7 +57,7 @@ def finetune(
     cfg = load_config(config, overrides, output_dir)
     task = task_of(cfg)
     if not task.loop_trained():
-        from lmtune.align import run_alignment  # trl's trainers: preference pairs (for now) and RL
+        from lmtune.align import run_alignment  # RL samples answers: trl's GRPO/RLOO trainers
 
         return RunResult(cfg.run_dir, run_alignment(cfg, resume=resume, overwrite=overwrite, say=report or silent))
 
@@ -99,9 +100,13 @@ def finetune(
         keep_freed_memory()
     with graceful_interrupt() as stop_requested:
         hooks.stop_requested = stop_requested
-        train_loop(model=s.model, optimizer=s.optimizer, scheduler=s.scheduler, accelerator=accelerator,
-                   rows=s.prepared.rows, pad_id=s.tokenizer.pad_token_id, cfg=cfg.train, seed=cfg.seed,
-                   steps=s.steps, state=s.state, hooks=hooks, objective=s.built.objective, anchors=s.anchors)  # fmt: skip
+        try:
+            train_loop(model=s.model, optimizer=s.optimizer, scheduler=s.scheduler, accelerator=accelerator,
+                       rows=s.prepared.rows, pad_id=s.tokenizer.pad_token_id, cfg=cfg.train, seed=cfg.seed,
+                       steps=s.steps, state=s.state, hooks=hooks, objective=s.built.objective,
+                       anchors=s.anchors)  # fmt: skip
+        except Diverged as e:
+            s.diverged = steps.roll_back(s, e)  # the last good weights, written as final/ below
 
     # 7. The final weights (the best evaluation's with early stopping) and the general ability they lost.
     steps.keep_best(s)
@@ -109,6 +114,9 @@ def finetune(
 
     # 8. Save the tuned model, summarise, evaluate as configured, and report.
     summary = finish(s, forgetting, report or silent)
+    release_run_dir(s.run_dir)  # (after an error, the process keeps it until it exits or trains there again)
+    if s.diverged is not None:
+        raise steps.diverged_error(s, s.diverged)
     return RunResult(s.run_dir, summary)
 
 
@@ -118,12 +126,18 @@ def finish(s: steps.Session, forgetting: dict[str, Any] | None, report: Say) -> 
     assert s.built is not None and s.prepared is not None
     summary: dict[str, Any] = {}
     whole = final_state(acc.unwrap_model(s.model))  # collective under FSDP and ZeRO, None otherwise
+    good = s.diverged is None or s.diverged["final_step"] is not None  # a diverged run without good weights
     if acc.is_main_process:
-        save_final(s.run_dir, acc.unwrap_model(s.model), s.tokenizer, whole)
+        if good:
+            with disk_errors(s.run_dir / "final", "final model", s.built.total * 4):  # fp32 weights at most
+                save_final(s.run_dir, acc.unwrap_model(s.model), s.tokenizer, whole)
         summary = summarize(
             s.run_dir, s.state, s.built.trainable, s.built.total, early_stopping=cfg.train.early_stopping,
             forgetting=forgetting, metrics=s.task.summary_metrics,
         )  # fmt: skip
+        summary.update(s.diverged or {"diverged": False})
+        if s.diverged is not None:  # first in the diagnosis, so the report and the model card lead with it
+            summary["diagnosis"].insert(0, steps.diverged_finding(s.diverged))
         if s.task.forgetting_note is not None and cfg.forgetting.measure:
             summary["forgetting_skipped"] = s.task.forgetting_note
         if s.prepared.labels:
@@ -139,7 +153,7 @@ def finish(s: steps.Session, forgetting: dict[str, Any] | None, report: Say) -> 
             say(f"{finding['kind']}: {finding['message']}. {advice}.", warning=True)
     acc.wait_for_everyone()
     if acc.is_main_process:
-        if cfg.eval.enabled:
+        if cfg.eval.enabled and good:
             e = cfg.eval
             result = evaluate_run(s.run_dir, data=e.data, references=e.references, metrics=e.metrics,
                                   baselines=e.baselines, limit=e.limit, max_new_tokens=e.max_new_tokens,

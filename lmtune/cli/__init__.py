@@ -16,6 +16,8 @@ import typer
 from rich.console import Console
 
 from lmtune.errors import LmtuneError
+from lmtune.fileio import json_safe
+from lmtune.rundir import release_all
 
 app = typer.Typer(
     help="Fine-tune language models on your own data, with the evidence that it worked.",
@@ -56,7 +58,7 @@ def say(text: str, *, warning: bool = False) -> None:
 
 def emit_json(obj: object) -> None:
     """`--json`: exactly one JSON object on stdout (progress and messages go to stderr)."""
-    print(json.dumps(obj, ensure_ascii=False, default=str), flush=True)
+    print(json.dumps(json_safe(obj), ensure_ascii=False, default=str, allow_nan=False), flush=True)
 
 
 def _fmt(v: object) -> str:
@@ -72,10 +74,12 @@ def main() -> None:
         app()
     except LmtuneError as e:
         err.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        sys.exit(e.exit_code)  # 2: fix the input; 3: the environment or the run itself (disk, lock, divergence)
     except KeyboardInterrupt:
         err.print("aborted (Ctrl-C); a training run continues from its last checkpoint with --resume")
         sys.exit(130)
+    finally:
+        release_all()  # a run refused before it wrote anything leaves no directory behind
 
 
 if __name__ == "__main__":

@@ -44,13 +44,22 @@ def data_check(
     near: Annotated[float, typer.Option(help="Near-duplicate/leak threshold (Jaccard of shingles, 0-1].")] = 0.85,
     label: Annotated[str | None, typer.Option(help="Label field to check (default: 'label' when present).")] = None,
     show: Annotated[int, typer.Option(help="Findings to list (all are in --json and --html).")] = 30,
+    task: Annotated[
+        str | None,
+        typer.Option(help="The task a data file is for (sft, classification, dpo, ...; a config names its own)."),
+    ] = None,
 ) -> None:
     """Validate every record and report data quality; exit 0 clean, 1 warnings with --strict, 2 errors."""
+    overrides = [*(set_ or []), *([f"task={task}"] if task else [])]
+    if source.suffix.lower() in (".yaml", ".yml"):  # a config error shows before torch and transformers load
+        from lmtune.config import load_config
+
+        load_config(source, overrides)
     _quiet_libraries()
     from lmtune.api import check_data
     from lmtune.data.check_report import render_html, write_length_png
 
-    report = check_data(source, overrides=set_ or [], near=near, label=label)
+    report = check_data(source, overrides=overrides, near=near, label=label)
     if html is not None:
         from lmtune.fileio import atomic_write_text
 

@@ -33,6 +33,10 @@ def train(
     ] = None,
 ) -> None:
     """Fine-tune as CONFIG says; writes runs/<name>/ (config, data fingerprints, metrics, checkpoints, model)."""
+    # The config first: a mistake in it is reported in a moment, before torch and transformers load (seconds).
+    from lmtune.config import load_config
+
+    cfg = load_config(config, set_ or [], output_dir)
     if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:
         _relaunch(nproc)
     _quiet_libraries()
@@ -44,9 +48,7 @@ def train(
         return
 
     try:
-        result = finetune(
-            config, overrides=set_ or [], output_dir=output_dir, resume=resume, overwrite=overwrite, report=say
-        )
+        result = finetune(cfg, resume=resume, overwrite=overwrite, report=say)
     except Interrupted as e:
         # Ctrl-C: the loop finished the step and saved its checkpoint; say how to continue, without a traceback.
         err.print(

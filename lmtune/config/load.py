@@ -120,8 +120,12 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f"{p}:{mark.line + 1}" if mark else str(p)
-        raise LmtuneError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+        where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark else str(p)
+        problem = str(getattr(e, "problem", e))
+        hint = None
+        if "'\\t'" in problem and mark is not None:
+            hint = f"YAML indents with spaces only: replace the tab at line {mark.line + 1}, column {mark.column + 1}"
+        raise LmtuneError(f"{where}: not valid YAML: {problem}", hint=hint) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -133,6 +137,8 @@ def load_config(
     source: str | Path | dict[str, Any] | RunConfig, overrides: Sequence[str] = (), output_dir: str | None = None
 ) -> RunConfig:
     """Read a YAML path (or a dict), apply `--set` overrides, validate. Errors name the key path."""
+    if isinstance(source, RunConfig) and not overrides and output_dir is None:
+        return source  # as validated (re-validating a dump would mark every default as set by the user)
     if isinstance(source, RunConfig):
         raw = source.model_dump(mode="json")
         label = "(RunConfig)"

@@ -89,8 +89,8 @@ class ReplayConfig(_Section):
 class DataConfig(_Section):
     train: str = Field(
         ...,
-        description="Training data: a .jsonl/.json/.csv/.tsv/.parquet file (or .conll/.iob/.bio for task "
-        "token_classification: a token and its tag per line), a directory saved with "
+        description="Training data: a .jsonl/.json/.csv/.tsv/.parquet file (or .conll/.iob/.bio, or .txt in CoNLL "
+        "form, for task token_classification: a token and its tag per line), a directory saved with "
         "`datasets.save_to_disk`, or a hub dataset name.",
     )
     validation: str | None = Field(
@@ -239,6 +239,15 @@ class TrainConfig(_Section):
     warmup_steps: int | None = Field(None, ge=0, description="Linear warmup steps (overrides warmup_fraction).")
     warmup_fraction: float = Field(0.03, ge=0, lt=1, description="Warmup as a share of the total steps.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm to this; null disables.")
+    max_bad_steps: int = Field(
+        3,
+        ge=0,
+        description="Updates a run may skip because their loss or gradient norm is not finite (NaN or infinite: the "
+        "run is diverging, or a batch is broken); one more stops the run with exit code 3, keeping the last "
+        "checkpoint's (or the best evaluation's) weights as final/ and marking summary.json `diverged`. A skipped "
+        "update leaves the weights and optimizer as they were. 0 stops at the first. Under DeepSpeed the loss is "
+        "checked but its engine takes the update.",
+    )
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
         "auto", description="Autocast precision; 'auto' = bf16 where the GPU or CPU supports it, else no."
     )

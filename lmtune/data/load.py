@@ -12,8 +12,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
+from lmtune.data import strictjson
 from lmtune.data.conll import parse_conll
 from lmtune.data.types import Record, json_type
 from lmtune.errors import DataError, LmtuneError
@@ -39,12 +41,14 @@ def load_records(
         records = _load_saved_dataset(path, source, split)
     elif path.is_file():
         suffix = path.suffix.lower()
-        if suffix not in FILE_SUFFIXES:
+        conll_txt = suffix == ".txt" and _looks_like_conll(path)  # CoNLL files are often named .txt (CoNLL-2003's are)
+        if suffix not in FILE_SUFFIXES and not conll_txt:
+            txt = "; a .txt file is read when it is CoNLL (a token and its tag per line) " if suffix == ".txt" else ""
             raise LmtuneError(
                 f"unsupported data file type '{path.suffix or '(none)'}': {source}",
-                hint=f"use one of {', '.join(FILE_SUFFIXES)}, or a directory saved with datasets' save_to_disk",
+                hint=f"use one of {', '.join(FILE_SUFFIXES)}, or a directory saved with datasets' save_to_disk{txt}",
             )
-        if suffix in (".conll", ".iob", ".bio"):
+        if suffix in (".conll", ".iob", ".bio") or conll_txt:
             records = parse_conll(_read_text(path, source), source, skipped)
         elif suffix == ".parquet":
             records = _load_parquet(path, source)
@@ -68,6 +72,17 @@ def load_records(
     if not records:
         raise DataError(source, None, None, "no records found (the file or split is empty)")
     return records
+
+
+_TAG = re.compile(r"^(O|[BIESLU]-\S+)$")
+
+
+def _looks_like_conll(path: Path) -> bool:
+    """Whether a .txt file reads as CoNLL: its first 20 token lines end in a BIO/BIOES tag (O, B-PER, ...)."""
+    with path.open("rb") as f:
+        head = f.read(1 << 16).decode("utf-8", errors="replace").split("\n")[:-1] or [""]
+    lines = [ln.split() for ln in head if ln.strip() and not ln.startswith("-DOCSTART-")][:20]
+    return bool(lines) and all(len(cols) >= 2 and _TAG.match(cols[-1]) for cols in lines)
 
 
 def looks_like_path(source: str) -> bool:
@@ -105,7 +120,7 @@ def _parse_jsonl(text: str, source: str) -> list[Record]:
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
+            value = strictjson.loads(line, source, number)
         except json.JSONDecodeError as error:
             problem = f"invalid JSON: {error.msg} (column {error.colno})"
             raise DataError(source, number, None, problem, hint=_JSONL_HINT) from None
@@ -130,7 +145,7 @@ def _parse_jsonl_lenient(raw: bytes, source: str, skipped: list[DataError]) -> l
         try:
             parsed = _parse_jsonl(line, source)
         except DataError as error:
-            skipped.append(DataError(source, number, None, error.problem, hint=error.hint))
+            skipped.append(DataError(source, number, error.field, error.problem, hint=error.hint))
             continue
         records.extend(Record(record.data, source, number) for record in parsed)
     return records
@@ -148,7 +163,6 @@ def _parse_json(text: str, source: str) -> list[Record]:
         return []
     if text[start] != "[":
         return _parse_jsonl_or_object(text, source)
-    decoder = json.JSONDecoder()
     records: list[Record] = []
     line, counted_to = 1, 0
     pos = _skip_whitespace(text, start + 1)
@@ -158,7 +172,7 @@ def _parse_json(text: str, source: str) -> list[Record]:
         line += text.count("\n", counted_to, pos)
         counted_to = pos
         try:
-            value, end = decoder.raw_decode(text, pos)
+            value, end = strictjson.raw_decode(text, pos, source, line)
         except json.JSONDecodeError as error:
             problem = f"invalid JSON: {error.msg} (column {error.colno})"
             raise DataError(
@@ -182,16 +196,14 @@ def _parse_json(text: str, source: str) -> list[Record]:
 
 
 def _parse_jsonl_or_object(text: str, source: str) -> list[Record]:
-    """JSONL in a .json file, or explain that a single top-level object is not a list of records."""
+    """JSONL in a .json file, or explain that a single top-level object is not a list of records (even when it
+    would read as a one-line JSONL file: a .json file of one object is far more often a wrapper or a mistake)."""
     try:
-        return _parse_jsonl(text, source)
-    except DataError as jsonl_error:
-        try:
-            whole = json.loads(text)
-        except json.JSONDecodeError:
-            whole = None
-        if not isinstance(whole, dict):
-            raise jsonl_error from None  # it names the bad line, the most useful report we have
+        whole = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        whole = None
+    if not isinstance(whole, dict):
+        return _parse_jsonl(text, source)  # several lines of objects; it names a bad line, if any
     lists = [key for key, value in whole.items() if isinstance(value, list)]
     hint = f"the records may be the list under '{lists[0]}'; " if lists else ""
     raise DataError(

@@ -34,21 +34,20 @@ class Finding:
 
 def diagnose(records: Sequence[Mapping[str, Any]], thresholds: Thresholds = Thresholds()) -> list[Finding]:
     """Findings from a run's metrics.jsonl records (``split`` train/validation, ``step``, ``loss``)."""
-    train = [(r["step"], r["loss"]) for r in records if r.get("split") == "train" and "loss" in r]
+    # Skipped updates (a non-finite loss, see lmtune.train.guard) are not part of the curve; they are reported apart.
+    train = [
+        (r["step"], r["loss"]) for r in records if r.get("split") == "train" and "loss" in r and not r.get("skipped")
+    ]
     val = [(r["step"], r["loss"]) for r in records if r.get("split") == "validation" and "loss" in r]
     if not train:
-        return []
-    if any(not math.isfinite(loss) for _, loss in train + val):
-        step = next(s for s, loss in train + val if not math.isfinite(loss))
-        return [
-            Finding(
-                "diverged",
-                f"the loss became {'NaN' if any(math.isnan(v) for _, v in train + val) else 'infinite'} at step {step}",
-                "lower train.lr (e.g. by 3-10x), keep train.max_grad_norm on, and check the data for empty or "
-                "extreme examples",
-            )
-        ]
-    findings: list[Finding] = []
+        return _step_findings(records)
+    if any(not _finite(loss) for _, loss in train + val):
+        step = next(s for s, loss in train + val if not _finite(loss))
+        # metrics.jsonl holds a non-finite loss as null (JSON has no NaN); older runs wrote NaN itself.
+        kind = "infinite" if all(v is None or math.isinf(v) for _, v in train + val if not _finite(v)) else "NaN"
+        kind = "not a finite number" if any(v is None for _, v in train + val) else kind
+        return [Finding("diverged", f"the loss became {kind} at step {step}", _DIVERGED_ADVICE)]
+    findings: list[Finding] = _step_findings(records)
     first, last = _smooth_start(train), _smooth_end(train)
     after_training = [v for v in val if v[0] > 0]
     if len(after_training) >= 2:
@@ -96,6 +95,46 @@ def diagnose(records: Sequence[Mapping[str, Any]], thresholds: Thresholds = Thre
                 )
             )
     return findings
+
+
+_DIVERGED_ADVICE = (
+    "lower train.lr (e.g. by 3-10x), keep train.max_grad_norm on, and check the data for empty or extreme examples"
+)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _step_findings(records: Sequence[Mapping[str, Any]]) -> list[Finding]:
+    """Skipped updates and loss spikes, which the loop marks on its train records."""
+    train = [r for r in records if r.get("split") == "train"]
+    skipped = [r["step"] for r in train if r.get("skipped")]
+    spikes = [r["step"] for r in train if r.get("warning") and not r.get("skipped")]
+    findings = []
+    if skipped:
+        findings.append(
+            Finding(
+                "skipped_updates",
+                f"{len(skipped)} updates were skipped because the loss or gradient norm was not finite (steps "
+                f"{_steps(skipped)})",
+                _DIVERGED_ADVICE,
+            )
+        )
+    if spikes:
+        findings.append(
+            Finding(
+                "loss_spikes",
+                f"the training loss spiked to more than 5x its recent median at steps {_steps(spikes)}",
+                "a rare spike from an unusual batch is harmless; frequent ones announce a divergence: lower "
+                "train.lr, warm up longer, keep train.max_grad_norm on, and check those batches' examples",
+            )
+        )
+    return findings
+
+
+def _steps(steps: Sequence[int]) -> str:
+    return ", ".join(map(str, steps[:10])) + (f" and {len(steps) - 10} more" if len(steps) > 10 else "")
 
 
 def _smooth_start(train: Sequence[tuple[int, float]]) -> float:

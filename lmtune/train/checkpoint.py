@@ -33,8 +33,9 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
-from lmtune.errors import LmtuneError
-from lmtune.fileio import atomic_dir
+from lmtune.errors import Diverged, LmtuneError
+from lmtune.fileio import atomic_dir, dumps_json
+from lmtune.rundir import disk_errors
 from lmtune.train import zero
 
 CHECKPOINTS = "checkpoints"
@@ -159,16 +160,38 @@ def save_checkpoint(
     optimizer_state = optimizer_state_of(model, optimizer)
     if not write:
         return final
-    with atomic_dir(final) as tmp:
+    check_finite(weights, step)
+    needed = tensor_bytes(weights) + tensor_bytes(optimizer_state)
+    with disk_errors(final, f"checkpoint of step {step}", needed), atomic_dir(final) as tmp:
         save_file(weights, str(tmp / "trainable.safetensors"))
         torch.save(
             {"optimizer": optimizer_state, "scheduler": scheduler.state_dict(), "rng": rng_state()},
             tmp / "training_state.pt",
         )
-        (tmp / "loop_state.json").write_text(json.dumps(loop_state, indent=2) + "\n", encoding="utf-8")
+        (tmp / "loop_state.json").write_text(dumps_json(loop_state, indent=2) + "\n", encoding="utf-8")
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def tensor_bytes(state: Any) -> int:
+    """The bytes of every tensor in a (nested) state: about what writing it takes on disk."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(tensor_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(tensor_bytes(v) for v in state)
+    return 0
+
+
+def check_finite(weights: dict[str, torch.Tensor], step: int) -> None:
+    """A checkpoint is what a diverged run falls back to: one with NaN or infinite weights is never written. An
+    update can make them so while its own loss was finite; that stops the run as a divergence."""
+    bad = [n for n, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        reason = f"the weights after step {step} hold NaN or infinite values ({len(bad)} tensors, e.g. {bad[0]})"
+        raise Diverged(step, step, 0, reason=reason)
 
 
 def optimizer_state_of(model: torch.nn.Module, optimizer: Any) -> dict[str, Any]:
@@ -247,7 +270,7 @@ def save_best(
     weights = trainable_state(model)
     if not write:
         return final
-    with atomic_dir(final) as tmp:
+    with disk_errors(final, f"best weights of step {step}", tensor_bytes(weights)), atomic_dir(final) as tmp:
         save_file(weights, str(tmp / "trainable.safetensors"))
     prune_best(run_dir, {step, *keep})
     return final

@@ -169,7 +169,8 @@ def resolve_mixed_precision(choice: str) -> str:
 
 @contextmanager
 def graceful_interrupt() -> Iterator[Callable[[], bool]]:
-    """The first Ctrl-C asks the loop to stop after the current step (and checkpoint); a second one kills."""
+    """The first Ctrl-C (or SIGTERM, which schedulers and `kill` send) asks the loop to stop after the current step
+    (and checkpoint); a second one kills."""
     requested = False
 
     def handler(signum: int, frame: Any) -> None:
@@ -180,11 +181,12 @@ def graceful_interrupt() -> Iterator[Callable[[], bool]]:
         tqdm.write("Interrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort now)...")
 
     try:
-        previous = signal.signal(signal.SIGINT, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread: leave signals alone
         yield lambda: False
         return
     try:
         yield lambda: requested
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -26,6 +26,7 @@ from lmtune.errors import Interrupted, LmtuneError
 from lmtune.train import zero
 from lmtune.train.checkpoint import is_sharded
 from lmtune.train.early_stopping import track_best
+from lmtune.train.guard import StepGuard, guarded_update
 from lmtune.train.linear_ce import output_head
 from lmtune.train.objectives import OBJECTIVES, Objective, l2sp_penalty
 from lmtune.train.state import LoopState
@@ -189,6 +190,7 @@ def train_loop(
     lengths = [r.length for r in rows] if cfg.batching == "length_grouped" else None
     longest = max(r.length for r in rows)
     batch_of = batcher(objective)
+    guard = StepGuard(cfg.max_bad_steps)
     while state.step < steps and not state.stopped_early:
         batches = epoch_batches(len(rows), cfg.batch_size, seed, state.epoch, lengths=lengths)
         chunks = [batches[i : i + per_step] for i in range(state.batches_done, len(batches), per_step)]
@@ -223,27 +225,33 @@ def train_loop(
                 sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}
             grad_norm = None
             lr = scheduler.get_last_lr()[0]
+            # Reduced before the update, so that every process judges the same loss (see lmtune.train.guard).
+            total = accelerator.reduce(torch.tensor([loss_sum], device=accelerator.device), reduction="sum")
+            step_loss = float(total.item()) / global_n
+            taken = True
             if engine is not None:
                 engine.step()  # clip, step, zero the gradients
                 grad_norm = float(engine.get_global_grad_norm()) if cfg.max_grad_norm is not None else None
             else:
-                if cfg.max_grad_norm is not None:
-                    grad_norm = float(accelerator.clip_grad_norm_(params, cfg.max_grad_norm))
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            total = accelerator.reduce(torch.tensor([loss_sum], device=accelerator.device), reduction="sum")
+                grad_norm, taken = guarded_update(accelerator, optimizer, params, cfg.max_grad_norm, step_loss)
+            scheduler.step()  # a skipped update still uses up its step of the schedule, as its batch is used up
             dt = time.perf_counter() - t0
             state.step += 1
             state.batches_done += len(chunk)
             state.tokens += global_n
             state.elapsed += dt
             window_tokens, window_time = window_tokens + global_n, window_time + dt
-            step_loss = float(total.item()) / global_n
             tok_s = window_tokens / max(window_time, 1e-9)
+            warning = guard.judge(state, step_loss, taken)
+            bad = not taken or not math.isfinite(step_loss)
             bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:.0f}")
-            if state.step % cfg.log_every == 0 or state.step == steps:
+            bar.set_postfix(
+                loss=f"{step_loss:.4f}",
+                lr=f"{lr:.2e}",
+                tok_s=f"{tok_s:.0f}",
+                **({"!": "skipped" if bad else "spike"} if warning else {}),
+            )
+            if state.step % cfg.log_every == 0 or state.step == steps or warning:
                 hooks.on_log(
                     {
                         "split": "train",
@@ -257,9 +265,12 @@ def train_loop(
                         "time": state.elapsed,
                         **({"l2sp": float(penalty.detach())} if penalty is not None else {}),
                         **step_means(sums, global_n, accelerator),
+                        **({"skipped": True} if bad else {}),
+                        **({"warning": warning} if warning else {}),
                     }
                 )
                 window_tokens, window_time = 0, 0.0
+            guard.check(state)  # too many skipped updates: the recipe keeps the last good weights
             last = state.step >= steps
             if hooks.on_eval is not None and (last or (cfg.eval_every and state.step % cfg.eval_every == 0)):
                 run_evaluation(state, hooks, cfg.early_stopping)
@@ -268,7 +279,9 @@ def train_loop(
             for hook in hooks.after_step:
                 hook(state)
             stop = hooks.stop_requested()
-            if last or stop or (cfg.save_every and state.step % cfg.save_every == 0):
+            # A checkpoint is the last good state a diverged run falls back to: none after a skipped update
+            # (but Ctrl-C still saves one to resume from: the skipped update left the weights as they were).
+            if (last or stop or (cfg.save_every and state.step % cfg.save_every == 0)) and (stop or not bad):
                 hooks.on_checkpoint(state)
             if stop:
                 bar.close()

@@ -19,6 +19,9 @@ class LoopState:
     best_step: int | None = None  # the step it was reached at; its weights are kept in checkpoints/best-NNNNNN
     bad_evals: int = 0  # evaluations in a row without an improvement
     stopped_early: bool = False
+    # Updates skipped because the loss or gradient norm was not finite (train.max_bad_steps bounds them):
+    bad_steps: int = 0
+    first_bad_step: int | None = None
     # The launch the run has been training under: a resume on another number of processes keeps the global batch
     # (micro-batches per optimizer step, over all processes) by changing grad_accum (`resume_grad_accum`).
     processes: int = 1
