@@ -147,6 +147,38 @@ class Hooks:
     stop_requested: Callable[[], bool] = lambda: False
 
 
+@dataclass
+class _Fixed:
+    """What every step of a run uses, set up once by `train_loop`."""
+
+    model: torch.nn.Module
+    optimizer: Any
+    scheduler: Any
+    accelerator: Accelerator
+    cfg: TrainConfig
+    objective: Objective
+    head: torch.nn.Linear | None
+    engine: Any  # DeepSpeed's engine, or None
+    params: list[torch.nn.Parameter]
+    anchors: list[torch.Tensor]
+    batch_of: Callable[..., dict[str, torch.Tensor]]
+    pad_id: int
+    longest: int
+
+
+@dataclass
+class _Step:
+    """What one optimizer step did."""
+
+    loss: float  # mean over the step's counted units (target tokens, examples or pairs) on all processes
+    count: int  # those units
+    lr: float
+    grad_norm: float | None
+    taken: bool  # False: a non-finite loss or gradient norm, the update skipped (lmtune.train.guard)
+    penalty: float | None  # the L2-SP term
+    sums: dict[str, float]  # the objective's own metrics, summed
+
+
 def train_loop(
     *,
     model: torch.nn.Module,
@@ -171,26 +203,37 @@ def train_loop(
     `anchors` are the values of the trainable parameters before training (in their order), for L2-SP
     (cfg.l2sp > 0): the recipe takes them before a resume loads a checkpoint.
     """
-    world, rank = accelerator.num_processes, accelerator.process_index
-    # Under DeepSpeed its engine runs backward and the optimizer step (with the clipping of its config, which
-    # `lmtune.train.launch.configure_deepspeed` sets from train.max_grad_norm); lmtune keeps the loss scale and schedule.
-    engine = zero.engine_of(model)
-    objective = objective or OBJECTIVES["causal_lm"]
-    head = loss_head(model, accelerator, objective) if cfg.chunked_loss else None
-    per_step = cfg.grad_accum * world
-    state.processes, state.step_batches = world, per_step
+    world = accelerator.num_processes
     steps_per_epoch(len(rows), cfg, world)  # an epoch without a full step would loop forever
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.l2sp > 0 and (anchors is None or len(anchors) != len(params)):
-        raise ValueError("train.l2sp needs the pre-training values of the trainable parameters (anchors)")
-    anchors = list(anchors or ())
+    run = _setup(model, optimizer, scheduler, accelerator, rows, pad_id, cfg, objective, anchors)
+    state.processes, state.step_batches = world, cfg.grad_accum * world
     bar = tqdm(total=steps, initial=state.step, desc="train", unit="step", disable=not accelerator.is_main_process)
     model.train()
-    window_tokens, window_time = 0, 0.0
     lengths = [r.length for r in rows] if cfg.batching == "length_grouped" else None
-    longest = max(r.length for r in rows)
-    batch_of = batcher(objective)
     guard = StepGuard(cfg.max_bad_steps)
+    try:
+        _epochs(run, rows, seed, steps, state, hooks, bar, lengths, guard)
+    finally:
+        bar.close()
+    return state
+
+
+def _epochs(
+    run: _Fixed,
+    rows: Sequence[Row],
+    seed: int,
+    steps: int,
+    state: LoopState,
+    hooks: Hooks,
+    bar: Any,
+    lengths: list[int] | None,
+    guard: StepGuard,
+) -> None:
+    """The loop proper: epochs of seeded batches, a step per `grad_accum` micro-batches on every process."""
+    cfg, accelerator = run.cfg, run.accelerator
+    world, rank = accelerator.num_processes, accelerator.process_index
+    per_step = cfg.grad_accum * world
+    window = [0, 0.0]  # units and seconds since the last logged step (the tokens/s shown)
     while state.step < steps and not state.stopped_early:
         batches = epoch_batches(len(rows), cfg.batch_size, seed, state.epoch, lengths=lengths)
         chunks = [batches[i : i + per_step] for i in range(state.batches_done, len(batches), per_step)]
@@ -198,101 +241,146 @@ def train_loop(
             chunks = [c for c in chunks if len(c) == per_step]  # every process needs a share of each step
         for chunk in chunks:
             t0 = time.perf_counter()
-            mine = chunk[rank::world]
-            micro = [batch_of([rows[i] for i in idx], pad_id, cfg.pad_to_multiple_of, longest) for idx in mine]
-            local_n = sum(rows[i].trained_tokens for idx in mine for i in idx)
-            counts = accelerator.reduce(torch.tensor([local_n], device=accelerator.device), reduction="sum")
-            global_n = max(int(counts.item()), 1)
-            loss_sum, penalty, sums = 0.0, None, {}
-            for j, batch in enumerate(micro):
-                sync = j == len(micro) - 1
-                # DeepSpeed's engine holds its reduction back by the boundary flag set below instead.
-                quiet = nullcontext() if sync or engine is not None else accelerator.no_sync(model)
-                with quiet, accelerator.autocast():
-                    _, (loss, _), metrics = _forward(model, batch, accelerator.device, objective, head)
-                # DDP averages gradients over processes, so scale by world to get the global token mean.
-                scaled = loss * (world / global_n)
-                if sync and cfg.l2sp > 0:
-                    # Once per step, on every process: the average over processes leaves it as it is.
-                    penalty = cfg.l2sp * l2sp_penalty(params, anchors)
-                    scaled = scaled + penalty
-                if engine is not None:
-                    engine.set_gradient_accumulation_boundary(sync)
-                    engine.backward(scaled, scale_wrt_gas=False)  # already the step's mean
-                else:
-                    accelerator.backward(scaled)
-                loss_sum += float(loss.detach())
-                sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}
-            grad_norm = None
-            lr = scheduler.get_last_lr()[0]
-            # Reduced before the update, so that every process judges the same loss (see lmtune.train.guard).
-            total = accelerator.reduce(torch.tensor([loss_sum], device=accelerator.device), reduction="sum")
-            step_loss = float(total.item()) / global_n
-            taken = True
-            if engine is not None:
-                engine.step()  # clip, step, zero the gradients
-                grad_norm = float(engine.get_global_grad_norm()) if cfg.max_grad_norm is not None else None
-            else:
-                grad_norm, taken = guarded_update(accelerator, optimizer, params, cfg.max_grad_norm, step_loss)
-            scheduler.step()  # a skipped update still uses up its step of the schedule, as its batch is used up
+            done = _optimizer_step(run, rows, chunk[rank::world])
             dt = time.perf_counter() - t0
             state.step += 1
             state.batches_done += len(chunk)
-            state.tokens += global_n
+            state.tokens += done.count
             state.elapsed += dt
-            window_tokens, window_time = window_tokens + global_n, window_time + dt
-            tok_s = window_tokens / max(window_time, 1e-9)
-            warning = guard.judge(state, step_loss, taken)
-            bad = not taken or not math.isfinite(step_loss)
+            window[0], window[1] = window[0] + done.count, window[1] + dt
+            tok_s = window[0] / max(window[1], 1e-9)
+            warning = guard.judge(state, done.loss, done.taken)
+            bad = not done.taken or not math.isfinite(done.loss)
             bar.update(1)
-            bar.set_postfix(
-                loss=f"{step_loss:.4f}",
-                lr=f"{lr:.2e}",
-                tok_s=f"{tok_s:.0f}",
-                **({"!": "skipped" if bad else "spike"} if warning else {}),
-            )
+            mark = {"!": "skipped" if bad else "spike"} if warning else {}
+            bar.set_postfix(loss=f"{done.loss:.4f}", lr=f"{done.lr:.2e}", tok_s=f"{tok_s:.0f}", **mark)
             if state.step % cfg.log_every == 0 or state.step == steps or warning:
-                hooks.on_log(
-                    {
-                        "split": "train",
-                        "step": state.step,
-                        "epoch": state.epoch + state.batches_done / max(len(batches), 1),
-                        "loss": step_loss,
-                        "lr": lr,
-                        "grad_norm": grad_norm,
-                        "tokens": state.tokens,
-                        "tokens_per_s": tok_s,
-                        "time": state.elapsed,
-                        **({"l2sp": float(penalty.detach())} if penalty is not None else {}),
-                        **step_means(sums, global_n, accelerator),
-                        **({"skipped": True} if bad else {}),
-                        **({"warning": warning} if warning else {}),
-                    }
-                )
-                window_tokens, window_time = 0, 0.0
+                epoch = state.epoch + state.batches_done / max(len(batches), 1)
+                hooks.on_log(_record(state, done, epoch, tok_s, bad, warning, accelerator))
+                window[0], window[1] = 0, 0.0
             guard.check(state)  # too many skipped updates: the recipe keeps the last good weights
-            last = state.step >= steps
-            if hooks.on_eval is not None and (last or (cfg.eval_every and state.step % cfg.eval_every == 0)):
-                run_evaluation(state, hooks, cfg.early_stopping)
-                model.train()
-                last = last or state.stopped_early
-            for hook in hooks.after_step:
-                hook(state)
-            stop = hooks.stop_requested()
-            # A checkpoint is the last good state a diverged run falls back to: none after a skipped update
-            # (but Ctrl-C still saves one to resume from: the skipped update left the weights as they were).
-            if (last or stop or (cfg.save_every and state.step % cfg.save_every == 0)) and (stop or not bad):
-                hooks.on_checkpoint(state)
-            if stop:
-                bar.close()
-                raise Interrupted(state.step)
-            if last:
+            if _after_step(run, state, hooks, steps, bad):
                 break
         else:
             state.epoch += 1
             state.batches_done = 0
-    bar.close()
-    return state
+
+
+def _setup(
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    accelerator: Accelerator,
+    rows: Sequence[Row],
+    pad_id: int,
+    cfg: TrainConfig,
+    objective: Objective | None,
+    anchors: Sequence[torch.Tensor] | None,
+) -> _Fixed:
+    objective = objective or OBJECTIVES["causal_lm"]
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.l2sp > 0 and (anchors is None or len(anchors) != len(params)):
+        raise ValueError("train.l2sp needs the pre-training values of the trainable parameters (anchors)")
+    return _Fixed(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        accelerator=accelerator,
+        cfg=cfg,
+        objective=objective,
+        head=loss_head(model, accelerator, objective) if cfg.chunked_loss else None,
+        # Under DeepSpeed its engine runs backward and the optimizer step (with the clipping of its config, which
+        # `lmtune.train.launch.configure_deepspeed` sets from train.max_grad_norm); lmtune keeps the loss scale.
+        engine=zero.engine_of(model),
+        params=params,
+        anchors=list(anchors or ()),
+        batch_of=batcher(objective),
+        pad_id=pad_id,
+        longest=max(r.length for r in rows),
+    )
+
+
+def _optimizer_step(run: _Fixed, rows: Sequence[Row], mine: Sequence[Sequence[int]]) -> _Step:
+    """One optimizer step over this process's micro-batches (`mine`, row indices each): forward and backward
+    each, the loss normalised by the units of the whole step over all processes, then the (guarded) update."""
+    acc, cfg, engine = run.accelerator, run.cfg, run.engine
+    world = acc.num_processes
+    micro = [run.batch_of([rows[i] for i in idx], run.pad_id, cfg.pad_to_multiple_of, run.longest) for idx in mine]
+    local_n = sum(rows[i].trained_tokens for idx in mine for i in idx)
+    global_n = max(int(acc.reduce(torch.tensor([local_n], device=acc.device), reduction="sum").item()), 1)
+    loss_sum, penalty, sums = 0.0, None, {}
+    for j, batch in enumerate(micro):
+        sync = j == len(micro) - 1
+        # DeepSpeed's engine holds its reduction back by the boundary flag set below instead.
+        quiet = nullcontext() if sync or engine is not None else acc.no_sync(run.model)
+        with quiet, acc.autocast():
+            _, (loss, _), metrics = _forward(run.model, batch, acc.device, run.objective, run.head)
+        # DDP averages gradients over processes, so scale by world to get the global token mean.
+        scaled = loss * (world / global_n)
+        if sync and cfg.l2sp > 0:
+            # Once per step, on every process: the average over processes leaves it as it is.
+            penalty = cfg.l2sp * l2sp_penalty(run.params, run.anchors)
+            scaled = scaled + penalty
+        if engine is not None:
+            engine.set_gradient_accumulation_boundary(sync)
+            engine.backward(scaled, scale_wrt_gas=False)  # already the step's mean
+        else:
+            acc.backward(scaled)
+        loss_sum += float(loss.detach())
+        sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}
+    lr = run.scheduler.get_last_lr()[0]
+    # Reduced before the update, so that every process judges the same loss (see lmtune.train.guard).
+    step_loss = float(acc.reduce(torch.tensor([loss_sum], device=acc.device), reduction="sum").item()) / global_n
+    grad_norm, taken = None, True
+    if engine is not None:
+        engine.step()  # clip, step, zero the gradients
+        grad_norm = float(engine.get_global_grad_norm()) if cfg.max_grad_norm is not None else None
+    else:
+        grad_norm, taken = guarded_update(acc, run.optimizer, run.params, cfg.max_grad_norm, step_loss)
+    run.scheduler.step()  # a skipped update still uses up its step of the schedule, as its batch is used up
+    kept_penalty = float(penalty.detach()) if penalty is not None else None
+    return _Step(step_loss, global_n, lr, grad_norm, taken, kept_penalty, step_means(sums, global_n, acc))
+
+
+def _record(
+    state: LoopState, done: _Step, epoch: float, tok_s: float, bad: bool, warning: str | None, acc: Accelerator
+) -> dict[str, Any]:
+    """The step's row of metrics.jsonl."""
+    return {
+        "split": "train",
+        "step": state.step,
+        "epoch": epoch,
+        "loss": done.loss,
+        "lr": done.lr,
+        "grad_norm": done.grad_norm,
+        "tokens": state.tokens,
+        "tokens_per_s": tok_s,
+        "time": state.elapsed,
+        **({"l2sp": done.penalty} if done.penalty is not None else {}),
+        **done.sums,
+        **({"skipped": True} if bad else {}),
+        **({"warning": warning} if warning else {}),
+    }
+
+
+def _after_step(run: _Fixed, state: LoopState, hooks: Hooks, steps: int, bad: bool) -> bool:
+    """Evaluate, run the after-step hooks, checkpoint; raise Interrupted on Ctrl-C. True: the run is done."""
+    cfg = run.cfg
+    last = state.step >= steps
+    if hooks.on_eval is not None and (last or (cfg.eval_every and state.step % cfg.eval_every == 0)):
+        run_evaluation(state, hooks, cfg.early_stopping)
+        run.model.train()
+        last = last or state.stopped_early
+    for hook in hooks.after_step:
+        hook(state)
+    stop = hooks.stop_requested()
+    # A checkpoint is the last good state a diverged run falls back to: none after a skipped update
+    # (but Ctrl-C still saves one to resume from: the skipped update left the weights as they were).
+    if (last or stop or (cfg.save_every and state.step % cfg.save_every == 0)) and (stop or not bad):
+        hooks.on_checkpoint(state)
+    if stop:
+        raise Interrupted(state.step)
+    return last
 
 
 def run_evaluation(state: LoopState, hooks: Hooks, early_stopping: EarlyStoppingConfig | None) -> dict[str, float]:

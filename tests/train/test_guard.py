@@ -21,7 +21,7 @@ from lmtune.train.objectives import Objective, causal_lm_loss
 from lmtune.train.state import LoopState
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def accelerator() -> Accelerator:
     return Accelerator(mixed_precision="no", cpu=True)
 
