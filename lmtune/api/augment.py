@@ -43,7 +43,8 @@ def augment(
 ) -> AugmentReport:
     """Write `out`: the records of the training file `data` unchanged, then augmented copies of them.
 
-    The strategies are in `lmtune.data.augment.STRATEGIES`; paraphrase and backtranslate generate with `model`.
+    The strategies are in `lmtune.data.augment_strategies.STRATEGIES`; paraphrase and backtranslate generate with
+    `model`.
     """
     started = time.perf_counter()
     options = options or AugmentOptions()

@@ -1,10 +1,14 @@
 """The run configuration: one YAML file validated once into a frozen, typed `RunConfig`.
 
-Every setting lives in `sections` as a field with its doc string; the CLI's `--set`, `lmtune config docs`, the
-README and the saved run all read it from there. `load` reads YAML and overrides into it. Nothing of lmtune but
-the errors is imported here.
+Every setting is a field with its doc string in one section module (`model`, `data`, `train`, `evaluation`,
+`alignment`, `methods`), gathered with the cross-field checks into `RunConfig` (`sections`); the CLI's `--set`,
+`lmtune config docs`, the README and the saved run all read them from there. `load` reads YAML and overrides into
+it. Nothing of lmtune but the errors is imported here.
 """
 
+from lmtune.config.alignment import PreferenceConfig, RlhfConfig
+from lmtune.config.data import DataConfig, ReplayConfig
+from lmtune.config.evaluation import EvalConfig, ForgettingConfig
 from lmtune.config.load import (
     apply_overrides,
     dump_config,
@@ -27,21 +31,9 @@ from lmtune.config.methods import (
     PromptTuningMethod,
     QloraMethod,
 )
-from lmtune.config.sections import (
-    ALIGNMENT_TASKS,
-    LOWER_IS_BETTER,
-    ConfigLike,
-    DataConfig,
-    EarlyStoppingConfig,
-    EvalConfig,
-    ForgettingConfig,
-    ModelConfig,
-    PreferenceConfig,
-    ReplayConfig,
-    RlhfConfig,
-    RunConfig,
-    TrainConfig,
-)
+from lmtune.config.model import ModelConfig
+from lmtune.config.sections import ALIGNMENT_TASKS, ConfigLike, RunConfig
+from lmtune.config.train import LOWER_IS_BETTER, EarlyStoppingConfig, TrainConfig
 
 __all__ = [
     "ALIGNMENT_TASKS",

@@ -1,6 +1,7 @@
 """Word- and character-level noise and EDA operations on one text: the text-only augmentation strategies.
 
-Plain functions of (text, random generator); `lmtune.data.augment` applies them to the chosen fields of records.
+Plain functions of (text, random generator); `lmtune.data.augment_strategies` applies them to the chosen fields of
+records.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 
 from lmtune.data.load import looks_like_path
-from lmtune.report.run import (
-    Run,
+from lmtune.report.run import Run
+from lmtune.report.views import (
     comparison_rows,
     diagnosis,
     example_count,

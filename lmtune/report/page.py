@@ -13,10 +13,8 @@ from typing import Any
 from lmtune.evaluate.metrics import POINTS
 from lmtune.html import Markup, cards, esc, image, page, table
 from lmtune.plots import before_after, loss_curves, metric_curves, smoothing_weight, system_bars
-from lmtune.report.run import (
-    FILES,
-    TUNED,
-    Run,
+from lmtune.report.run import FILES, TUNED, Run
+from lmtune.report.views import (
     comparison_rows,
     diagnosis,
     flatten,

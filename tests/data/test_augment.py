@@ -15,16 +15,14 @@ from lmtune.data.augment import (
     STRATEGIES,
     AugmentOptions,
     augment_records,
-    backtranslate_texts,
     check_paths,
-    eda_text,
-    noise_text,
-    paraphrase_texts,
 )
+from lmtune.data.augment_strategies import backtranslate_texts, paraphrase_texts
 from lmtune.data.formats import normalize
 from lmtune.data.load import load_records
 from lmtune.data.prepare import record_key
 from lmtune.data.pyrename import rename_code
+from lmtune.data.textnoise import eda_text, noise_text
 from lmtune.data.types import Record
 from lmtune.errors import DataError, LmtuneError
 
