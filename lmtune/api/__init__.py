@@ -1,36 +1,40 @@
 """The Python API. Each function reads top to bottom as the recipe of its job, composing the stages below it.
 
 One module per job: `train` (finetune), `preview`, `check` (check_data), `augment`, `estimate`, `evaluate`,
-`crossval`, `data_jobs` (split, dedup, leakage, redact). `setup` holds what they share: `prepare_data` and
+`crossval`, `data_jobs` (split, dedup, leakage, redact, check outputs), `run_jobs` (generate, score
+predictions, report). `setup` holds what they share: `prepare_data` and
 `build_model`, so every job sees the same run.
+
+Names are imported lazily, so a job that trains nothing (`lmtune.api.data_jobs`) never loads torch.
 """
 
-from lmtune.api.augment import augment
-from lmtune.api.check import check_data
-from lmtune.api.crossval import CVResult, cross_validate
-from lmtune.api.estimate import estimate
-from lmtune.api.evaluate import evaluate_run
-from lmtune.api.preview import PreviewItem, preview
-from lmtune.api.setup import Built, Prepared, build_model, prepare_data
-from lmtune.api.summary import summarize
-from lmtune.api.train import RunResult, finetune
-from lmtune.config import ConfigLike
+from __future__ import annotations
 
-__all__ = [
-    "Built",
-    "CVResult",
-    "ConfigLike",
-    "Prepared",
-    "PreviewItem",
-    "RunResult",
-    "augment",
-    "build_model",
-    "check_data",
-    "cross_validate",
-    "estimate",
-    "evaluate_run",
-    "finetune",
-    "prepare_data",
-    "preview",
-    "summarize",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "augment": "lmtune.api.augment",
+    "check_data": "lmtune.api.check",
+    "CVResult": "lmtune.api.crossval",
+    "cross_validate": "lmtune.api.crossval",
+    "estimate": "lmtune.api.estimate",
+    "evaluate_run": "lmtune.api.evaluate",
+    "PreviewItem": "lmtune.api.preview",
+    "preview": "lmtune.api.preview",
+    "Built": "lmtune.api.setup",
+    "Prepared": "lmtune.api.setup",
+    "build_model": "lmtune.api.setup",
+    "prepare_data": "lmtune.api.setup",
+    "summarize": "lmtune.api.summary",
+    "RunResult": "lmtune.api.train",
+    "finetune": "lmtune.api.train",
+    "ConfigLike": "lmtune.config",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'lmtune.api' has no attribute {name!r}")

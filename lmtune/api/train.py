@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmtune.api import steps
+from lmtune.api import diverged, steps
 from lmtune.api.evaluate import evaluate_run
 from lmtune.api.setup import Say, build_model, prepare_data, silent, task_of
 from lmtune.api.summary import summarize
@@ -106,7 +106,7 @@ def finetune(
                        steps=s.steps, state=s.state, hooks=hooks, objective=s.built.objective,
                        anchors=s.anchors)  # fmt: skip
         except Diverged as e:
-            s.diverged = steps.roll_back(s, e)  # the last good weights, written as final/ below
+            s.diverged = diverged.roll_back(s, e)  # the last good weights, written as final/ below
 
     # 7. The final weights (the best evaluation's with early stopping) and the general ability they lost.
     steps.keep_best(s)
@@ -116,7 +116,7 @@ def finetune(
     summary = finish(s, forgetting, report or silent)
     release_run_dir(s.run_dir)  # (after an error, the process keeps it until it exits or trains there again)
     if s.diverged is not None:
-        raise steps.diverged_error(s, s.diverged)
+        raise diverged.diverged_error(s, s.diverged)
     return RunResult(s.run_dir, summary)
 
 
@@ -137,7 +137,7 @@ def finish(s: steps.Session, forgetting: dict[str, Any] | None, report: Say) -> 
         )  # fmt: skip
         summary.update(s.diverged or {"diverged": False})
         if s.diverged is not None:  # first in the diagnosis, so the report and the model card lead with it
-            summary["diagnosis"].insert(0, steps.diverged_finding(s.diverged))
+            summary["diagnosis"].insert(0, diverged.diverged_finding(s.diverged))
         if s.task.forgetting_note is not None and cfg.forgetting.measure:
             summary["forgetting_skipped"] = s.task.forgetting_note
         if s.prepared.labels:

@@ -56,29 +56,22 @@ def data_check(
 
         load_config(source, overrides)
     _quiet_libraries()
-    from lmtune.api import check_data
-    from lmtune.data.check_report import render_html, write_length_png
+    from lmtune.api.check import check_data
+    from lmtune.api.data_jobs import write_check_files
 
     report = check_data(source, overrides=overrides, near=near, label=label)
-    if html is not None:
-        from lmtune.fileio import atomic_write_text
-
-        html.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(html, render_html(report, str(source)))
-    if plot is not None:
-        write_length_png(report, plot)
+    written = write_check_files(report, str(source), html, plot)
     if json_:
         emit_json(report.as_dict())
     else:
         _print_check(report, show)
-        for path in (html, plot):
-            if path is not None:
-                out.print(f"wrote {path}")
+        for path in written:
+            out.print(f"wrote {path}")
     raise typer.Exit(report.exit_code(strict))
 
 
 def _print_check(report: Any, show: int) -> None:
-    from lmtune.data.quality import length_percentiles
+    from lmtune.api.data_jobs import length_percentiles
 
     table = Table(
         "split", "records", "valid", "format", "p50", "p95", "max", "truncated", "dropped", "exact dup", "near dup"
@@ -120,7 +113,7 @@ def data_redact(
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Mask e-mail addresses, phone numbers, card and IBAN numbers ([EMAIL], [PHONE], ...) in every text field."""
-    from lmtune.data.pii import redact_file
+    from lmtune.api.data_jobs import redact_file
 
     result = redact_file(
         str(source), str(out_path), kinds=[k.strip() for k in kinds.split(",") if k.strip()], overwrite=overwrite
@@ -158,7 +151,7 @@ def data_split(
     json_: Annotated[bool, typer.Option("--json", help="Print the manifest as one JSON object.")] = False,
 ) -> None:
     """Write seeded train/validation/test files (records unchanged) and manifest.json into --out."""
-    from lmtune.data.split import split_file
+    from lmtune.api.data_jobs import split_file
 
     result = split_file(
         source, out_dir, val=val, test=test, stratify=stratify, group_by=group_by, seed=seed, overwrite=overwrite
@@ -189,7 +182,7 @@ def data_dedup(
     show: Annotated[int, typer.Option(help="Removed records to list (all are in --json).")] = 30,
 ) -> None:
     """Keep the first of each group of duplicates and write the records to --out, unchanged."""
-    from lmtune.data.dedup import dedup_file
+    from lmtune.api.data_jobs import dedup_file
 
     result = dedup_file(
         source,
@@ -227,7 +220,7 @@ def data_leakage(
     show: Annotated[int, typer.Option(help="Leaks to list (all are in --json).")] = 30,
 ) -> None:
     """Find held-out examples that repeat training ones: exact, near-duplicate, shared n-grams, same input."""
-    from lmtune.data.leakage import leakage_report
+    from lmtune.api.data_jobs import leakage_report
 
     report = leakage_report(files, near=near or None, ngram=ngram, fields=_fields(fields), format=format_)
     if json_:
@@ -290,7 +283,7 @@ def data_augment(
     """Write the training records followed by augmented copies, each marked with an `augmentation` field."""
     _quiet_libraries()
     from lmtune.api import augment
-    from lmtune.data.augment import AugmentOptions
+    from lmtune.api.data_jobs import AugmentOptions
 
     report = augment(
         source,

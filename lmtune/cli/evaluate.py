@@ -96,7 +96,7 @@ def eval_(
             "nothing to evaluate",
             hint="give a run directory (lmtune eval runs/NAME --data test.jsonl) or --predictions FILE",
         )
-    from lmtune.evaluate.predictions import score_predictions
+    from lmtune.api.run_jobs import score_predictions
 
     report = score_predictions(
         predictions, metrics=metrics, baseline=baseline_predictions, n_resamples=resamples, seed=seed
@@ -125,7 +125,7 @@ def _eval_run(
     from rich.markup import escape
 
     from lmtune.api import evaluate_run
-    from lmtune.evaluate.metrics import POINTS
+    from lmtune.api.run_jobs import POINTS
 
     result = evaluate_run(
         run,
@@ -167,7 +167,7 @@ def _eval_run(
 def _print_eval(report: Any) -> None:
     from rich.markup import escape
 
-    from lmtune.evaluate.metrics import POINTS
+    from lmtune.api.run_jobs import POINTS
 
     def fmt(key: str, value: float, sign: str = "") -> str:
         return f"{value:{sign}.2f}" if key in POINTS else f"{value:{sign}.4f}"
@@ -213,7 +213,7 @@ def report_(
     json_: Annotated[bool, typer.Option("--json", help='Print {"html": ..., "model_card": ...}.')] = False,
 ) -> None:
     """(Re)build the run's report.html (self-contained, with plots) and README.md model card from its files."""
-    from lmtune.report import write_report
+    from lmtune.api.run_jobs import write_report
 
     paths = write_report(run)
     if json_:

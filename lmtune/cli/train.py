@@ -142,8 +142,8 @@ def generate(
 ) -> None:
     """Generate with the tuned model of a run, rendering the prompt as in training."""
     _quiet_libraries()
-    from lmtune.evaluate.generate import generate as run_generate
-    from lmtune.evaluate.generate import read_messages
+    from lmtune.api.run_jobs import generate as run_generate
+    from lmtune.api.run_jobs import read_messages
 
     msgs = read_messages(messages) if messages is not None else ()
     text = run_generate(
