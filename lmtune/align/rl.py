@@ -28,7 +28,7 @@ from lmtune.align.common import (
     trl_args,
     uses_chat_template,
 )
-from lmtune.config import RunConfig
+from lmtune.config import RlhfConfig, RunConfig
 from lmtune.data.preferences import AlignSplits, to_trl
 from lmtune.errors import LmtuneError
 from lmtune.export import BASE_MODEL, load_tuned, read_run_config, save_base
@@ -209,10 +209,28 @@ def train_rlhf(
     summary = base_summary(run_dir, trainer, elapsed, model)
     # GRPO/RLOO's loss is a policy-gradient surrogate near 0 by construction: its curve says nothing of fit.
     summary["diagnosis"] = []
+    summary.update(_reward_summary(metrics, r, before, after, reference=_reference(r, model)))
+    if after is not None:
+        b = summary["val_reward_before"]
+        say(
+            f"rlhf ({r.algorithm}): validation mean reward {'?' if b is None else f'{b:.4f}'} -> "
+            f"{after['reward']:.4f}; KL to the reference at the end {summary['kl_last'] or 0:.4f}"
+        )
+    return finish(run_dir, trainer.model, tokenizer, summary, say)
+
+
+def _reward_summary(
+    metrics: MetricsLog,
+    r: RlhfConfig,
+    before: dict[str, float] | None,
+    after: dict[str, float] | None,
+    reference: str,
+) -> dict[str, Any]:
+    """The summary's RL figures: validation reward before/after, the training reward's first/last, the KL."""
     rows = [row for row in metrics.read() if row["split"] == "train"]
     kls = [row["kl"] for row in rows if "kl" in row]
     rewards = [row["reward"] for row in rows if "reward" in row]
-    summary.update(
+    return dict(
         algorithm=r.algorithm,
         beta=r.beta,
         reward_model=r.reward_model,
@@ -222,21 +240,15 @@ def train_rlhf(
         train_reward_last=rewards[-1] if rewards else None,
         kl_last=kls[-1] if kls else None,
         kl_max=max(kls) if kls else None,
-        reference=(
-            "none (rlhf.beta 0)"
-            if r.beta == 0
-            else "adapter disabled (implicit)"
-            if is_peft_model(model)
-            else "the base weights, reloaded by trl"
-        ),
+        reference=reference,
     )
-    if after is not None:
-        b = summary["val_reward_before"]
-        say(
-            f"rlhf ({r.algorithm}): validation mean reward {'?' if b is None else f'{b:.4f}'} -> "
-            f"{after['reward']:.4f}; KL to the reference at the end {summary['kl_last'] or 0:.4f}"
-        )
-    return finish(run_dir, trainer.model, tokenizer, summary, say)
+
+
+def _reference(r: RlhfConfig, model: Any) -> str:
+    """What the KL penalty compares the policy with."""
+    if r.beta == 0:
+        return "none (rlhf.beta 0)"
+    return "adapter disabled (implicit)" if is_peft_model(model) else "the base weights, reloaded by trl"
 
 
 def _first_val_reward(metrics: MetricsLog) -> float | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
@@ -60,11 +61,61 @@ def check_data(
     if task.records != "examples":  # preference pairs (reward, dpo) or prompts (rlhf)
         return check_align_data(cfg, task.name, tokenizer, near=near, sample=sample, start=start)
     findings: list[Finding] = []
+
+    # 1. Every record: readable, the right shape, sensible text, labels and roles.
+    loaded, splits = _read_splits(cfg, sample, findings)
+
+    texts: dict[str, RecordTexts] = {}
+    train_examples = loaded["train"][1]
+    labels = task.labels(train_examples) if task.labels is not None and train_examples else []
+    for name, (records, examples) in loaded.items():
+        report = splits[name]
+        findings += character_findings(records, name) + pii_findings(records, name) + role_findings(examples, name)
+        if name != "train":
+            findings += augmented_findings(records, name)
+        label_field = label or ("label" if records and "label" in records[0].data else None)
+        if label_field and records:
+            report.labels, label_problems = label_findings(records, label_field, name)
+            findings += label_problems
+        report.roles, report.turns = role_balance(examples)
+
+        # 2. Lengths as training renders them, and what max_length does to them.
+        stats = _split_lengths(cfg, task, report, examples, tokenizer, labels, findings)
+        report.lengths, report.truncated, report.dropped = stats.lengths, stats.truncated, stats.dropped
+        findings += length_findings(report, cfg.data.max_length, cfg.data.overlong)
+
+        # 3. Exact and near duplicates inside the split.
+        if not records:
+            continue
+        texts[name] = record_docs(records, format=report.format or "auto", columns=cfg.data.columns)
+        dup_findings = duplicate_findings(texts[name], name, near)
+        report.exact_duplicates = sum(f.check == "exact-duplicate" for f in dup_findings)
+        report.near_duplicates = sum(f.check == "near-duplicate" for f in dup_findings)
+        findings += dup_findings
+
+    # 4. Leakage between the splits, and whether inference will see what training rendered.
+    if "train" in texts and "validation" in texts:
+        findings += leakage_findings(texts["train"], texts["validation"], near)
+    template_info, template_findings = _template(cfg, task, splits["train"], loaded["train"][1], tokenizer)
+    findings += template_findings
+    settings = {
+        "model": cfg.model.name,
+        "max_length": cfg.data.max_length,
+        "overlong": cfg.data.overlong,
+        "template": cfg.data.template,
+        "near_threshold": near,
+    }
+    return CheckReport(splits, findings, template_info, settings, time.perf_counter() - start)
+
+
+def _read_splits(
+    cfg: RunConfig, sample: int | None, findings: list[Finding]
+) -> tuple[dict[str, tuple[list[Record], list[Example]]], dict[str, SplitReport]]:
+    """The valid records and examples of each split (validation carved from train as training would), and a report
+    per split; every problem becomes a finding."""
     sources = {"train": (cfg.data.train, cfg.data.split)}
     if cfg.data.validation is not None:
         sources["validation"] = (cfg.data.validation, cfg.data.validation_split)
-
-    # 1. Every record: readable, the right shape, sensible text, labels and roles.
     loaded: dict[str, tuple[list[Record], list[Example]]] = {}
     splits: dict[str, SplitReport] = {}
     fmt = cfg.data.format
@@ -84,61 +135,35 @@ def check_data(
         note = f"{cfg.data.train} (val_fraction={cfg.data.val_fraction}, seed={cfg.seed})"
         splits["validation"] = SplitReport("validation", note, len(val_r), len(val_x), splits["train"].format)
         splits["train"].records, splits["train"].examples = len(train_r), len(train_x)
+    return loaded, splits
 
-    texts: dict[str, RecordTexts] = {}
-    train_examples = loaded["train"][1]
-    labels = task.labels(train_examples) if task.labels is not None and train_examples else []
-    for name, (records, examples) in loaded.items():
-        report = splits[name]
-        findings += character_findings(records, name) + pii_findings(records, name) + role_findings(examples, name)
-        if name != "train":
-            findings += augmented_findings(records, name)
-        label_field = label or ("label" if records and "label" in records[0].data else None)
-        if label_field and records:
-            report.labels, label_problems = label_findings(records, label_field, name)
-            findings += label_problems
-        report.roles, report.turns = role_balance(examples)
 
-        # 2. Lengths as training renders them, and what max_length does to them.
-        if report.format == "token_classification":  # sentences of tagged words (lmtune.data.ner)
-            report.labels, tag_problems = tag_findings(examples, name)
-            findings += tag_problems
-            tags = tag_names(examples)
-            _, stats = tokenize_tokens(
-                examples, tokenizer, tags, max_length=cfg.data.max_length, overlong=cfg.data.overlong
-            )
-        else:  # as the task trains them: rendered text, a seq2seq source and target, a classified text
-            stats = _task_lengths(cfg, task, examples, tokenizer, labels, name, findings)
-        report.lengths, report.truncated, report.dropped = stats.lengths, stats.truncated, stats.dropped
-        findings += length_findings(report, cfg.data.max_length, cfg.data.overlong)
+def _split_lengths(
+    cfg: RunConfig,
+    task: Task,
+    report: SplitReport,
+    examples: list[Example],
+    tokenizer: PreTrainedTokenizerBase,
+    labels: list[str],
+    findings: list[Finding],
+) -> TokenStats:
+    """The token lengths of a split as training renders it; what would stop training there becomes a finding."""
+    if report.format == "token_classification":  # sentences of tagged words (lmtune.data.ner)
+        report.labels, tag_problems = tag_findings(examples, report.name)
+        findings += tag_problems
+        tags = tag_names(examples)
+        return tokenize_tokens(examples, tokenizer, tags, max_length=cfg.data.max_length, overlong=cfg.data.overlong)[1]
+    # As the task trains them: rendered text, a seq2seq source and target, a classified text.
+    return _task_lengths(cfg, task, examples, tokenizer, labels, report.name, findings)
 
-        # 3. Exact and near duplicates inside the split.
-        if not records:
-            continue
-        texts[name] = record_docs(records, format=report.format or "auto", columns=cfg.data.columns)
-        dup_findings = duplicate_findings(texts[name], name, near)
-        report.exact_duplicates = sum(f.check == "exact-duplicate" for f in dup_findings)
-        report.near_duplicates = sum(f.check == "near-duplicate" for f in dup_findings)
-        findings += dup_findings
 
-    # 4. Leakage between the splits, and whether inference will see what training rendered.
-    if "train" in texts and "validation" in texts:
-        findings += leakage_findings(texts["train"], texts["validation"], near)
-    if splits["train"].format == "token_classification" or not task.renders_text:  # nothing rendered or generated
-        template_info, template_findings = {}, []
-    else:
-        template_info, template_findings = template_check(
-            loaded["train"][1], tokenizer, cfg.data.template, stop_token_ids(cfg.model, tokenizer)
-        )
-    findings += template_findings
-    settings = {
-        "model": cfg.model.name,
-        "max_length": cfg.data.max_length,
-        "overlong": cfg.data.overlong,
-        "template": cfg.data.template,
-        "near_threshold": near,
-    }
-    return CheckReport(splits, findings, template_info, settings, time.perf_counter() - start)
+def _template(
+    cfg: RunConfig, task: Task, train: SplitReport, examples: list[Example], tokenizer: PreTrainedTokenizerBase
+) -> tuple[dict[str, Any], list[Finding]]:
+    """Whether inference will see what training rendered (template_check), where the task renders text."""
+    if train.format == "token_classification" or not task.renders_text:  # nothing rendered or generated
+        return {}, []
+    return template_check(examples, tokenizer, cfg.data.template, stop_token_ids(cfg.model, tokenizer))
 
 
 def _task_lengths(

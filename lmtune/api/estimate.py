@@ -11,8 +11,8 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from lmtune import estimate as est
-from lmtune.api.setup import Say, build_model, prepare_data, silent
-from lmtune.config import ConfigLike, load_config
+from lmtune.api.setup import Prepared, Say, build_model, prepare_data, silent
+from lmtune.config import ConfigLike, RunConfig, load_config
 from lmtune.data.tokenize import setup_chat_template
 from lmtune.errors import LmtuneError
 from lmtune.estimate import measure
@@ -56,12 +56,7 @@ def estimate(
     )
 
     # 2. The run's model, head and method (build_model) on the meta device: exact counts and shapes, no weights.
-    built = build_model(cfg, prepared, tokenizer.pad_token_id, meta=True)
-    meta = built.model
-    spec = est.describe_model(meta, transformer_blocks(meta), cfg.model.gradient_checkpointing)
-    chunked = cfg.train.chunked_loss and built.objective.hidden_loss is not None and output_head(meta) is not None
-    spec = dataclasses.replace(spec, chunked_loss=chunked)
-    del meta, built
+    spec = _meta_spec(cfg, prepared, tokenizer.pad_token_id)
 
     # 3. The analytic estimate: memory at the run's heaviest step, time from FLOPs and a matmul benchmark.
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -69,10 +64,7 @@ def estimate(
     prec = est.Precision.of(spec.weight_itemsize, mixed)
     memory = est.run_memory(spec, plan, prec, device=device)
     step_tokens = [sum(mb.tokens for mb in step) for step in plan]
-    micro_tokens = sorted(mb.tokens for step in plan for mb in step)
-    autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed)
-    typical = micro_tokens[len(micro_tokens) // 2]
-    throughput = measure.matmul_throughput(typical, spec.hidden, spec.intermediate, autocast, device)
+    throughput = _throughput(spec, plan, mixed, device)
     flops = sum(est.step_flops(spec, step) for step in plan)
 
     # 4. The probe: the run's first N steps for real, measured.
@@ -80,49 +72,7 @@ def estimate(
     if probe_steps:
         n = min(probe_steps, steps)
         say(f"probe: running {n} real optimizer steps of the run (nothing is saved)")
-        accelerator = Accelerator(mixed_precision=mixed, cpu=device == "cpu")
-        set_seed(cfg.seed)
-        meter = measure.MemoryMeter(device)
-        # On CPU memory is measured over the first steps (one at least with AdamW's states in place) and time over
-        # the rest: the memory measurement (the profiler) slows the steps it covers.
-        measured = min(3, n - 1) if meter.slows_steps and n > 2 else n
-        times: list[float] = []
-
-        def step_time(state: LoopState) -> None:
-            times.append(state.elapsed - sum(times))
-            if state.step == measured:
-                meter.stop()
-
-        with meter:
-            built = build_model(cfg, prepared, tokenizer.pad_token_id)
-            model = built.model
-            optimizer, scheduler = make_optimizer(model, cfg.train, steps)
-            model, optimizer = accelerator.prepare(model, optimizer)
-            train_loop(
-                model=model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                accelerator=accelerator,
-                rows=rows,
-                pad_id=tokenizer.pad_token_id,
-                cfg=cfg.train,
-                seed=cfg.seed,
-                steps=n,
-                state=LoopState(),
-                hooks=Hooks(after_step=[step_time]),
-                objective=built.objective,
-            )
-            del model, optimizer, scheduler, built
-        probe = est.ProbeResult(
-            steps=n,
-            memory_steps=measured,
-            measures=meter.measures,
-            peak=meter.peak,
-            rss_peak=meter.rss_peak,
-            step_seconds=tuple(times),
-            estimate=est.run_memory(spec, plan[:measured], prec, device=device),
-            forecast_s=measure.forecast_seconds(step_tokens, times, rate_from=measured if n > measured else 1),
-        )
+        probe = _probe(cfg, prepared, tokenizer.pad_token_id, n, steps, plan, spec, prec, mixed, device)
 
     return est.EstimateResult(
         config=str(config) if isinstance(config, (str, Path)) else cfg.name,
@@ -145,4 +95,80 @@ def estimate(
         time_s=flops / throughput,
         probe=probe,
         notes=est.notes(spec, device, probe),
+    )
+
+
+def _meta_spec(cfg: RunConfig, prepared: Prepared, pad_id: int) -> est.ModelSpec:
+    """The spec of the run's model, head and method (build_model) on the meta device: shapes, no weights."""
+    built = build_model(cfg, prepared, pad_id, meta=True)
+    meta = built.model
+    spec = est.describe_model(meta, transformer_blocks(meta), cfg.model.gradient_checkpointing)
+    chunked = cfg.train.chunked_loss and built.objective.hidden_loss is not None and output_head(meta) is not None
+    return dataclasses.replace(spec, chunked_loss=chunked)
+
+
+def _throughput(spec: est.ModelSpec, plan: list[list[est.MicroBatch]], mixed: str, device: str) -> float:
+    """The FLOP/s this machine reaches on a step-like workload of the model's shape, at the run's median micro-batch."""
+    micro_tokens = sorted(mb.tokens for step in plan for mb in step)
+    autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed)
+    typical = micro_tokens[len(micro_tokens) // 2]
+    return measure.matmul_throughput(typical, spec.hidden, spec.intermediate, autocast, device)
+
+
+def _probe(
+    cfg: RunConfig,
+    prepared: Prepared,
+    pad_id: int,
+    n: int,
+    steps: int,
+    plan: list[list[est.MicroBatch]],
+    spec: est.ModelSpec,
+    prec: est.Precision,
+    mixed: str,
+    device: str,
+) -> est.ProbeResult:
+    """The run's first `n` optimizer steps for real through `train_loop` (no run directory): memory and times."""
+    step_tokens = [sum(mb.tokens for mb in step) for step in plan]
+    accelerator = Accelerator(mixed_precision=mixed, cpu=device == "cpu")
+    set_seed(cfg.seed)
+    meter = measure.MemoryMeter(device)
+    # On CPU memory is measured over the first steps (one at least with AdamW's states in place) and time over
+    # the rest: the memory measurement (the profiler) slows the steps it covers.
+    measured = min(3, n - 1) if meter.slows_steps and n > 2 else n
+    times: list[float] = []
+
+    def step_time(state: LoopState) -> None:
+        times.append(state.elapsed - sum(times))
+        if state.step == measured:
+            meter.stop()
+
+    with meter:
+        built = build_model(cfg, prepared, pad_id)
+        model = built.model
+        optimizer, scheduler = make_optimizer(model, cfg.train, steps)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        train_loop(
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            accelerator=accelerator,
+            rows=prepared.rows,
+            pad_id=pad_id,
+            cfg=cfg.train,
+            seed=cfg.seed,
+            steps=n,
+            state=LoopState(),
+            hooks=Hooks(after_step=[step_time]),
+            objective=built.objective,
+        )
+        del model, optimizer, scheduler, built
+    return est.ProbeResult(
+        steps=n,
+        memory_steps=measured,
+        measures=meter.measures,
+        peak=meter.peak,
+        rss_peak=meter.rss_peak,
+        step_seconds=tuple(times),
+        estimate=est.run_memory(spec, plan[:measured], prec, device=device),
+        forecast_s=measure.forecast_seconds(step_tokens, times, rate_from=measured if n > measured else 1),
     )

@@ -12,26 +12,18 @@ fine-tuning.
 from __future__ import annotations
 
 import contextlib
-import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmtune.api.fewshot import Baseline, demonstrations, reference_answer, render_prompt
 from lmtune.api.heads import EVAL_FILE, SAMPLES, EvalResult, evaluate_classifier, run_examples
 from lmtune.api.setup import silent
 from lmtune.api.tagging import evaluate_tagger
 from lmtune.config import RunConfig, load_config
 from lmtune.data.batching import unpacked
-from lmtune.data.formats import (
-    ChatExample,
-    Example,
-    LabelExample,
-    Message,
-    PromptCompletionExample,
-    TextExample,
-)
+from lmtune.data.formats import Example, TextExample
 from lmtune.data.prepare import general_text, load_splits
 from lmtune.data.text import example_input
 from lmtune.data.tokenize import setup_chat_template, tokenize_examples, uses_chat
@@ -44,37 +36,7 @@ from lmtune.export import load_tuned, read_run_config
 from lmtune.fileio import atomic_write_json
 from lmtune.model import load_model, load_tokenizer
 from lmtune.rundir import read_json
-from lmtune.tasks import TASKS
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """The base model prompted with `shots` demonstrations (0: zero-shot), picked at random or by similarity."""
-
-    shots: int = 0
-    pick: str = "random"
-
-    @property
-    def name(self) -> str:
-        return "zero-shot" if self.shots == 0 else f"{self.shots}-shot ({self.pick})"
-
-    @classmethod
-    def parse(cls, text: str) -> Baseline:
-        """`zero-shot`, `few-shot:K`, `few-shot:K:random` or `few-shot:K:retrieved`."""
-        parts = text.strip().split(":")
-        try:
-            if parts == ["zero-shot"]:
-                return cls()
-            if parts[0] == "few-shot" and len(parts) in (2, 3) and int(parts[1]) > 0:
-                pick = parts[2] if len(parts) == 3 else "random"
-                if pick in ("random", "retrieved"):
-                    return cls(int(parts[1]), pick)
-        except ValueError:
-            pass
-        raise LmtuneError(
-            f"unknown baseline {text!r}",
-            hint="use zero-shot, few-shot:K (random demonstrations) or few-shot:K:retrieved (most similar ones)",
-        )
+from lmtune.tasks import TASKS, Task
 
 
 def evaluate_run(
@@ -112,45 +74,113 @@ def evaluate_run(
 
     task = TASKS[read_run_config(run_dir).task] if is_run else None
     if task is not None and task.predicts_with_head:
-        if baselines:
-            raise LmtuneError(
-                f"baselines prompt the base model to generate answers; a {task.name} run predicts with its trained "
-                "head, and the base model has none",
-                hint=f"leave out --baseline (eval.baselines) for {task.name} runs",
-            )
-        evaluate_head = HEAD_EVALUATORS.get(task.model)
-        if evaluate_head is None:
-            raise LmtuneError(f"lmtune eval does not score {task.name} runs yet", hint="see the run's summary.json")
-        return evaluate_head(run_dir, data, metrics, limit, batch_size, save, start)
+        return _evaluate_head(task, bool(baselines))(run_dir, data, metrics, limit, batch_size, save, start)
 
     # 1. The model and the held-out examples in the run's shape, with their references.
-    if is_run:
-        cfg = read_run_config(run_dir)
-        model, tokenizer, _ = load_tuned(run_dir)
-        system = "tuned"
-    else:
-        cfg, model, tokenizer = _plain_model(str(run), data, overrides, chosen)
-        chosen = [b for b in chosen if b.shots > 0]  # zero-shot *is* the model here
-        system = "model"
+    cfg, model, tokenizer, system, chosen = _system(run, is_run, data, overrides, chosen)
     examples, refs, source = _eval_data(cfg, data, references, limit)
     chat = bool(read_json(run_dir, "data.json").get("chat")) if is_run else uses_chat(examples[0], cfg.data.template)
 
     # 2. Generations: the tuned model, then the base model prompted zero- and few-shot.
+    outputs = _generations(
+        model, tokenizer, cfg, examples, chat, system, chosen, is_run, seed, max_new_tokens, batch_size
+    )
+
+    # 3. Metrics, deltas with paired-bootstrap intervals, and the verdict.
+    names, why, scores = _scores(model, tokenizer, cfg, metrics, outputs, system, examples, refs, is_run)
+    general = None
+    if forgetting is not None and is_run:
+        general = _forgetting(model, tokenizer, cfg, forgetting)
+        (report or silent)(forgetting_advice(general, cfg.method.name), warning=general["warning"])
+    comparison, line = _comparison(names, outputs, scores, system, refs, chosen, seed, is_run)
+    samples = [
+        {"input": example_input(ex), "reference": list(r), "outputs": {s: o[i] for s, o in outputs.items()}}
+        for i, (ex, r) in enumerate(zip(examples[:SAMPLES], refs[:SAMPLES], strict=False))
+    ]
+    result = EvalResult(
+        str(run_dir),
+        {"source": source, "examples": len(examples), "references_per_example": max(map(len, refs)), "metrics": why},
+        scores,
+        comparison,
+        line,
+        samples,
+        time.perf_counter() - start,
+        general,
+    )
+    if save and is_run:
+        atomic_write_json(run_dir / EVAL_FILE, result.as_dict())
+    return result
+
+
+def _system(
+    run: str | Path, is_run: bool, data: str | None, overrides: Sequence[str], chosen: list[Baseline]
+) -> tuple[RunConfig, Any, Any, str, list[Baseline]]:
+    """The model scored (a run's tuned model, or a model as it is), its config and tokenizer, its name in the
+    results, and the baselines that still apply."""
+    if is_run:
+        cfg = read_run_config(Path(run))
+        model, tokenizer, _ = load_tuned(Path(run))
+        return cfg, model, tokenizer, "tuned", chosen
+    cfg, model, tokenizer = _plain_model(str(run), data, overrides, chosen)
+    return cfg, model, tokenizer, "model", [b for b in chosen if b.shots > 0]  # zero-shot *is* the model here
+
+
+def _evaluate_head(task: Task, baselines: bool) -> Callable[..., EvalResult]:
+    """The evaluator of a run that predicts with a trained head: no generations, so no baselines."""
+    if baselines:
+        raise LmtuneError(
+            f"baselines prompt the base model to generate answers; a {task.name} run predicts with its trained "
+            "head, and the base model has none",
+            hint=f"leave out --baseline (eval.baselines) for {task.name} runs",
+        )
+    evaluate_head = HEAD_EVALUATORS.get(task.model)
+    if evaluate_head is None:
+        raise LmtuneError(f"lmtune eval does not score {task.name} runs yet", hint="see the run's summary.json")
+    return evaluate_head
+
+
+def _generations(
+    model: Any,
+    tokenizer: Any,
+    cfg: RunConfig,
+    examples: Sequence[Example],
+    chat: bool,
+    system: str,
+    chosen: Sequence[Baseline],
+    is_run: bool,
+    seed: int,
+    max_new_tokens: int,
+    batch_size: int,
+) -> dict[str, list[str]]:
+    """The system's generations, then the base model's under each baseline (demonstrations from the training split)."""
     # Prompts past the context (long inputs, many demonstrations) keep their end: the question and what follows.
     context = context_limit(model)
     room = None if context is None or getattr(model.config, "is_encoder_decoder", False) else context - max_new_tokens
     options = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, max_input_tokens=room, rendered=chat)
-    prompts = [_prompt(ex, tokenizer, chat) for ex in examples]
+    prompts = [render_prompt(ex, tokenizer, chat) for ex in examples]
     outputs = {system: generate_texts(model, tokenizer, prompts, desc=system, **options)}
     if chosen:
         train = load_splits(cfg.data, cfg.seed).train
         with _base_model(model, cfg) if is_run else contextlib.nullcontext(model) as base:
             for baseline in chosen:
-                shots = _demonstrations(baseline, examples, train, seed)
-                few = [_prompt(ex, tokenizer, chat, demos) for ex, demos in zip(examples, shots, strict=True)]
+                shots = demonstrations(baseline, examples, train, seed)
+                few = [render_prompt(ex, tokenizer, chat, demos) for ex, demos in zip(examples, shots, strict=True)]
                 outputs[baseline.name] = generate_texts(base, tokenizer, few, desc=baseline.name, **options)
+    return outputs
 
-    # 3. Metrics, deltas with paired-bootstrap intervals, and the verdict.
+
+def _scores(
+    model: Any,
+    tokenizer: Any,
+    cfg: RunConfig,
+    metrics: Sequence[str],
+    outputs: dict[str, list[str]],
+    system: str,
+    examples: list[Example],
+    refs: list[tuple[str, ...]],
+    is_run: bool,
+) -> tuple[list[str], str, dict[str, dict[str, float]]]:
+    """The metrics' names, why those, and every system's scores; teacher-forced ones for the tuned and base model."""
     forced = [m for m in metrics if m in MODEL_METRICS]
     if forced and TASKS[cfg.task].model == "seq2seq":
         raise LmtuneError(
@@ -169,14 +199,28 @@ def evaluate_run(
         if "zero-shot" in scores and is_run:
             with _base_model(model, cfg) as base:
                 scores["zero-shot"].update(_forced(base, rows, tokenizer.pad_token_id, forced))
-    if forgetting is not None and is_run:
-        with _base_model(model, cfg) as base:
-            before = general_loss(base, tokenizer, _text(forgetting), max_length=cfg.data.max_length)
-        after = general_loss(model, tokenizer, _text(forgetting), max_length=cfg.data.max_length)
-        general = forgetting_report(
-            before, after, cfg.forgetting.threshold, vocab_size=len(tokenizer), text=str(forgetting)
-        )
-        (report or silent)(forgetting_advice(general, cfg.method.name), warning=general["warning"])
+    return names, why, scores
+
+
+def _forgetting(model: Any, tokenizer: Any, cfg: RunConfig, forgetting: str | Path) -> dict[str, Any]:
+    """The loss on a general text before (the base model) and after tuning, as the run's own forgetting check."""
+    with _base_model(model, cfg) as base:
+        before = general_loss(base, tokenizer, _text(forgetting), max_length=cfg.data.max_length)
+    after = general_loss(model, tokenizer, _text(forgetting), max_length=cfg.data.max_length)
+    return forgetting_report(before, after, cfg.forgetting.threshold, vocab_size=len(tokenizer), text=str(forgetting))
+
+
+def _comparison(
+    names: Sequence[str],
+    outputs: dict[str, list[str]],
+    scores: dict[str, dict[str, float]],
+    system: str,
+    refs: list[tuple[str, ...]],
+    chosen: Sequence[Baseline],
+    seed: int,
+    is_run: bool,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Each baseline's deltas to the system with paired-bootstrap intervals, and the verdict line (if any)."""
     keys = [key for name in names for key in metric_keys(name)]
     comparison, line = [], None
     main_key = headline(keys)
@@ -188,23 +232,7 @@ def evaluate_run(
         strongest = max(deltas, key=lambda name: scores[name][main_key])
         winner = "fine-tuning" if is_run else f"{system} zero-shot"
         line = verdict(deltas[strongest][main_key], a=f"{strongest} prompting", b=winner)
-    samples = [
-        {"input": example_input(ex), "reference": list(r), "outputs": {s: o[i] for s, o in outputs.items()}}
-        for i, (ex, r) in enumerate(zip(examples[:SAMPLES], refs[:SAMPLES], strict=False))
-    ]
-    result = EvalResult(
-        str(run_dir),
-        {"source": source, "examples": len(examples), "references_per_example": max(map(len, refs)), "metrics": why},
-        scores,
-        comparison,
-        line,
-        samples,
-        time.perf_counter() - start,
-        general if forgetting is not None else None,
-    )
-    if save and is_run:
-        atomic_write_json(run_dir / EVAL_FILE, result.as_dict())
-    return result
+    return comparison, line
 
 
 def _plain_model(
@@ -256,7 +284,7 @@ def _eval_data(
                 f"{ex.source}: raw-text data has no reference answers to score generations against",
                 hint="evaluate prompt/completion, instruction or chat data",
             )
-        answer = _answer(ex)
+        answer = reference_answer(ex)
         extra = []
         if references and records is not None:
             record = records[i]
@@ -267,71 +295,6 @@ def _eval_data(
                 extra.append(value)
         refs.append((answer, *extra))
     return examples, refs, source
-
-
-def _answer(example: Example) -> str:
-    if isinstance(example, PromptCompletionExample):
-        return example.completion
-    if isinstance(example, LabelExample):
-        return example.label
-    assert isinstance(example, ChatExample)
-    return _split_chat(example)[1].content
-
-
-def _split_chat(example: ChatExample) -> tuple[tuple[Message, ...], Message]:
-    """The conversation up to its last trained assistant turn, and that turn (the reference)."""
-    for i in range(len(example.messages) - 1, -1, -1):
-        m = example.messages[i]
-        if m.role == "assistant" and m.weight:
-            return example.messages[:i], m
-    raise DataError(example.source, example.line, "messages", "has no assistant turn to evaluate")
-
-
-def _prompt(example: Example, tokenizer: Any, chat: bool, demos: Sequence[Example] = ()) -> str:
-    """What the model is given, rendered as training rendered it; demonstrations go first as solved examples."""
-    if chat:
-        history: list[dict[str, str]] = []
-        for demo in demos:
-            context, answer = _as_chat(demo)
-            history += [{"role": m.role, "content": m.content} for m in context if m.role != "system"]
-            history.append({"role": "assistant", "content": answer.content})
-        context, _ = _as_chat(example)
-        system = [{"role": m.role, "content": m.content} for m in context if m.role == "system"]
-        rest = [{"role": m.role, "content": m.content} for m in context if m.role != "system"]
-        return tokenizer.apply_chat_template([*system, *history, *rest], tokenize=False, add_generation_prompt=True)
-    assert isinstance(example, PromptCompletionExample)
-    shots = "".join(f"{d.prompt}{d.completion}\n\n" for d in demos if isinstance(d, PromptCompletionExample))
-    return shots + example.prompt
-
-
-def _as_chat(example: Example) -> tuple[tuple[Message, ...], Message]:
-    if isinstance(example, PromptCompletionExample):
-        return (Message("user", example.prompt),), Message("assistant", example.completion)
-    assert isinstance(example, ChatExample)
-    return _split_chat(example)
-
-
-def _demonstrations(
-    baseline: Baseline, examples: Sequence[Example], train: Sequence[Example], seed: int
-) -> list[list[Example]]:
-    """`shots` training examples per evaluated example: seeded random ones, or the most similar inputs (TF-IDF)."""
-    if baseline.shots == 0:
-        return [[] for _ in examples]
-    if len(train) < baseline.shots:
-        raise LmtuneError(f"{baseline.name}: the training split has only {len(train)} examples")
-    if baseline.pick == "random":
-        rng = random.Random(seed)
-        return [rng.sample(list(train), baseline.shots) for _ in examples]
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.metrics.pairwise import linear_kernel
-
-    vectorizer = TfidfVectorizer().fit([example_input(t) for t in train])
-    similarity = linear_kernel(
-        vectorizer.transform([example_input(e) for e in examples]),
-        vectorizer.transform([example_input(t) for t in train]),
-    )
-    # Most similar last: the nearest demonstration sits right before the question.
-    return [[train[j] for j in row.argsort()[::-1][: baseline.shots][::-1]] for row in similarity]
 
 
 # Runs that predict with a trained head, by their model class.

@@ -89,10 +89,30 @@ def template_check(
                 examples[0].source,
             )
         )
+    mismatched, unstoppable = _scan(examples[:sample], tokenizer, template, chat, stops)
+    checked = min(len(examples), sample)
+    findings += _scan_findings(mismatched, unstoppable, checked, info["stop_tokens"], split)
+    info.update(
+        checked=checked,
+        prompt_prefix_mismatches=len(mismatched),
+        answers_without_stop=len(unstoppable),
+        ok=not mismatched and not unstoppable and tokenizer.eos_token is not None,
+    )
+    first = _prompt_and_full(examples[0], tokenizer, chat)
+    if first is not None:
+        info["inference_prompt_end"] = first[0][-60:]
+        info["training_answer_end"] = first[1][-60:]
+    return info, findings
+
+
+def _scan(
+    examples: Sequence[Example], tokenizer: PreTrainedTokenizerBase, template: str, chat: bool, stops: Sequence[int]
+) -> tuple[list[Example], list[Example]]:
+    """The examples whose inference prompt is no prefix of their training tokens, and those never taught to stop."""
     prefix, _ = special_affixes(tokenizer)
     mismatched: list[Example] = []
     unstoppable: list[Example] = []
-    for ex in examples[:sample]:
+    for ex in examples:
         pair = _prompt_and_full(ex, tokenizer, chat)
         if pair is not None:
             prompt_ids = tokenizer(pair[0], add_special_tokens=False)["input_ids"]
@@ -101,7 +121,14 @@ def template_check(
                 mismatched.append(ex)
         if not _learns_to_stop(ex, tokenizer, template, prefix, set(stops)):
             unstoppable.append(ex)
-    checked = min(len(examples), sample)
+    return mismatched, unstoppable
+
+
+def _scan_findings(
+    mismatched: Sequence[Example], unstoppable: Sequence[Example], checked: int, stop_tokens: Sequence[str], split: str
+) -> list[Finding]:
+    """One finding per kind of problem the scan found, pointing at its first example."""
+    findings: list[Finding] = []
     if mismatched:
         first = mismatched[0]
         findings.append(
@@ -118,7 +145,7 @@ def template_check(
         )
     if unstoppable:
         first = unstoppable[0]
-        names = ", ".join(info["stop_tokens"]) or "none"
+        names = ", ".join(stop_tokens) or "none"
         findings.append(
             Finding(
                 "error",
@@ -132,17 +159,7 @@ def template_check(
                 first.line,
             )
         )
-    info.update(
-        checked=checked,
-        prompt_prefix_mismatches=len(mismatched),
-        answers_without_stop=len(unstoppable),
-        ok=not mismatched and not unstoppable and tokenizer.eos_token is not None,
-    )
-    first = _prompt_and_full(examples[0], tokenizer, chat)
-    if first is not None:
-        info["inference_prompt_end"] = first[0][-60:]
-        info["training_answer_end"] = first[1][-60:]
-    return info, findings
+    return findings
 
 
 def _learns_to_stop(

@@ -47,8 +47,6 @@ def describe_model(
     model: torch.nn.Module, blocks: Sequence[torch.nn.Module], gradient_checkpointing: bool
 ) -> ModelSpec:
     """Read the spec off a model (meta device is enough: only shapes, dtypes and requires_grad are used)."""
-    from peft.tuners.lora import LoraLayer
-
     config = getattr(model, "config", None) or model.get_base_model().config
     config = config.get_text_config() if hasattr(config, "get_text_config") else config
     hidden = getattr(config, "hidden_size", None) or config.n_embd
@@ -71,35 +69,7 @@ def describe_model(
     embed_grads = nbytes(p for p in embed.parameters() if p.requires_grad) if embed is not None else 0
     head_grads = nbytes(p for p in trainable if id(p) not in block_of) - embed_grads
 
-    linears: list[LinearSpec] = []
-    lora_inner: set[int] = set()
-    for name, module in model.named_modules():
-        if isinstance(module, LoraLayer) and "default" in getattr(module, "lora_A", {}):
-            base = module.get_base_layer()
-            shape = _linear_shape(base)
-            if shape is None:
-                continue
-            lora_inner.update(id(m) for m in module.modules() if m is not module)
-            dropout = module.lora_dropout["default"]
-            linears.append(
-                LinearSpec(
-                    block_of.get(id(base.weight)),
-                    name.rsplit(".", 1)[-1],
-                    *shape,
-                    weight_trainable=base.weight.requires_grad,
-                    lora_rank=module.r["default"],
-                    lora_dropout=isinstance(dropout, torch.nn.Dropout) and dropout.p > 0,
-                )
-            )
-        elif id(module) not in lora_inner and (shape := _linear_shape(module)) is not None:
-            linears.append(
-                LinearSpec(
-                    block_of.get(id(module.weight)),
-                    name.rsplit(".", 1)[-1],
-                    *shape,
-                    weight_trainable=module.weight.requires_grad,
-                )
-            )
+    linears = _linears(model, block_of)
     trained_blocks = [i for i, g in enumerate(block_grads) if g]
     first_active = 0 if embed_grads else (trained_blocks[0] if trained_blocks else len(blocks))
     matmul = sum(
@@ -145,3 +115,39 @@ def describe_model(
         backward_matmul_params=backward_matmul,
         trainable_matmul_params=trainable_matmul,
     )
+
+
+def _linears(model: torch.nn.Module, block_of: dict[int, int]) -> list[LinearSpec]:
+    """Every linear layer with its block (None outside the blocks); a LoRA layer counts once, with its adapter."""
+    from peft.tuners.lora import LoraLayer
+
+    linears: list[LinearSpec] = []
+    lora_inner: set[int] = set()
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer) and "default" in getattr(module, "lora_A", {}):
+            base = module.get_base_layer()
+            shape = _linear_shape(base)
+            if shape is None:
+                continue
+            lora_inner.update(id(m) for m in module.modules() if m is not module)
+            dropout = module.lora_dropout["default"]
+            linears.append(
+                LinearSpec(
+                    block_of.get(id(base.weight)),
+                    name.rsplit(".", 1)[-1],
+                    *shape,
+                    weight_trainable=base.weight.requires_grad,
+                    lora_rank=module.r["default"],
+                    lora_dropout=isinstance(dropout, torch.nn.Dropout) and dropout.p > 0,
+                )
+            )
+        elif id(module) not in lora_inner and (shape := _linear_shape(module)) is not None:
+            linears.append(
+                LinearSpec(
+                    block_of.get(id(module.weight)),
+                    name.rsplit(".", 1)[-1],
+                    *shape,
+                    weight_trainable=module.weight.requires_grad,
+                )
+            )
+    return linears

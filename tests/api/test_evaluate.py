@@ -7,7 +7,8 @@ import pytest
 from support import run_main, write_jsonl
 
 from lmtune.api import evaluate_run, finetune
-from lmtune.api.evaluate import Baseline, _demonstrations
+from lmtune.api.evaluate import Baseline
+from lmtune.api.fewshot import demonstrations
 from lmtune.data.formats import PromptCompletionExample
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.metrics import compute_metrics
@@ -61,9 +62,9 @@ def test_demonstrations_come_from_training_and_retrieval_finds_the_nearest() -> 
         for i, c in enumerate(["France", "Peru", "Japan", "Chile"], 1)
     ]
     query = [PromptCompletionExample("what is the capital of Japan?\n", "Tokyo", "test.jsonl", 1)]
-    (shots,) = _demonstrations(Baseline(2, "retrieved"), query, train, seed=0)
+    (shots,) = demonstrations(Baseline(2, "retrieved"), query, train, seed=0)
     assert shots[-1].prompt == "capital of Japan?\n" and all(s.source == "train.jsonl" for s in shots)
-    (random_shots,) = _demonstrations(Baseline(3, "random"), query, train, seed=0)
+    (random_shots,) = demonstrations(Baseline(3, "random"), query, train, seed=0)
     assert len(random_shots) == 3 and set(random_shots) <= set(train)
 
 
