@@ -71,6 +71,11 @@ def evaluate_run(
     run_dir = Path(run)
     is_run = (run_dir / "config.yaml").is_file()
     chosen = [b if isinstance(b, Baseline) else Baseline.parse(b) for b in baselines]
+    if forgetting is not None and not is_run:
+        raise LmtuneError(
+            f"--forgetting compares a tuned model with its base; {run} is a model, not a run directory",
+            hint="give a run directory (runs/NAME), or leave out --forgetting",
+        )
 
     task = TASKS[read_run_config(run_dir).task] if is_run else None
     if task is not None and task.predicts_with_head:

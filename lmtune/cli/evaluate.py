@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from lmtune.cli import SetOpt, _count, _quiet_libraries, app, emit_json, err, out, say
+from lmtune.cli.app import SetOpt, _count, _quiet_libraries, app, emit_json, err, out, say
 from lmtune.errors import LmtuneError
 
 

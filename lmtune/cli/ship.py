@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lmtune.cli import _quiet_libraries, app, out, say
+from lmtune.cli.app import _quiet_libraries, app, out, say
 
 
 @app.command()

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from lmtune.cli import SetOpt, _fmt, _quiet_libraries, app, config_app, emit_json, err, out, say
+from lmtune.cli.app import SetOpt, _fmt, _quiet_libraries, app, config_app, emit_json, err, out, say
 from lmtune.errors import LmtuneError
 
 
