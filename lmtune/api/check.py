@@ -9,11 +9,10 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from lmtune.api.check_align import check_align_data, file_finding
+from lmtune.api.check_align import check_align_data, read_records
 from lmtune.config import ConfigLike, RunConfig, load_config
 from lmtune.data.dedup import RecordTexts, record_docs
 from lmtune.data.formats import Example, convert_records, detect_format
-from lmtune.data.load import load_records
 from lmtune.data.ner import tag_findings, tag_names, tokenize_tokens
 from lmtune.data.prepare import carve_records
 from lmtune.data.quality import (
@@ -198,14 +197,9 @@ def _check_records(
     cfg: RunConfig, path: str, split: str, fmt: str, name: str, findings: list[Finding]
 ) -> tuple[int, list[Record], list[Example]]:
     """How many records could be read, and the valid ones with their examples; every problem becomes a finding."""
-    skipped: list[DataError] = []
-    try:
-        records = load_records(path, split=split, subset=cfg.data.subset, skipped=skipped)
-    except LmtuneError as e:
-        findings.append(file_finding(e, name, path))
+    records = read_records(cfg, path, split, name, findings)
+    if records is None:
         return 0, [], []
-    finally:
-        findings += problem_findings(skipped, name)
     try:
         examples, problems = convert_records(
             records, format=fmt, columns=cfg.data.columns, prompt_template=cfg.data.prompt_template

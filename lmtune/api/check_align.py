@@ -88,14 +88,9 @@ def _read(
     cfg: RunConfig, task: str, path: str, split: str, name: str, findings: list[Finding]
 ) -> tuple[int, list[Record], list[Any]]:
     """How many records were read, and those that parse, with their pairs (or prompts); problems become findings."""
-    skipped: list[DataError] = []
-    try:
-        records = load_records(path, split=split, subset=cfg.data.subset, skipped=skipped)
-    except LmtuneError as e:
-        findings.append(file_finding(e, name, path))
+    records = read_records(cfg, path, split, name, findings)
+    if records is None:
         return 0, [], []
-    finally:
-        findings += problem_findings(skipped, name)
     try:
         _parse(task, [], cfg.data.columns)  # data.columns naming fields this task does not read: one error
     except LmtuneError as e:
@@ -116,6 +111,19 @@ def _read(
         kept_records += [record] * len(parsed)
         items += parsed
     return len(records), kept_records, items
+
+
+def read_records(cfg: RunConfig, path: str, split: str, name: str, findings: list[Finding]) -> list[Record] | None:
+    """Every record of a split's file that reads, its unreadable lines as findings; None when the file itself
+    cannot be read (that too becomes a finding)."""
+    skipped: list[DataError] = []
+    try:
+        return load_records(path, split=split, subset=cfg.data.subset, skipped=skipped)
+    except LmtuneError as e:
+        findings.append(file_finding(e, name, path))
+        return None
+    finally:
+        findings += problem_findings(skipped, name)
 
 
 def file_finding(error: LmtuneError, split: str, path: str) -> Finding:

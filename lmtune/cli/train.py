@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,7 +36,9 @@ def train(
 
     cfg = load_config(config, set_ or [], output_dir)
     if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:
-        _relaunch(nproc)
+        from lmtune.train.launch import relaunch
+
+        raise typer.Exit(relaunch(sys.argv[1:], nproc))
     _quiet_libraries()
     from lmtune.api import finetune
     from lmtune.errors import Interrupted
@@ -58,7 +58,9 @@ def train(
         )
         raise typer.Exit(130) from None
     finally:
-        _end_process_group()
+        from lmtune.train.launch import end_process_group  # torch is loaded by now
+
+        end_process_group()
     s = result.summary
     if not s:
         return
@@ -80,37 +82,6 @@ def train(
                 f"held-out perplexity before: {s['val_perplexity_before']:.2f}   after: {s['val_perplexity_after']:.2f}"
             )
     out.print(f"run directory: {result.run_dir}")
-
-
-def _end_process_group() -> None:
-    """Shut a distributed launch's process group down before the interpreter exits, as torch asks: left to the
-    exit, its threads (and DeepSpeed's) are torn down in no set order, which once aborted a process."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def _relaunch(nproc: int) -> None:
-    """This same command under torchrun with N processes (torch's launcher, not our own distribution layer)."""
-    args, skip = [], False
-    for arg in sys.argv[1:]:
-        if skip:
-            skip = False
-        elif arg == "--nproc":
-            skip = True
-        elif not arg.startswith("--nproc="):
-            args.append(arg)
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
-    if "MASTER_PORT" not in os.environ:
-        launcher += ["--master_port", str(_free_port())]
-    raise typer.Exit(subprocess.call([*launcher, "-m", "lmtune", *args]))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cross_validate(

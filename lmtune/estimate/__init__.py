@@ -2,7 +2,7 @@
 
 `spec` holds the shapes the formulas read; `model` reads them off a meta-device model; `plan` lays out the run's
 micro-batches as the loop forms them; `memory` holds the memory terms, each its own derivation; `measure` runs
-and times code (a matmul benchmark, the probe's memory meter); `result` is what `lmtune.api.estimate` returns.
+and times code (a matmul benchmark, the probe's memory meter); `result` is what `lmtune.api.preflight` returns.
 """
 
 from lmtune.estimate.memory import (

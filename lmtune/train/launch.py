@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -190,3 +193,35 @@ def graceful_interrupt() -> Iterator[Callable[[], bool]]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def end_process_group() -> None:
+    """Shut a distributed launch's process group down before the interpreter exits, as torch asks: left to the
+    exit, its threads (and DeepSpeed's) are torn down in no set order, which once aborted a process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def relaunch(argv: list[str], nproc: int) -> int:
+    """This same `lmtune` command (`argv`, without the program name) under torchrun with N processes (torch's
+    launcher, not our own distribution layer); its exit code. `--nproc` is left out of the relaunched command."""
+    args, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            args.append(arg)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
+    if "MASTER_PORT" not in os.environ:
+        launcher += ["--master_port", str(_free_port())]
+    return subprocess.call([*launcher, "-m", "lmtune", *args])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
