@@ -63,7 +63,8 @@ def run_lmtune(args: argparse.Namespace, data: Path, out: str, times: list[float
 
     cfg = {
         "task": "dpo",
-        "model": {"name": str(model_dir()), "tokenizer": str(tokenizer_dir())},
+        "model": {"name": str(model_dir()), "tokenizer": str(tokenizer_dir()),
+                  "dtype": "bfloat16" if args.bf16_base else "float32"},
         "method": {"name": "lora", "r": LORA["r"], "alpha": LORA["lora_alpha"], "dropout": LORA["lora_dropout"]},
         "data": {"train": str(data), "val_fraction": 0.0, "max_length": args.max_length},
         "forgetting": {"measure": False},
@@ -88,7 +89,8 @@ def run_trl(args: argparse.Namespace, data: Path, out: str, times: list[float]) 
     from trl import DPOConfig, DPOTrainer
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir()))
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(model_dir())), LoraConfig(**LORA))
+    dtype = "bfloat16" if args.bf16_base else "float32"
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(model_dir()), dtype=dtype), LoraConfig(**LORA))
     rows = [json.loads(line) for line in data.read_text().splitlines()]
     config = DPOConfig(
         output_dir=out, per_device_train_batch_size=8, learning_rate=args.lr, max_steps=args.steps, beta=0.1,
@@ -151,6 +153,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--set", action="append", default=[], help="a config override for the lmtune runner")
     parser.add_argument("--only", choices=sorted(RUNNERS), help="run one runner (lever checks)")
+    parser.add_argument("--bf16-base", action="store_true", help="both runners load the frozen base in bf16")
     args = parser.parse_args()
     data = pairs_file(args.pairs)
     if args.only:

@@ -135,7 +135,7 @@ def finish(s: steps.Session, forgetting: dict[str, Any] | None, report: Say) -> 
             s.run_dir, s.state, s.built.trainable, s.built.total, early_stopping=cfg.train.early_stopping,
             forgetting=forgetting, metrics=s.task.summary_metrics,
         )  # fmt: skip
-        summary.update(s.diverged or {"diverged": False})
+        summary.update(s.diverged or {"diverged": False}, trained_unit=s.task.unit)
         if s.diverged is not None:  # first in the diagnosis, so the report and the model card lead with it
             summary["diagnosis"].insert(0, diverged.diverged_finding(s.diverged))
         if s.task.forgetting_note is not None and cfg.forgetting.measure:

@@ -53,4 +53,5 @@ CLASSIFICATION = Task(
     predicts_with_head=True,
     class_weights=True,
     summary_metrics=("accuracy", "f1"),
+    unit="examples",
 )

@@ -14,6 +14,7 @@ DPO = Task(
     tokenize=tokenize_for(for_reward=False),
     summary_extra=dpo_summary,
     records="pairs",
+    unit="pairs",
     renders_text=False,
     summary_metrics=("accuracy", "margin", "reward_chosen", "reward_rejected"),
 )

@@ -13,6 +13,7 @@ REWARD = Task(
     tokenize=tokenize_for(for_reward=True),
     summary_extra=reward_summary,
     records="pairs",
+    unit="pairs",
     renders_text=False,
     predicts_with_head=True,
     forgetting_note="not measured: task reward trains a scoring head, not next-token prediction",

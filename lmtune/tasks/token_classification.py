@@ -47,4 +47,5 @@ TOKEN_CLASSIFICATION = Task(
     predicts_with_head=True,
     class_weights=True,
     summary_metrics=("accuracy", "f1"),
+    unit="words",
 )

@@ -169,9 +169,11 @@ def _dpo(
     if reference is None:
         raise ValueError("kind dpo needs a reference: ADAPTER_DISABLED, PRECOMPUTED or a frozen module")
     labels = batch["labels"].to(device)
+    # The reference first: its forward (no gradient) is over before the policy's activations are kept for backward,
+    # so the two never occupy memory together.
+    ref_chosen, ref_rejected = reference_logps(model, batch, reference, head)
     logps, _ = policy_logps(model, batch, device, head)
     chosen, rejected = logps.chunk(2)
-    ref_chosen, ref_rejected = reference_logps(model, batch, reference, head)
     # trl divides IPO's log-ratios by the completion mask's count before the shift (the labelled tokens).
     lengths = (labels != IGNORE).sum(-1).float().chunk(2)
     losses, r_chosen, r_rejected = dpo_loss(
