@@ -29,7 +29,8 @@ quickstart: install
 test: install lint
 	$(BIN)/pytest
 
-# Acceptance tests on real pretrained weights (../shared/models/stories260K); slower.
+# The long tests: acceptance on real pretrained weights (../shared/models/stories260K), the whole task x method
+# estimate matrix, GGUF in llama.cpp, full-fine-tuning DPO on two processes.
 # llama-cpp-python (compiled from source, minutes) runs the exported GGUF in llama.cpp.
 test-slow: install
 	$(BIN)/pip install -q -c constraints.txt llama-cpp-python

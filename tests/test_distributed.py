@@ -131,7 +131,7 @@ def test_shipped_accelerate_configs_load() -> None:
     assert found["deepspeed-zero3-8gpu.yaml"].deepspeed_config["zero_stage"] == 3
 
 
-@pytest.mark.parametrize("method", ["lora", "full"])
+@pytest.mark.parametrize("method", ["lora", pytest.param("full", marks=pytest.mark.slow)])
 def test_dpo_on_two_processes_matches_one(tmp_path: Path, method: str) -> None:
     """DPO on lmtune's loop under `--nproc 2` (DDP): the same losses, preference accuracy and validation as one
     process accumulating the same global batch; the reference is the adapter switched off (lora) or log-probs

@@ -23,6 +23,9 @@ PAIRS = [
     for method in sorted(entry.methods)
     if method != "qlora"  # CUDA only
 ]
+# `make test` runs every task once (lora) and every method once (on sft); `make test-slow` the whole matrix.
+QUICK = {(t, "lora") for t, _ in PAIRS} | {("sft", m) for t, m in PAIRS if t == "sft"}
+CASES = [pytest.param(t, m, marks=() if (t, m) in QUICK else pytest.mark.slow, id=f"{t}-{m}") for t, m in PAIRS]
 
 
 def _tagged(n: int, seed: int) -> list[dict[str, Any]]:
@@ -54,7 +57,7 @@ def _config(tmp_path: Path, task: str, method: str, t5_dir: Path) -> dict[str, A
     }
 
 
-@pytest.mark.parametrize(("task", "method"), PAIRS, ids=[f"{t}-{m}" for t, m in PAIRS])
+@pytest.mark.parametrize(("task", "method"), CASES)
 def test_estimate_counts_what_finetune_trains(tmp_path: Path, t5_dir: Path, task: str, method: str) -> None:
     cfg = _config(tmp_path, task, method, t5_dir)
     est = estimate(cfg)
