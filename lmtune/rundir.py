@@ -283,3 +283,22 @@ def read_json(run_dir: Path, name: str) -> Any:
     if not path.exists():
         raise LmtuneError(f"{path} not found", hint="is this a run directory written by `lmtune train`?")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def check_same_data(run_dir: Path, info: dict[str, dict[str, Any]]) -> None:
+    """The config names the data files, not their contents: a resumed run must also see the same examples."""
+    saved_path = run_dir / "data.json"
+    if not saved_path.exists():
+        return
+    saved = read_json(run_dir, "data.json").get("splits", {})
+    changed = [
+        name
+        for name in sorted(set(saved) | set(info))
+        if saved.get(name, {}).get("fingerprint") != info.get(name, {}).get("fingerprint")
+    ]
+    if changed:
+        raise LmtuneError(
+            f"--resume: the {' and '.join(changed)} data differ from the data {run_dir} was started with "
+            f"(content fingerprints in {saved_path} do not match)",
+            hint="restore the original data files, or start a new run (--overwrite or another --output-dir)",
+        )

@@ -27,10 +27,10 @@ from lmtune.report import write_report
 from lmtune.rundir import (
     MetricsLog,
     check_run_dir,
+    check_same_data,
     environment,
     lock_run_dir,
     prepare_run_dir,
-    read_json,
     write_json,
 )
 from lmtune.train.fastdropout import use_fast_dropout
@@ -97,23 +97,11 @@ def start_run(cfg: RunConfig, *, resume: bool, overwrite: bool) -> Path:
 def describe_run(run_dir: Path, cfg: RunConfig, splits: AlignSplits, *, resume: bool, chat: bool) -> None:
     """config.yaml, data.json and env.json; on resume, check the data are those the run started with."""
     if resume:
-        saved = read_json(run_dir, "data.json").get("splits", {}) if (run_dir / "data.json").exists() else {}
-        changed = [
-            n
-            for n in sorted(set(saved) | set(splits.info))
-            if saved.get(n, {}).get("fingerprint") != splits.info.get(n, {}).get("fingerprint")
-        ]
-        if saved and changed:
-            raise LmtuneError(
-                f"--resume: the {' and '.join(changed)} data differ from the data {run_dir} was started with",
-                hint="restore the original data files, or start a new run (--overwrite or another --output-dir)",
-            )
+        check_same_data(run_dir, splits.info)
         return
     atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-    fmt = "prompts" if cfg.task == "rlhf" else "preference"
-    write_json(
-        run_dir, "data.json", {"format": fmt, "chat": chat, "splits": splits.info, "leakage": {"checked": False}}
-    )
+    data = {"format": "prompts", "chat": chat, "splits": splits.info, "leakage": {"checked": False}}
+    write_json(run_dir, "data.json", data)
     write_json(run_dir, "env.json", environment())
 
 

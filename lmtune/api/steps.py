@@ -133,25 +133,6 @@ def keep_global_batch(run_dir: Path, cfg: RunConfig, processes: int, say: Say) -
     return cfg.model_copy(update={"train": cfg.train.model_copy(update={"grad_accum": accum})})
 
 
-def check_same_data(run_dir: Path, info: dict[str, dict[str, Any]]) -> None:
-    """The config names the data files, not their contents: a resumed run must also see the same examples."""
-    saved_path = run_dir / "data.json"
-    if not saved_path.exists():
-        return
-    saved = read_json(run_dir, "data.json").get("splits", {})
-    changed = [
-        name
-        for name in sorted(set(saved) | set(info))
-        if saved.get(name, {}).get("fingerprint") != info.get(name, {}).get("fingerprint")
-    ]
-    if changed:
-        raise LmtuneError(
-            f"--resume: the {' and '.join(changed)} data differ from the data {run_dir} was started with "
-            f"(content fingerprints in {saved_path} do not match)",
-            hint="restore the original data files, or start a new run (--overwrite or another --output-dir)",
-        )
-
-
 def report_data(session: Session) -> None:
     """What the data became: the record shape, examples, trained tokens, and what max_length cut."""
     p, cfg, say = session.prepared, session.cfg, session.say

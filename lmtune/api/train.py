@@ -20,7 +20,7 @@ from lmtune.errors import Diverged
 from lmtune.export import final_state, needs_base_copy, save_base, save_final
 from lmtune.model import load_tokenizer
 from lmtune.report import write_report
-from lmtune.rundir import disk_errors, release_run_dir, write_json
+from lmtune.rundir import check_same_data, disk_errors, release_run_dir, write_json
 from lmtune.train.hostmem import keep_freed_memory
 from lmtune.train.launch import (
     check_launch,
@@ -73,7 +73,7 @@ def finetune(
     setup_chat_template(s.tokenizer, cfg.data.chat_template)
     s.prepared = prepare_data(cfg, s.tokenizer, say)
     if resume:
-        steps.check_same_data(s.run_dir, s.prepared.splits.info)
+        check_same_data(s.run_dir, s.prepared.splits.info)
     steps.report_data(s)
 
     # 3. Model and method (a copy of the base kept where the final model needs it).
