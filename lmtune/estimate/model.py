@@ -17,13 +17,14 @@ carried over to the run's own batches (calibrated).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel
 
 from lmtune.config import ModelConfig
 from lmtune.estimate.spec import LinearSpec, ModelSpec, lora_parameters
-from lmtune.model import load_model
+from lmtune.model import is_classifier, is_token_classifier, load_model
 
 _LLAMA_LINEARS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
@@ -94,7 +95,7 @@ def describe_model(
         kv_heads=kv_heads,
         head_dim=head_dim,
         intermediate=intermediate,
-        vocab=embed.weight.shape[0] if embed is not None else config.vocab_size,
+        vocab=_outputs(model, embed, config),
         llama_like=_LLAMA_LINEARS.issubset(names),
         eager_attention=attn_impl == "eager",
         weight_itemsize=torch.empty((), dtype=base_dtype).element_size(),
@@ -151,3 +152,11 @@ def _linears(model: torch.nn.Module, block_of: dict[int, int]) -> list[LinearSpe
                 )
             )
     return linears
+
+
+def _outputs(model: torch.nn.Module, embed: Any, config: Any) -> int:
+    """Logits per position: the vocabulary of a language model; the labels of a classification or tagging head
+    (their logits are a few per example or word, not a vocabulary's)."""
+    if is_classifier(model) or is_token_classifier(model):
+        return int(config.num_labels)
+    return embed.weight.shape[0] if embed is not None else config.vocab_size
