@@ -32,13 +32,15 @@ from lmtune.config.methods import (
     QloraMethod,
 )
 from lmtune.config.model import ModelConfig
-from lmtune.config.sections import ALIGNMENT_TASKS, ConfigLike, RunConfig
+from lmtune.config.sections import ConfigLike, RunConfig
+from lmtune.config.tasks import ALIGNMENT_TASKS, TASK_RULES, TaskRules
 from lmtune.config.train import LOWER_IS_BETTER, EarlyStoppingConfig, TrainConfig
 
 __all__ = [
     "ALIGNMENT_TASKS",
     "LOWER_IS_BETTER",
     "METHOD_SECTIONS",
+    "TASK_RULES",
     "AdaptersMethod",
     "ConfigLike",
     "DataConfig",
@@ -59,6 +61,7 @@ __all__ = [
     "ReplayConfig",
     "RlhfConfig",
     "RunConfig",
+    "TaskRules",
     "TrainConfig",
     "apply_overrides",
     "dump_config",

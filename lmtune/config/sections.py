@@ -22,11 +22,8 @@ from lmtune.config.methods import (
     MethodConfig,
 )
 from lmtune.config.model import ModelConfig
+from lmtune.config.tasks import TASK_RULES, TaskRules
 from lmtune.config.train import TrainConfig
-
-# Training types that learn from preferences: their data are preference pairs or prompts, not record shapes.
-ALIGNMENT_TASKS = ("reward", "dpo", "rlhf")
-
 
 # The training types (`task:`), described in RunConfig.task.
 Task = Literal["sft", "causal_lm", "seq2seq", "classification", "token_classification", "reward", "dpo", "rlhf"]
@@ -95,19 +92,11 @@ class RunConfig(_Section):
                 "train.early_stopping: needs validation data to watch; set data.validation, or data.val_fraction "
                 "above 0"
             )
-        if self.task == "causal_lm" and self.data.format != "text":
-            raise ValueError("task causal_lm trains on raw text: set data.format: text (records with a text field)")
-        if self.task == "seq2seq":
-            self._seq2seq_checks()
-        if self.task in ALIGNMENT_TASKS:
-            self._alignment_checks()
+        rules = TASK_RULES[self.task]
+        if rules.records != "examples":
+            self._alignment_checks(rules)
             return self
-        if self.task in ("classification", "token_classification"):
-            self._classification_checks()
-        elif self.data.format in ("classification", "token_classification"):
-            raise ValueError(f"data.format: {self.data.format} data is for task {self.data.format}, not {self.task}")
-        elif self.train.class_weights != "none":
-            raise ValueError("train.class_weights: applies to task classification only (and token_classification)")
+        self._task_checks(rules)
         if self.data.overlong == "chunk" and self.data.format not in ("text", "auto"):
             raise ValueError(
                 f"data.overlong: chunk cuts raw text into pieces; {self.data.format} data would lose its "
@@ -120,17 +109,19 @@ class RunConfig(_Section):
             )
         return self
 
-    def _alignment_checks(self) -> None:
+    def _alignment_checks(self, rules: TaskRules) -> None:
         """Preference tasks read their own record shapes (pairs, or prompts for rlhf, which trains through trl)."""
-        shape = "prompts (a prompt field)" if self.task == "rlhf" else "preference pairs (prompt, chosen, rejected)"
+        shape = (
+            "prompts (a prompt field)" if rules.records == "prompts" else "preference pairs (prompt, chosen, rejected)"
+        )
         if self.data.format != "auto":
             raise ValueError(f"data.format: task {self.task} reads {shape}; leave data.format unset (auto)")
         unsupported = [
             ("data.packing", self.data.packing),
             ("data.replay", self.data.replay is not None),
             ("data.overlong: chunk", self.data.overlong == "chunk"),
-            ("train.early_stopping", self.task == "rlhf" and self.train.early_stopping is not None),
-            ("train.l2sp", self.task == "rlhf" and self.train.l2sp > 0),
+            ("train.early_stopping", not rules.trained_by_loop and self.train.early_stopping is not None),
+            ("train.l2sp", not rules.trained_by_loop and self.train.l2sp > 0),
             ("train.label_smoothing", self.train.label_smoothing > 0),
             ("train.class_weights", self.train.class_weights != "none"),
             ("eval (generation metrics)", self.eval.enabled),
@@ -138,53 +129,39 @@ class RunConfig(_Section):
         for name, used in unsupported:
             if used:
                 raise ValueError(f"{name}: not supported for task {self.task}; unset it")
-        if self.task == "rlhf" and self.rlhf.reward_model is None:
+        if rules.needs_reward_model and self.rlhf.reward_model is None:
             raise ValueError(
-                "rlhf.reward_model: task rlhf needs a reward model: the run directory of a `task: reward` run"
+                f"rlhf.reward_model: task {self.task} needs a reward model: the run directory of a `task: reward` run"
             )
-        if self.task == "rlhf" and self.train.batch_size % self.rlhf.num_generations:
+        if rules.batch_counts_generations and self.train.batch_size % self.rlhf.num_generations:
             raise ValueError(
                 f"train.batch_size: counts sampled answers and must be a multiple of rlhf.num_generations "
                 f"({self.rlhf.num_generations}), got {self.train.batch_size}"
             )
 
-    def _seq2seq_checks(self) -> None:
-        """What an encoder-decoder run cannot do: each example is one encoder input and one decoder target."""
-        if self.data.format in ("text", "messages") or self.data.template == "chat":
-            raise ValueError(
-                "task seq2seq trains on prompt/completion or instruction data (the encoder reads the prompt, the "
-                "decoder writes the completion); chat data and raw text are not supported for seq2seq yet: set "
-                "data.format to prompt_completion or instruction and data.template to auto or raw"
-            )
+    def _task_checks(self, rules: TaskRules) -> None:
+        """What the task's examples allow: their record shape, and (one label or one encoder input each) no
+        packing, chunking or replay."""
+        if rules.data_format is not None and self.data.format != rules.data_format:
+            raise ValueError(rules.format_hint)
+        if self.data.format in rules.refused_formats or (rules.refuses_chat and self.data.template == "chat"):
+            raise ValueError(rules.refused_hint)
+        if rules.data_format is None and self.data.format in ("classification", "token_classification"):
+            raise ValueError(f"data.format: {self.data.format} data is for task {self.data.format}, not {self.task}")
+        if not rules.class_weights and self.train.class_weights != "none":
+            raise ValueError("train.class_weights: applies to task classification only (and token_classification)")
+        if rules.one_unit is None:
+            return
         if self.data.packing:
             raise ValueError(
-                "data.packing: seq2seq examples are not packed (one encoder input each); set packing: false"
+                f"data.packing: {rules.unit_kind} examples are not packed ({rules.one_unit}); set packing: false"
             )
         if self.data.overlong == "chunk":
-            raise ValueError("data.overlong: chunk cuts raw text; for seq2seq use truncate or drop")
+            raise ValueError(rules.chunk_hint)
         if self.data.replay is not None:
-            raise ValueError("data.replay mixes general text into causal-LM training; unset it for task seq2seq")
-
-    def _classification_checks(self) -> None:
-        """A classification example is one text and one label: nothing to pack, chunk or replay."""
-        if self.task == "token_classification" and self.data.format != self.task:
             raise ValueError(
-                "task token_classification reads sentences of tokens and tags (a CoNLL file, or records with tokens "
-                "and tags lists): set data.format: token_classification (the default for this task)"
+                f"data.replay mixes general text into causal-LM training; unset it for task {rules.unit_kind}"
             )
-        if self.task == "classification" and self.data.format != "classification":
-            raise ValueError(
-                "task classification reads records with a text and a label field: set data.format: classification "
-                "(the default for this task) and map your columns with data.columns, e.g. {text: sentence}"
-            )
-        if self.data.packing:
-            raise ValueError(
-                "data.packing: classification examples are not packed (one label each); set packing: false"
-            )
-        if self.data.overlong == "chunk":
-            raise ValueError("data.overlong: chunk would give one label to several pieces; use truncate or drop")
-        if self.data.replay is not None:
-            raise ValueError("data.replay mixes general text into causal-LM training; unset it for task classification")
 
     @property
     def run_dir(self) -> Path:
