@@ -116,7 +116,7 @@ def _load_run(path: Path, name: str, shared: dict[str, Backend], registry: Regis
 
     cfg = read_run_config(path)
     kind = TASKS[cfg.task].model
-    if kind in ("classifier", "token_classifier") and cfg.task != "reward":
+    if kind in ("classifier", "token_classifier"):  # a reward model is its own kind (one score), not served
         model, tokenizer, _ = load_tuned(path)
         backend = Backend(model, tokenizer, chat=False, kind=kind, max_length=cfg.data.max_length)
         registry.backends.append(backend)
