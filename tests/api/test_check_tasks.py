@@ -25,6 +25,11 @@ def offline_model(name: str, t5_dir: Path) -> str | None:
 def test_data_check_reads_every_shipped_config(config, t5_dir, monkeypatch):
     monkeypatch.chdir(REPO)  # the configs name their data relative to the repository
     cfg = load_config(config)
+    missing = [
+        s for s in (cfg.data.train, cfg.data.validation) if s and s.startswith("../") and not (REPO / s).exists()
+    ]
+    if missing:  # ../shared/data sits beside the checkout in this workplace and CI, not in every clone
+        pytest.skip(f"{', '.join(missing)} is not beside this checkout")
     stand_in = offline_model(cfg.model.name, t5_dir)
     report = check_data(config, overrides=[f"model.name={stand_in}"] if stand_in else [], near=None)
     assert report.errors == [], [f.message for f in report.errors]
