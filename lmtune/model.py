@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,104 +12,18 @@ from transformers import (
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
-    AutoTokenizer,
-    GenerationConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
 from lmtune.config import ModelConfig
-from lmtune.data.load import looks_like_path
 from lmtune.errors import LmtuneError
+from lmtune.tokenizer import is_preset, load_error, load_tokenizer, source
 
-PRESET_PREFIX = "preset:"
-PRESETS_DIR = Path(__file__).parent / "presets"
 # A preset has no weights file: it is initialised from this seed, so every run starts from the same base model.
 PRESET_INIT_SEED = 0
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def is_preset(name: str) -> bool:
-    return name.startswith(PRESET_PREFIX)
-
-
-def preset_dir(name: str) -> Path:
-    key = name.removeprefix(PRESET_PREFIX)
-    path = PRESETS_DIR / key
-    if not (path / "config.json").is_file():
-        known = sorted(p.name for p in PRESETS_DIR.iterdir() if (p / "config.json").is_file())
-        raise LmtuneError(f"model.name: unknown preset {name!r}", hint=f"built-in presets: {', '.join(known)}")
-    return path
-
-
-def _source(name: str) -> str:
-    return str(preset_dir(name)) if is_preset(name) else name
-
-
-def _load_error(what: str, name: str, err: Exception) -> LmtuneError:
-    local = Path(name).exists()
-    if not local and looks_like_path(name):
-        # transformers would report a malformed hub repo id here, which misleads.
-        return LmtuneError(
-            f"could not load {what} {name!r}: no such directory",
-            hint="give the path of a directory holding a transformers model (config.json and weights), "
-            "or a hub id like org/model",
-        )
-    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    if "trust_remote_code" in str(err) or (local and _has_custom_code(Path(name))):
-        return LmtuneError(
-            f"could not load {what} {name!r}: it ships its own Python code (auto_map in its config), which lmtune "
-            "does not run unless told to",
-            hint="if you trust the code in that model, set model.trust_remote_code: true "
-            "(--set model.trust_remote_code=true)",
-        )
-    if local and what == "model" and _pickle_only(Path(name)):
-        return LmtuneError(
-            f"could not load model {name!r}: it holds only pickle weights (pytorch_model.bin), which lmtune refuses "
-            "on purpose: unpickling a file can run any code in it",
-            hint="convert them once to safetensors (torch's weights_only loader runs no code): python -c \"import "
-            "torch; from safetensors.torch import save_file; d = 'DIR'; save_file({k: v.contiguous().clone() for "
-            "k, v in torch.load(d + '/pytorch_model.bin', weights_only=True).items()}, d + '/model.safetensors', "
-            "metadata={'format': 'pt'})\"",
-        )
-    hint = (
-        "check the directory holds a transformers model (config.json and weights)"
-        if local
-        else "check the model id, your network and HF token; offline, use a local directory or 'preset:tiny-chat'"
-    )
-    return LmtuneError(f"could not load {what} {name!r}: {reason}", hint=hint)
-
-
-def _has_custom_code(path: Path) -> bool:
-    config = path / "config.json"
-    try:
-        return config.is_file() and "auto_map" in json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-
-
-def _pickle_only(path: Path) -> bool:
-    return path.is_dir() and any(path.glob("*.bin")) and not any(path.glob("*.safetensors"))
-
-
-def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
-    """The tokenizer, with a pad token (the EOS token when it has none: padding is masked out of the loss)."""
-    name = cfg.tokenizer or cfg.name
-    try:
-        tok = AutoTokenizer.from_pretrained(
-            _source(name), revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
-        )
-    except (OSError, ValueError) as e:
-        raise _load_error("tokenizer", name, e) from None
-    if not tok.is_fast:
-        raise LmtuneError(
-            f"tokenizer of {name!r} is a slow (Python) tokenizer",
-            hint="lmtune needs a fast tokenizer for exact loss masks (offsets); install `tokenizers` or convert it",
-        )
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
 
 
 def load_model(
@@ -162,10 +74,10 @@ REWARD_LABELS = ("reward",)
 def _read_config(cfg: ModelConfig, **options: Any) -> Any:
     try:
         return AutoConfig.from_pretrained(
-            _source(cfg.name), revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, **options
+            source(cfg.name), revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, **options
         )
     except (OSError, ValueError) as e:
-        raise _load_error("model", cfg.name, e) from None
+        raise load_error("model", cfg.name, e) from None
 
 
 def _from_config(auto_class: Any, config: Any, dtype: torch.dtype, meta: bool, **kwargs: Any) -> PreTrainedModel:
@@ -214,7 +126,7 @@ def _from_pretrained(auto_class: Any, cfg: ModelConfig, **kwargs: Any) -> PreTra
                     cfg.name, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
                 )
             except (OSError, ValueError) as e:
-                raise _load_error("model", cfg.name, e) from None
+                raise load_error("model", cfg.name, e) from None
         apply_dropout(kwargs["config"], cfg.dropout)
     try:
         return auto_class.from_pretrained(
@@ -226,7 +138,7 @@ def _from_pretrained(auto_class: Any, cfg: ModelConfig, **kwargs: Any) -> PreTra
             **kwargs,
         )
     except (OSError, ValueError) as e:
-        raise _load_error("model", cfg.name, e) from None
+        raise load_error("model", cfg.name, e) from None
 
 
 def _checkpointing(model: PreTrainedModel, cfg: ModelConfig) -> PreTrainedModel:
@@ -316,18 +228,6 @@ def load_classifier(
     return _checkpointing(model, cfg)
 
 
-def stop_token_ids(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """The tokens generation stops on: the tokenizer's EOS and the model's generation config, when it has one."""
-    ids = {tokenizer.eos_token_id}
-    try:
-        gen = GenerationConfig.from_pretrained(_source(cfg.name), revision=cfg.revision)
-    except (OSError, ValueError):
-        gen = None  # no generation_config.json (or offline): generation falls back to the tokenizer's EOS
-    eos = getattr(gen, "eos_token_id", None)
-    ids.update(eos if isinstance(eos, list) else [eos])
-    return sorted(i for i in ids if i is not None)
-
-
 def load_generation_model(
     name: str, *, trust_remote_code: bool = False, dtype: str = "float32"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -339,9 +239,9 @@ def load_generation_model(
     """
     cfg = ModelConfig(name=name, trust_remote_code=trust_remote_code, dtype=dtype)
     try:
-        config = AutoConfig.from_pretrained(_source(cfg.name), trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(source(cfg.name), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
-        raise _load_error("model", name, e) from None
+        raise load_error("model", name, e) from None
     tokenizer = load_tokenizer(cfg)
     if not getattr(config, "is_encoder_decoder", False):
         model = load_model(cfg)
@@ -355,7 +255,7 @@ def load_generation_model(
                 cfg.name, dtype=_DTYPES[dtype], trust_remote_code=trust_remote_code, use_safetensors=True
             )
         except (OSError, ValueError) as e:
-            raise _load_error("model", name, e) from None
+            raise load_error("model", name, e) from None
     return model.eval(), tokenizer
 
 

@@ -6,7 +6,8 @@ from transformers import GPT2LMHeadModel, LlamaForCausalLM
 
 from lmtune.config import ModelConfig
 from lmtune.errors import LmtuneError
-from lmtune.model import PRESETS_DIR, count_parameters, load_model, load_tokenizer
+from lmtune.model import count_parameters, load_model, load_tokenizer
+from lmtune.tokenizer import PRESETS_DIR
 
 
 def test_preset_loads_the_same_weights_whatever_the_global_seed():

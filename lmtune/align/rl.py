@@ -32,8 +32,8 @@ from lmtune.config import RlhfConfig, RunConfig
 from lmtune.data.preferences import AlignSplits, to_trl
 from lmtune.errors import LmtuneError
 from lmtune.export import BASE_MODEL, load_tuned, read_run_config, save_base
-from lmtune.model import is_preset
 from lmtune.rundir import MetricsLog
+from lmtune.tokenizer import is_preset
 
 ALGORITHMS = {"grpo": (GRPOConfig, GRPOTrainer), "rloo": (RLOOConfig, RLOOTrainer)}
 

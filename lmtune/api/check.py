@@ -34,8 +34,8 @@ from lmtune.data.template_check import template_check
 from lmtune.data.tokenize import setup_chat_template
 from lmtune.data.types import Record, TokenStats
 from lmtune.errors import DataError, LmtuneError
-from lmtune.model import load_tokenizer, stop_token_ids
 from lmtune.tasks import TASKS, Task, TokenizeOptions
+from lmtune.tokenizer import load_tokenizer, stop_token_ids
 
 
 def check_data(
@@ -55,7 +55,7 @@ def check_data(
     start = time.perf_counter()
     cfg = _check_config(source, overrides)
     task = TASKS[cfg.task]
-    tokenizer = load_tokenizer(cfg.model)
+    tokenizer = load_tokenizer(cfg.model, light=True)
     setup_chat_template(tokenizer, cfg.data.chat_template)
     if task.records != "examples":  # preference pairs (reward, dpo) or prompts (rlhf)
         return check_align_data(cfg, task.name, tokenizer, near=near, sample=sample, start=start)

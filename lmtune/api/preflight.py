@@ -17,7 +17,7 @@ from lmtune.data.tokenize import setup_chat_template
 from lmtune.errors import LmtuneError
 from lmtune.estimate import measure
 from lmtune.methods import transformer_blocks
-from lmtune.model import load_tokenizer
+from lmtune.tokenizer import load_tokenizer
 from lmtune.train.launch import resolve_mixed_precision
 from lmtune.train.linear_ce import output_head
 from lmtune.train.loop import Hooks, make_optimizer, total_steps, train_loop

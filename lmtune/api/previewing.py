@@ -11,7 +11,7 @@ from lmtune.data.prepare import load_splits
 from lmtune.data.tokenize import encode, render, setup_chat_template, special_affixes, trained_segments
 from lmtune.data.types import IGNORE
 from lmtune.errors import LmtuneError
-from lmtune.model import load_tokenizer
+from lmtune.tokenizer import load_tokenizer
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def preview(
             "prompt and answer (it trains a label per text or a tag per word)",
             hint="`lmtune data check CONFIG` shows the labels or tags, their counts and the token lengths",
         )
-    tokenizer = load_tokenizer(cfg.model)
+    tokenizer = load_tokenizer(cfg.model, light=True)
     setup_chat_template(tokenizer, cfg.data.chat_template)
     splits = load_splits(cfg.data, cfg.seed)
     examples = splits.train if split == "train" else splits.validation

@@ -18,15 +18,16 @@ from lmtune.config import ConfigLike, load_config
 from lmtune.data.tokenize import setup_chat_template
 from lmtune.errors import Diverged
 from lmtune.export import final_state, needs_base_copy, save_base, save_final
-from lmtune.model import load_tokenizer
 from lmtune.report import write_report
 from lmtune.rundir import check_same_data, disk_errors, release_run_dir, write_json
+from lmtune.tokenizer import load_tokenizer
 from lmtune.train.hostmem import keep_freed_memory
 from lmtune.train.launch import (
     check_launch,
     graceful_interrupt,
     make_accelerator,
     resolve_mixed_precision,
+    unwrap,
     whole_model_loading,
 )
 from lmtune.train.loop import make_optimizer, total_steps, train_loop
@@ -125,12 +126,12 @@ def finish(s: steps.Session, forgetting: dict[str, Any] | None, report: Say) -> 
     acc, cfg, say = s.accelerator, s.cfg, s.say
     assert s.built is not None and s.prepared is not None
     summary: dict[str, Any] = {}
-    whole = final_state(acc.unwrap_model(s.model))  # collective under FSDP and ZeRO, None otherwise
+    whole = final_state(unwrap(acc, s.model))  # collective under FSDP and ZeRO, None otherwise
     good = s.diverged is None or s.diverged["final_step"] is not None  # a diverged run without good weights
     if acc.is_main_process:
         if good:
             with disk_errors(s.run_dir / "final", "final model", s.built.total * 4):  # fp32 weights at most
-                save_final(s.run_dir, acc.unwrap_model(s.model), s.tokenizer, whole)
+                save_final(s.run_dir, unwrap(acc, s.model), s.tokenizer, whole)
         summary = summarize(
             s.run_dir, s.state, s.built.trainable, s.built.total, early_stopping=cfg.train.early_stopping,
             forgetting=forgetting, metrics=s.task.summary_metrics,
@@ -143,7 +144,7 @@ def finish(s: steps.Session, forgetting: dict[str, Any] | None, report: Say) -> 
         if s.prepared.labels:
             summary["labels"] = s.prepared.labels
         if s.task.summary_extra is not None:
-            extra, line = s.task.summary_extra(cfg, acc.unwrap_model(s.model), summary)
+            extra, line = s.task.summary_extra(cfg, unwrap(acc, s.model), summary)
             summary.update(extra)
             if line:
                 say(line)

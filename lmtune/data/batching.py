@@ -10,10 +10,12 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from lmtune.data.types import IGNORE, Tokenized
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,8 @@ def collate(
     Encoder-decoder rows carry the decoder's targets as `labels`, padded to their own width (the model builds its
     decoder inputs from them, shifted right). Classification rows carry one label index each: `labels` is (batch,).
     """
+    import torch  # here, not at the top: the data commands batch nothing and should not wait for torch
+
     width = padded_width(max(len(r.input_ids) for r in rows), multiple, cap)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from transformers import PreTrainedTokenizerBase
 
 from lmtune.data.batching import padded_width
@@ -28,6 +27,9 @@ from lmtune.data.preferences import PreferencePair, is_conversational
 from lmtune.data.tokenize import special_affixes
 from lmtune.data.types import IGNORE, TokenStats
 from lmtune.errors import LmtuneError
+
+if TYPE_CHECKING:
+    import torch
 
 OVERLONG = ("truncate", "drop")
 
@@ -174,6 +176,8 @@ def collate_pairs(rows: Sequence[PairRow], pad_id: int, multiple: int | str = 1)
     """Right-padded batch of the chosen sequences followed by the rejected ones (2 x pairs rows), so one forward
     pass scores both: input_ids, attention_mask, labels (IGNORE on prompts and padding), and ref_chosen_logps /
     ref_rejected_logps (pairs,) when the rows carry precomputed reference log-probs."""
+    import torch  # here, not at the top: `lmtune data check` tokenizes pairs without loading torch
+
     seqs = [(r.chosen_ids, r.chosen_labels) for r in rows] + [(r.rejected_ids, r.rejected_labels) for r in rows]
     width = padded_width(max(len(ids) for ids, _ in seqs), multiple)
     input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)

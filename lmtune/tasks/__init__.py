@@ -17,7 +17,6 @@ from lmtune.tasks.rlhf import RLHF
 from lmtune.tasks.seq2seq import SEQ2SEQ
 from lmtune.tasks.sft import SFT
 from lmtune.tasks.token_classification import TOKEN_CLASSIFICATION
-from lmtune.train.validation import Scorer
 
 TASKS: dict[str, Task] = {
     "sft": SFT,
@@ -30,4 +29,4 @@ TASKS: dict[str, Task] = {
     "rlhf": RLHF,
 }
 
-__all__ = ["TASKS", "Scorer", "Task", "TokenizeOptions"]
+__all__ = ["TASKS", "Task", "TokenizeOptions"]

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from transformers import PreTrainedTokenizerBase
 
 from lmtune.data.formats import Example
 from lmtune.data.types import Tokenized, TokenStats
-from lmtune.train.objectives import Objective
-from lmtune.train.validation import Scorer
+
+if TYPE_CHECKING:  # the registry is read by commands that train nothing (data check): torch stays unloaded
+    from lmtune.train.objectives import Objective
+    from lmtune.train.validation import Scorer
 
 # Which model class `lmtune.model.load_model` builds for a task.
 ModelKind = Literal["causal", "seq2seq", "classifier", "token_classifier", "reward"]
@@ -46,7 +48,8 @@ class Task:
     summary: str  # what it trains, in words (README, `lmtune config docs`)
     model: ModelKind
     methods: frozenset[str]
-    objective: Objective | None  # the loss (None: set per run, or trained outside the loop)
+    # The loss: an entry of lmtune.train.objectives.OBJECTIVES (None: set per run, or trained outside the loop).
+    objective_name: str | None
     tokenize: Tokenize | None = None  # None: the task's records are not examples (pairs, prompts)
     records: RecordKind = "examples"
     labels: Callable[[Sequence[Example]], list[str]] | None = None  # the label set, read from the training data
@@ -65,6 +68,15 @@ class Task:
     objective_for_run: Callable[[Any, Any], Objective] | None = None
     # What summary.json adds for this task, and the line the run ends with: (cfg, model, summary) -> (extra, line).
     summary_extra: Callable[[Any, Any, dict[str, Any]], tuple[dict[str, Any], str | None]] | None = None
+
+    @property
+    def objective(self) -> Objective | None:
+        """The loss, looked up on use: the objectives import torch, which the data commands never need."""
+        if self.objective_name is None:
+            return None
+        from lmtune.train.objectives import OBJECTIVES
+
+        return OBJECTIVES[self.objective_name]
 
     def loop_trained(self) -> bool:
         """Whether lmtune's loop trains this task: every task but RL, which samples answers through trl."""

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from lmtune.data.tokenize import label_names, tokenize_classification
 from lmtune.tasks.base import MODEL_METHODS, Task, TokenizeOptions, not_measured
-from lmtune.train.objectives import OBJECTIVES
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _tokenize(examples, tokenizer, opts: TokenizeOptions):
@@ -44,7 +44,7 @@ CLASSIFICATION = Task(
     summary="a label per text (sentiment, intent, topic) by a classification head; accuracy and macro F1",
     model="classifier",
     methods=MODEL_METHODS,
-    objective=OBJECTIVES["classification"],
+    objective_name="classification",
     tokenize=_tokenize,
     labels=label_names,
     scorer=LabelScorer,

@@ -9,7 +9,7 @@ DPO = Task(
     summary="a causal LM trained on preference pairs against a reference model (DPO, IPO, hinge, robust, ...)",
     model="causal",
     methods=MODEL_METHODS | {"qlora"},
-    objective=None,
+    objective_name=None,
     objective_for_run=dpo_objective,
     tokenize=tokenize_for(for_reward=False),
     summary_extra=dpo_summary,

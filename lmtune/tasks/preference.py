@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from lmtune.data.pairs import PairRow, collate_pairs, tokenize_pairs
 from lmtune.tasks.base import TokenizeOptions
-from lmtune.train.objectives import Objective
-from lmtune.train.preference_step import ADAPTER_DISABLED, PRECOMPUTED, PreferenceSettings, preference_step
+from lmtune.train.reference import ADAPTER_DISABLED, PRECOMPUTED
+
+if TYPE_CHECKING:
+    import torch
+
+    from lmtune.train.objectives import Objective
 
 # loss_type values that are objectives of their own (no reference model), not DPO variants.
 REFERENCE_FREE = ("orpo", "simpo")
@@ -32,6 +34,8 @@ def collate(rows: Sequence[PairRow], pad_id: int, multiple: int | str = 1, cap: 
 
 
 def _step(model: Any, batch: dict[str, torch.Tensor], device: torch.device, head: Any = None, **options: Any) -> tuple:
+    from lmtune.train.preference_step import preference_step
+
     return preference_step(model, batch, head=head, **options)
 
 
@@ -43,6 +47,9 @@ def uses_adapter(model: Any) -> bool:
 def dpo_objective(cfg: Any, model: Any) -> Objective:
     """Task dpo's objective with the run's settings: the DPO family against a reference (the adapter switched off,
     or log-probs precomputed before training), or ORPO/SimPO without one."""
+    from lmtune.train.objectives import Objective
+    from lmtune.train.preference_step import PreferenceSettings
+
     p = cfg.preference
     kind = p.loss_type if p.loss_type in REFERENCE_FREE else "dpo"
     settings = PreferenceSettings(
@@ -58,6 +65,8 @@ def dpo_objective(cfg: Any, model: Any) -> Objective:
 
 def reward_objective(cfg: Any, model: Any) -> Objective:
     """Task reward's objective: the Bradley-Terry loss of the scores of the chosen and rejected answers."""
+    from lmtune.train.objectives import Objective
+
     return Objective(loss=_no_logit_loss, step=partial(_step, kind="reward"), collate=collate)
 
 

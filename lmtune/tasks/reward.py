@@ -8,7 +8,7 @@ REWARD = Task(
     summary="a reward model scoring answers, from preference pairs (Bradley-Terry loss); pairwise accuracy",
     model="reward",
     methods=MODEL_METHODS,
-    objective=None,
+    objective_name=None,
     objective_for_run=reward_objective,
     tokenize=tokenize_for(for_reward=True),
     summary_extra=reward_summary,

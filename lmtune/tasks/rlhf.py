@@ -11,7 +11,7 @@ RLHF = Task(
     summary="a policy trained on sampled answers scored by a reward model (GRPO or RLOO, by trl)",
     model="causal",
     methods=CAUSAL_METHODS & {"full", "freeze", "lora", "dora", "qlora"},
-    objective=None,
+    objective_name=None,
     records="prompts",
     renders_text=False,
 )

@@ -2,7 +2,6 @@
 
 from lmtune.data.tokenize import tokenize_seq2seq
 from lmtune.tasks.base import Task, TokenizeOptions, not_measured
-from lmtune.train.objectives import OBJECTIVES
 
 
 def _tokenize(examples, tokenizer, opts: TokenizeOptions):
@@ -14,7 +13,7 @@ SEQ2SEQ = Task(
     summary="an encoder-decoder: encoder input = prompt, decoder target = answer",
     model="seq2seq",
     methods=frozenset({"full", "freeze", "lora", "dora"}),
-    objective=OBJECTIVES["seq2seq"],
+    objective_name="seq2seq",
     tokenize=_tokenize,
     forgetting_note=not_measured("seq2seq", "an encoder-decoder"),
 )

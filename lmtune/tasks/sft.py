@@ -2,7 +2,6 @@
 
 from lmtune.data.tokenize import tokenize_examples
 from lmtune.tasks.base import CAUSAL_METHODS, Task, TokenizeOptions
-from lmtune.train.objectives import OBJECTIVES
 
 
 def tokenize_causal(examples, tokenizer, opts: TokenizeOptions):
@@ -17,6 +16,6 @@ SFT = Task(
     summary="a causal LM on prompts and answers (chat, instruction, prompt/completion); loss on the answers",
     model="causal",
     methods=CAUSAL_METHODS,
-    objective=OBJECTIVES["sft"],
+    objective_name="sft",
     tokenize=tokenize_causal,
 )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from lmtune.data.ner import entity_scores, tag_names, tag_sequences, tokenize_tokens
 from lmtune.tasks.base import MODEL_METHODS, Task, TokenizeOptions, not_measured
-from lmtune.train.objectives import OBJECTIVES
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _tokenize(examples, tokenizer, opts: TokenizeOptions):
@@ -38,7 +38,7 @@ TOKEN_CLASSIFICATION = Task(
     summary="a tag per word (NER with BIO tags) by a token-classification head; entity F1 (seqeval)",
     model="token_classifier",
     methods=MODEL_METHODS,
-    objective=OBJECTIVES["token_classification"],
+    objective_name="token_classification",
     tokenize=_tokenize,
     labels=tag_names,
     scorer=EntityScorer,

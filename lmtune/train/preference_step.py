@@ -28,13 +28,7 @@ from lmtune.train.preference import (
     simpo_loss,
     token_logps,
 )
-
-# `reference` of `preference_step`: the policy itself with its peft adapter switched off, or log-probs computed once
-# before training and carried in the batch (`ref_chosen_logps`, `ref_rejected_logps`); else a frozen module.
-ADAPTER_DISABLED = "adapter_disabled"
-
-
-PRECOMPUTED = "precomputed"
+from lmtune.train.reference import ADAPTER_DISABLED, PRECOMPUTED
 
 
 @dataclass(frozen=True)
