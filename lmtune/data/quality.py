@@ -135,7 +135,7 @@ def character_findings(records: Sequence[Record], split: str) -> list[Finding]:
     out = []
     for record in records:
         for path, text in text_fields(record):
-            bad = sorted({c for c in text if _is_control(c)})
+            bad = sorted(c for c in set(text) if _is_control(c))
             if bad:
                 names = ", ".join(f"U+{ord(c):04X}" for c in bad[:5])
                 out.append(

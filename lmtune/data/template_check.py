@@ -8,6 +8,7 @@ on. `template_check` renders examples the way training does and the way `lmtune 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
@@ -16,6 +17,34 @@ from lmtune.data.formats import ChatExample, Example, Message, PromptCompletionE
 from lmtune.data.quality import Finding
 from lmtune.data.tokenize import encode, render, render_chat, special_affixes, uses_chat
 from lmtune.data.types import IGNORE
+
+# The characters of a long field the scan keeps: both checks look at the seams (where a prompt ends and its answer
+# starts, where an answer ends), so a 5 MB prompt is checked by its last few thousand characters rather than
+# tokenized whole, several times over.
+WINDOW = 4000
+
+
+def _clip(text: str, head: bool) -> str:
+    """The last WINDOW characters of `text` (and, with `head`, its first WINDOW too), cut at whitespace so no word is
+    split: tokenizers split words apart before they merge, so the tokens near the seams stay the same."""
+    if len(text) <= (2 if head else 1) * WINDOW + 64:
+        return text
+    tail = text[-WINDOW:]
+    tail = tail[tail.find(" ") + 1 :] if " " in tail else tail
+    if not head:
+        return tail
+    start = text[:WINDOW]
+    return start[: start.rfind(" ") + 1] + tail if " " in start else start + " " + tail
+
+
+def _windowed(example: Example) -> Example:
+    """The example with its long prompts shortened to their ends and its long answers to their two ends."""
+    if isinstance(example, PromptCompletionExample):
+        return replace(example, prompt=_clip(example.prompt, head=False), completion=_clip(example.completion, True))
+    if isinstance(example, ChatExample):
+        messages = tuple(replace(m, content=_clip(m.content, head=m.role == "assistant")) for m in example.messages)
+        return replace(example, messages=messages)
+    return example
 
 
 def _first_assistant(example: Example) -> tuple[ChatExample, int] | None:
@@ -112,15 +141,16 @@ def _scan(
     prefix, _ = special_affixes(tokenizer)
     mismatched: list[Example] = []
     unstoppable: list[Example] = []
-    for ex in examples:
+    for original in examples:
+        ex = _windowed(original)
         pair = _prompt_and_full(ex, tokenizer, chat)
         if pair is not None:
             prompt_ids = tokenizer(pair[0], add_special_tokens=False)["input_ids"]
             full_ids = tokenizer(pair[1], add_special_tokens=False)["input_ids"]
             if full_ids[: len(prompt_ids)] != prompt_ids:
-                mismatched.append(ex)
+                mismatched.append(original)
         if not _learns_to_stop(ex, tokenizer, template, prefix, set(stops)):
-            unstoppable.append(ex)
+            unstoppable.append(original)
     return mismatched, unstoppable
 
 

@@ -119,6 +119,19 @@ def test_prompt_that_merges_with_the_answer_is_flagged(tokenizer) -> None:
     assert info["prompt_prefix_mismatches"] == 0 and found == [] and info["ok"]
 
 
+def test_megabyte_fields_are_checked_at_their_seams(tokenizer, chat) -> None:
+    # The scan tokenizes the ends of a long prompt and answer (data.template_check.WINDOW), not the whole text: the
+    # merge at the boundary and the missing stop are still found, with the example's own line.
+    filler = "lorem ipsum dolor " * 50_000
+    merged = [PromptCompletionExample(filler + "Answer: the", "re" + " and so on" * 1000, "d.jsonl", 7)]
+    info, found = template_check(merged, tokenizer, "raw", [tokenizer.eos_token_id])
+    assert info["prompt_prefix_mismatches"] == 1 and [f.line for f in found] == [7]
+    tokenizer.chat_template = NO_END_TEMPLATE
+    turns = chat(("user", filler), ("assistant", "hello " + filler), ("user", "and?"), ("assistant", "bye"))
+    info, _ = template_check([turns], tokenizer, "auto", [tokenizer.eos_token_id])
+    assert info["answers_without_stop"] == 1
+
+
 # --- the whole check --------------------------------------------------------------------------------
 
 
