@@ -119,6 +119,8 @@ def main() -> None:
     ap.add_argument("steps", type=int)
     ap.add_argument("--resume", type=Path)
     ap.add_argument("--grad-accum", type=int, default=1)
+    ap.add_argument("--lr", type=float, default=1e-2)
+    ap.add_argument("--max-bad-steps", type=int, default=3)
     ap.add_argument("--bf16", action="store_true", help="mixed precision bf16 (DeepSpeed: bf16 weights, fp32 masters)")
     args = ap.parse_args()
 
@@ -138,8 +140,8 @@ def main() -> None:
         fully_shard(model, mesh=mesh)
         assert is_sharded(model)
     # A constant rate, so that the step after the best-weights save still changes them.
-    cfg = TrainConfig(lr=1e-2, batch_size=2, grad_accum=args.grad_accum, max_grad_norm=1.0, save_every=2,
-                      weight_decay=0.1, scheduler="constant", warmup_steps=0)  # fmt: skip
+    cfg = TrainConfig(lr=args.lr, batch_size=2, grad_accum=args.grad_accum, max_grad_norm=1.0, save_every=2,
+                      weight_decay=0.1, scheduler="constant", warmup_steps=0, max_bad_steps=args.max_bad_steps)  # fmt: skip
     optimizer, scheduler = make_optimizer(model, cfg, args.steps)
     if deepspeed:
         configure_deepspeed(accelerator, cfg)
@@ -175,6 +177,7 @@ def main() -> None:
         save_final(args.out, unwrapped(model), load_tokenizer(ModelConfig(name=PRESET)), whole)
         result = {
             "losses": [r["loss"] for r in log],
+            "skipped": [r["step"] for r in log if r.get("skipped")],
             "validation": [before["loss"], after["loss"], kept["loss"], moved["loss"], restored["loss"]],
             "loaded": loaded,
             "sharded": is_sharded(unwrapped(model)),

@@ -70,3 +70,13 @@ def test_a_bf16_zero_run_resumes_exactly_from_its_fp32_master_weights(tmp_path: 
     assert {t.dtype for t in weights.values()} == {torch.float32}
     # The masters, not the bf16 weights upcast: they hold values bf16 cannot.
     assert any(bool((w != w.bfloat16().float()).any()) for w in weights.values())
+
+
+def test_a_non_finite_step_under_zero_is_skipped_and_counted(tmp_path: Path) -> None:
+    """lr 1e30 makes the gradients of the second step infinite: ZeRO's overflow check skips those updates, and the loop
+    counts them as skipped (metrics.jsonl `skipped`), so the divergence guard sees them; the weights stay finite."""
+    zero2 = run(tmp_path / "zero2", "full", 2, "--lr", "1e30", "--max-bad-steps", "10", zero=2)
+    assert zero2["skipped"], zero2["losses"]
+    assert all(step > 1 for step in zero2["skipped"])  # the first update, from a sane loss, is taken
+    final = load_file(str(tmp_path / "zero2" / "final" / "model.safetensors"))
+    assert all(bool(torch.isfinite(t).all()) for t in final.values())

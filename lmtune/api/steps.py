@@ -44,7 +44,7 @@ from lmtune.train.checkpoint import (
     save_checkpoint,
 )
 from lmtune.train.early_stopping import stop_reason
-from lmtune.train.launch import configure_deepspeed, describe_launch
+from lmtune.train.launch import configure_deepspeed, describe_launch, unwrap
 from lmtune.train.loop import Hooks, loss_head, resume_grad_accum, run_evaluation
 from lmtune.train.objectives import OBJECTIVES, Objective
 from lmtune.train.preference_step import with_reference_logps
@@ -89,7 +89,7 @@ class Session:
         assert self.built is not None and self.tokenizer is not None
         scorer = None
         if scored and self.task.scorer is not None:
-            scorer = self.task.scorer(self.accelerator.unwrap_model(self.model).config.id2label)
+            scorer = self.task.scorer(unwrap(self.accelerator, self.model).config.id2label)
         objective = self.built.objective if scored else self.task_free_objective()
         bs = self.cfg.train.eval_batch_size or self.cfg.train.batch_size
         return evaluate_loss(self.model, rows, bs, self.tokenizer.pad_token_id, self.accelerator, objective, scorer)
@@ -224,7 +224,7 @@ def precompute_reference(session: Session) -> None:
         return
     bs, pad = session.cfg.train.eval_batch_size or session.cfg.train.batch_size, session.tokenizer.pad_token_id
     acc = session.accelerator
-    model, autocast = acc.unwrap_model(session.model), acc.autocast
+    model, autocast = unwrap(acc, session.model), acc.autocast
     head = loss_head(session.model, acc, b.objective) if session.cfg.train.chunked_loss else None
     p.rows = with_reference_logps(model, p.rows, bs, pad, autocast, head)
     p.val_rows = with_reference_logps(model, p.val_rows, bs, pad, autocast, head)
@@ -285,7 +285,7 @@ def make_hooks(session: Session, after_step: Any) -> Hooks:
         acc.wait_for_everyone()
 
     def on_best(s: LoopState) -> None:
-        save_best(run_dir, s.step, acc.unwrap_model(session.model), keep=[committed["best"]], write=session.main)
+        save_best(run_dir, s.step, unwrap(acc, session.model), keep=[committed["best"]], write=session.main)
         acc.wait_for_everyone()
 
     def on_log(record: dict[str, Any]) -> None:
@@ -315,7 +315,7 @@ def keep_best(session: Session) -> None:
     early, state = session.cfg.train.early_stopping, session.state
     if early is None or state.best_step is None:
         return
-    load_best(session.run_dir, state.best_step, session.accelerator.unwrap_model(session.model))
+    load_best(session.run_dir, state.best_step, unwrap(session.accelerator, session.model))
     if state.stopped_early:
         session.say(f"early stopping at step {state.step} of {session.steps}: {stop_reason(state, early)}")
     session.say(f"the final model is the one of step {state.best_step} ({early.metric} {state.best_metric:.4f})")

@@ -34,6 +34,11 @@ def make_accelerator(mixed_precision: str) -> Accelerator:
     """
     no_gpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    if no_gpu and not torch.cuda.device_count():
+        # accelerate and transformers import deepspeed whenever it is installed (to recognise its engine when a
+        # model is unwrapped or saved); told the accelerator, DeepSpeed skips its probe and its warning on every run
+        # ("Setting accelerator to CPU").
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     handlers = [InitProcessGroupKwargs(backend="gloo")] if deepspeed and no_gpu else []
     return Accelerator(mixed_precision=mixed_precision, cpu=no_gpu and not deepspeed, kwargs_handlers=handlers)
 
@@ -57,6 +62,17 @@ def whole_model_loading(accelerator: Accelerator) -> Iterator[None]:
         yield
     finally:
         accelerator.state.deepspeed_plugin.set_deepspeed_weakref()
+
+
+def unwrap(accelerator: Accelerator, model: Any) -> Any:
+    """The model inside accelerate's wrapper (DDP, FSDP, a DeepSpeed engine, torch.compile), or the model itself.
+
+    `Accelerator.unwrap_model` imports deepspeed whenever it is installed, to test for its engine; that import
+    takes seconds and prints "Setting accelerator to CPU" on every run. A model without a wrapper's attributes is
+    returned as it is, so only runs that wrap (and DeepSpeed's) pay for it."""
+    if hasattr(model, "module") or "_orig_mod" in getattr(model, "__dict__", {}):
+        return accelerator.unwrap_model(model)
+    return model
 
 
 def configure_deepspeed(accelerator: Accelerator, train: TrainConfig) -> None:

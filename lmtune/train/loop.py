@@ -27,6 +27,7 @@ from lmtune.train import zero
 from lmtune.train.checkpoint import is_sharded
 from lmtune.train.early_stopping import track_best
 from lmtune.train.guard import StepGuard, guarded_update
+from lmtune.train.launch import unwrap
 from lmtune.train.linear_ce import output_head
 from lmtune.train.objectives import OBJECTIVES, Objective, l2sp_penalty
 from lmtune.train.state import LoopState
@@ -93,7 +94,7 @@ def loss_head(model: torch.nn.Module, accelerator: Accelerator, objective: Objec
     """The output layer for the chunked loss (`lmtune.train.linear_ce`), or None to compute the model's logits: the
     objective has no hidden-state form, the head is not a plain linear layer, or FSDP/ZeRO-3 shard the head's
     weight (it is only gathered inside the wrapped model's forward). ZeRO-1/2 keep it whole on every process."""
-    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = unwrap(accelerator, model)
     if (objective.hidden_loss is None and not objective.uses_head) or is_sharded(unwrapped):
         return None
     return output_head(unwrapped)
@@ -335,6 +336,9 @@ def _optimizer_step(run: _Fixed, rows: Sequence[Row], mine: Sequence[Sequence[in
     if engine is not None:
         engine.step()  # clip, step, zero the gradients
         grad_norm = float(engine.get_global_grad_norm()) if cfg.max_grad_norm is not None else None
+        # ZeRO's optimizer skips an update whose gradients are not finite itself (its overflow check): lmtune's
+        # guard counts it from there, and a non-finite loss never counts as a taken step.
+        taken = engine.was_step_applied() and math.isfinite(step_loss)
     else:
         grad_norm, taken = guarded_update(acc, run.optimizer, run.params, cfg.max_grad_norm, step_loss)
     run.scheduler.step()  # a skipped update still uses up its step of the schedule, as its batch is used up

@@ -11,6 +11,7 @@ from accelerate import Accelerator
 
 from lmtune.data.batching import Row
 from lmtune.train.checkpoint import is_sharded
+from lmtune.train.launch import unwrap
 from lmtune.train.loop import _forward, batcher, loss_head
 from lmtune.train.objectives import OBJECTIVES, Objective
 
@@ -45,7 +46,7 @@ def evaluate_loss(
     # FSDP gathers each layer's weights inside every forward, a collective: all processes must run as
     # many batches as the one with most rows (a process short of one repeats a batch and counts none of it).
     shares = math.ceil(len(rows) / accelerator.num_processes)
-    n_batches = math.ceil((shares if is_sharded(accelerator.unwrap_model(model)) else len(mine)) / batch_size)
+    n_batches = math.ceil((shares if is_sharded(unwrap(accelerator, model)) else len(mine)) / batch_size)
     total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
     sums: dict[str, float] = {}  # the objective's own metrics, summed (preference pairs: accuracy, margins)
     batch_of = batcher(objective)

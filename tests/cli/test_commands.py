@@ -27,6 +27,7 @@ def test_train_prints_the_held_out_loss_and_writes_the_run(trained):
     run, proc = trained
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
+    assert "Setting accelerator" not in proc.stderr  # DeepSpeed's probe, told the accelerator (train/launch.py)
     match = HELD_OUT.search(proc.stdout)
     assert match, proc.stdout
     before, after = map(float, match.groups())
