@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.data.types import json_type
-from lmtune.errors import LmtuneError
+from lmtune.errors import DataError, LmtuneError
 
 ROLES = ("system", "user", "assistant")
 CHAT_ROLES = (*ROLES, "tool")
@@ -176,16 +176,18 @@ def _message(
         report(f"{path}.role", "a system message must be the first message")
         ok = False
     calls: tuple[ToolCall, ...] = ()
-    if raw_calls is not None and raw_calls != []:
-        if role != "assistant":
-            report(f"{path}.tool_calls", "tool_calls are allowed on assistant messages only")
-            ok = False
-        else:
-            parsed = _tool_calls(raw_calls, f"{path}.tool_calls", index, tools, report)
-            ok = ok and parsed is not None
-            calls = parsed or ()
+    has_calls = raw_calls is not None and raw_calls != []
+    if has_calls and role != "assistant":
+        report(f"{path}.tool_calls", "tool_calls are allowed on assistant messages only")
+        ok = False
+    elif has_calls:
+        parsed = _tool_calls(raw_calls, f"{path}.tool_calls", index, tools, report)
+        ok = ok and parsed is not None
+        calls = parsed or ()
+        if parsed is None and isinstance(raw_calls, list):  # the results still answer these ids: no second error
+            pending[:] = [c["id"] for c in raw_calls if isinstance(c, dict) and isinstance(c.get("id"), str)]
     # An assistant turn that only calls tools has no text (OpenAI writes null); a tool may return an empty string.
-    may_be_empty = role == "tool" or bool(calls)
+    may_be_empty = role == "tool" or has_calls
     if content is None and may_be_empty and role != "tool":
         content = ""
     if not isinstance(content, str):
@@ -201,7 +203,7 @@ def _message(
         report(f"{path}.weight", f"must be 0 or 1, got {weight!r}")
         ok = False
     call_id = _answered_call(item, path, role, pending, report) if role == "tool" else None
-    if role == "assistant":
+    if role == "assistant" and (calls or not has_calls):
         pending[:] = [call.id for call in calls]
     if not ok or (role == "tool" and call_id is None):
         return None
@@ -326,7 +328,7 @@ _PROBE_PARTS = {
 }
 
 
-def check_tool_template(tokenizer: Any, name: str | None = None) -> None:
+def check_tool_template(tokenizer: Any, name: str | None = None, where: str = "") -> None:
     """Refuse, naming the template, one that cannot render tool definitions, calls and results.
 
     Found by rendering a probe conversation: a template without tool support drops ``tools=`` and the calls
@@ -338,12 +340,16 @@ def check_tool_template(tokenizer: Any, name: str | None = None) -> None:
         missing = [part for part, marker in _PROBE_PARTS.items() if marker not in text]
     except Exception as error:  # jinja2 raise_exception, TemplateError, KeyError...: the template refuses tools
         missing = [f"everything (it fails: {type(error).__name__}: {str(error).strip()[:120]})"]
-    if missing:
-        raise LmtuneError(
-            f"the chat template {label} cannot render tool calling: it leaves out {', '.join(missing)}",
-            hint="set data.chat_template: chatml-tools (ChatML with Qwen2.5's tool format), or use a model whose "
-            "template takes tools= (Qwen2.5, Llama 3.1, Mistral, Hermes)",
-        )
+    if not missing:
+        return
+    problem = f"the chat template {label} cannot render tool calling: it leaves out {', '.join(missing)}"
+    hint = (
+        "set data.chat_template: chatml-tools (ChatML with Qwen2.5's tool format), or use a model whose template "
+        "takes tools= (Qwen2.5, Llama 3.1, Mistral, Hermes)"
+    )
+    if where:  # the data file that calls tools
+        raise DataError(where, None, None, f"the data calls tools, but {problem}", hint=hint)
+    raise LmtuneError(problem, hint=hint)
 
 
 def template_name(tokenizer: Any) -> str:

@@ -88,13 +88,13 @@ def chat_text(
     )
 
 
-def require_tool_template(tokenizer: PreTrainedTokenizerBase) -> None:
+def require_tool_template(tokenizer: PreTrainedTokenizerBase, where: str = "") -> None:
     """Refuse a template that cannot render tools, naming it (checked once per template text)."""
     template = str(tokenizer.chat_template)
     if template in _TOOL_TEMPLATES:
         return
     names = [name for name, text in CHAT_TEMPLATES.items() if text == template]
-    check_tool_template(tokenizer, f"'{names[0]}'" if names else template_name(tokenizer))
+    check_tool_template(tokenizer, f"'{names[0]}'" if names else template_name(tokenizer), where)
     _TOOL_TEMPLATES.add(template)
 
 
@@ -109,7 +109,7 @@ def render_chat(example: ChatExample, tokenizer: PreTrainedTokenizerBase) -> Ren
         )
     messages, tools = example.messages, example.tools
     if uses_tools(messages, tools):
-        require_tool_template(tokenizer)
+        require_tool_template(tokenizer, example.source)
     full = chat_text(tokenizer, messages, False, tools)
     spans = []
     for i, m in enumerate(messages):
