@@ -124,11 +124,16 @@ def tool_names(tools: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def parse_messages(
-    value: Any, field: str, report: _Report, tools: Sequence[Mapping[str, Any]] = (), paths: Sequence[str] = ()
+    value: Any,
+    field: str,
+    report: _Report,
+    tools: Sequence[Mapping[str, Any]] | None = (),
+    paths: Sequence[str] = (),
 ) -> tuple[Message, ...] | None:
     """Validate OpenAI chat messages: ``[{"role", "content", "weight"?, "tool_calls"?, "tool_call_id"?}, ...]``.
 
-    ``paths`` names each item for the messages (ShareGPT's ``conversations[3]``); by default ``field[i]``.
+    ``tools`` is None when the record's tool list is itself bad (reported already): calls are then not checked
+    against it. ``paths`` names each item for the messages (ShareGPT's ``conversations[3]``); default ``field[i]``.
     """
     if not isinstance(value, list):
         report(field, f"must be a list of {{role, content}} objects, got {json_type(value)}")
@@ -158,7 +163,7 @@ def parse_messages(
 
 
 def _message(
-    item: Any, index: int, path: str, tools: Sequence[Mapping[str, Any]], pending: list[str], report: _Report
+    item: Any, index: int, path: str, tools: Sequence[Mapping[str, Any]] | None, pending: list[str], report: _Report
 ) -> Message | None:
     """One message, or None after reporting its problems; ``pending`` tracks the calls awaiting a tool result."""
     if not isinstance(item, dict):
@@ -211,12 +216,12 @@ def _message(
 
 
 def _tool_calls(
-    value: Any, path: str, index: int, tools: Sequence[Mapping[str, Any]], report: _Report
+    value: Any, path: str, index: int, tools: Sequence[Mapping[str, Any]] | None, report: _Report
 ) -> tuple[ToolCall, ...] | None:
     if not isinstance(value, list):
         report(path, f"must be a list of tool calls, got {json_type(value)}")
         return None
-    names = tool_names(tools)
+    names = tool_names(tools or ())
     calls, ok = [], True
     for j, raw in enumerate(value):
         where = f"{path}[{j}]"
@@ -229,7 +234,7 @@ def _tool_calls(
         if not isinstance(name, str) or not name:
             report(f"{where}.function.name", "missing" if name is None else f"must be a string, got {name!r}")
             ok = False
-        elif name not in names:
+        elif tools is not None and name not in names:
             known = f"the record's tools: {', '.join(names)}" if names else "the record has no 'tools'"
             report(f"{where}.function.name", f"calls unknown tool {name!r} ({known})")
             ok = False

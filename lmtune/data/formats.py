@@ -214,7 +214,7 @@ def _chat(
             return None
         tools_field = columns.get("tools", "tools")
         tools = parse_tools(record.data.get(tools_field), tools_field, report)
-        messages = parse_messages(record.data[field], field, report, tools or ())
+        messages = parse_messages(record.data[field], field, report, tools)
     if messages is None or tools is None:
         return None
     return ChatExample(messages, record.source, record.line, tools)

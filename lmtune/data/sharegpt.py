@@ -58,10 +58,8 @@ def sharegpt_messages(
         if item is not None:
             items.append(item)
             paths.append(path)
-    if not ok or tools is None:
-        return None
-    messages = parse_messages(items, field, report, tools, paths)
-    return None if messages is None else (messages, tools)
+    messages = parse_messages(items, field, report, tools, paths) if ok else None
+    return None if messages is None or tools is None else (messages, tools)
 
 
 def _turn(turn: Any, path: str, index: int, report: _Report) -> dict[str, Any] | None:
