@@ -18,6 +18,7 @@ from transformers import (
 
 from lmtune.config import ModelConfig
 from lmtune.errors import LmtuneError
+from lmtune.rope import apply_rope_scaling
 from lmtune.tokenizer import is_preset, load_error, load_tokenizer, source
 
 # A preset has no weights file: it is initialised from this seed, so every run starts from the same base model.
@@ -61,6 +62,7 @@ def load_model(
     if is_preset(cfg.name) or meta:
         config = _read_config(cfg)
         apply_dropout(config, cfg.dropout)
+        apply_rope_scaling(config, cfg)
         model = _from_config(AutoModelForCausalLM, config, dtype, meta, **kwargs)
     else:
         model = _from_pretrained(AutoModelForCausalLM, cfg, **kwargs)
@@ -119,7 +121,7 @@ def apply_dropout(config: Any, p: float | None) -> list[str]:
 
 def _from_pretrained(auto_class: Any, cfg: ModelConfig, **kwargs: Any) -> PreTrainedModel:
     """Weights from the hub or a local directory, in the configured dtype, from safetensors only."""
-    if cfg.dropout is not None:
+    if cfg.dropout is not None or cfg.rope_scaling is not None:
         if "config" not in kwargs:
             try:
                 kwargs["config"] = AutoConfig.from_pretrained(
@@ -128,6 +130,7 @@ def _from_pretrained(auto_class: Any, cfg: ModelConfig, **kwargs: Any) -> PreTra
             except (OSError, ValueError) as e:
                 raise load_error("model", cfg.name, e) from None
         apply_dropout(kwargs["config"], cfg.dropout)
+        apply_rope_scaling(kwargs["config"], cfg)
     try:
         return auto_class.from_pretrained(
             cfg.name,
@@ -170,6 +173,7 @@ def load_seq2seq_model(cfg: ModelConfig, *, meta: bool = False) -> PreTrainedMod
     kwargs: dict[str, Any] = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
     if meta:
         apply_dropout(config, cfg.dropout)
+        apply_rope_scaling(config, cfg)
         return _checkpointing(_from_config(AutoModelForSeq2SeqLM, config, _DTYPES[cfg.dtype], True, **kwargs), cfg)
     return _checkpointing(_from_pretrained(AutoModelForSeq2SeqLM, cfg, **kwargs), cfg)
 
@@ -221,6 +225,7 @@ def load_classifier(
         )
     if is_preset(cfg.name) or meta:
         apply_dropout(config, cfg.dropout)
+        apply_rope_scaling(config, cfg)
         model = _from_config(auto, config, _DTYPES[cfg.dtype], meta, **kwargs)
     else:
         # A checkpoint's head for another label count (e.g. a NER model's 9 tags) is replaced by a new one.

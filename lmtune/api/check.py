@@ -96,7 +96,7 @@ def check_data(
     if "train" in texts and "validation" in texts:
         findings += leakage_findings(texts["train"], texts["validation"], near)
     template_info, template_findings = _template(cfg, task, splits["train"], loaded["train"][1], tokenizer)
-    findings += template_findings
+    findings += [f for f in template_findings if f.message not in {g.message for g in findings}]
     settings = {
         "model": cfg.model.name,
         "max_length": cfg.data.max_length,
@@ -162,7 +162,10 @@ def _template(
     """Whether inference will see what training rendered (template_check), where the task renders text."""
     if train.format == "token_classification" or not task.renders_text:  # nothing rendered or generated
         return {}, []
-    return template_check(examples, tokenizer, cfg.data.template, stop_token_ids(cfg.model, tokenizer))
+    try:
+        return template_check(examples, tokenizer, cfg.data.template, stop_token_ids(cfg.model, tokenizer))
+    except DataError as e:  # a template that cannot render the data (tool calls): a finding among the others
+        return {}, [Finding("error", "template", e.problem, train.name, e.source)]
 
 
 def _task_lengths(
@@ -182,7 +185,7 @@ def _task_lengths(
     except DataError as e:
         findings.append(Finding("error", "record", e.problem, name, e.source, e.line, e.field))
     except LmtuneError as e:
-        findings.append(Finding("error", "format", e.message, name))
+        findings.append(Finding("error", "format", e.message, name, examples[0].source if examples else None))
     return TokenStats(examples=len(examples))
 
 

@@ -17,6 +17,7 @@ from lmtune.data.tokenize import setup_chat_template
 from lmtune.errors import LmtuneError
 from lmtune.estimate import measure
 from lmtune.methods import transformer_blocks
+from lmtune.rope import context_note
 from lmtune.tokenizer import load_tokenizer
 from lmtune.train.launch import resolve_mixed_precision
 from lmtune.train.linear_ce import output_head
@@ -56,7 +57,7 @@ def estimate(
     )
 
     # 2. The run's model, head and method (build_model) on the meta device: exact counts and shapes, no weights.
-    spec = _meta_spec(cfg, prepared, tokenizer.pad_token_id)
+    spec, context = _meta_spec(cfg, prepared, tokenizer.pad_token_id)
 
     # 3. The analytic estimate: memory at the run's heaviest step, time from FLOPs and a matmul benchmark.
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -94,17 +95,20 @@ def estimate(
         throughput_flops=throughput,
         time_s=flops / throughput,
         probe=probe,
-        notes=est.notes(spec, device, probe),
+        notes=est.notes(spec, device, probe) + ((context,) if context else ()),
     )
 
 
-def _meta_spec(cfg: RunConfig, prepared: Prepared, pad_id: int) -> est.ModelSpec:
-    """The spec of the run's model, head and method (build_model) on the meta device: shapes, no weights."""
+def _meta_spec(cfg: RunConfig, prepared: Prepared, pad_id: int) -> tuple[est.ModelSpec, str | None]:
+    """The spec of the run's model, head and method (build_model) on the meta device: shapes, no weights; and what
+    the longest row means for its positions (model.rope_scaling)."""
     built = build_model(cfg, prepared, pad_id, meta=True)
     meta = built.model
     spec = est.describe_model(meta, transformer_blocks(meta), cfg.model.gradient_checkpointing)
     chunked = cfg.train.chunked_loss and built.objective.hidden_loss is not None and output_head(meta) is not None
-    return dataclasses.replace(spec, chunked_loss=chunked)
+    longest = max((row.length for row in prepared.rows), default=0)
+    context, _ = context_note(meta, cfg.model, longest)
+    return dataclasses.replace(spec, chunked_loss=chunked), context
 
 
 def _throughput(spec: est.ModelSpec, plan: list[list[est.MicroBatch]], mixed: str, device: str) -> float:

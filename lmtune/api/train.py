@@ -19,6 +19,7 @@ from lmtune.data.tokenize import setup_chat_template
 from lmtune.errors import Diverged
 from lmtune.export import final_state, needs_base_copy, save_base, save_final
 from lmtune.report import write_report
+from lmtune.rope import context_note
 from lmtune.rundir import check_same_data, disk_errors, release_run_dir, write_json
 from lmtune.tokenizer import load_tokenizer
 from lmtune.train.hostmem import keep_freed_memory
@@ -83,6 +84,9 @@ def finetune(
         s.built = build_model(cfg, s.prepared, s.tokenizer.pad_token_id,
                               before_method=(lambda base: save_base(s.run_dir, base)) if keep_base else None)  # fmt: skip
     steps.report_model(s)
+    context, past = context_note(s.built.model, cfg.model, max((r.length for r in s.prepared.rows), default=0))
+    if context:
+        say(context, warning=past)
 
     # 4. Optimizer, schedule, accelerate.
     s.steps = total_steps(len(s.prepared.rows), cfg.train, accelerator.num_processes)

@@ -31,7 +31,7 @@ from lmtune.config.methods import (
     PromptTuningMethod,
     QloraMethod,
 )
-from lmtune.config.model import ModelConfig
+from lmtune.config.model import ModelConfig, RopeScaling
 from lmtune.config.sections import ConfigLike, RunConfig
 from lmtune.config.tasks import ALIGNMENT_TASKS, TASK_RULES, TaskRules
 from lmtune.config.train import LOWER_IS_BETTER, EarlyStoppingConfig, TrainConfig
@@ -60,6 +60,7 @@ __all__ = [
     "QloraMethod",
     "ReplayConfig",
     "RlhfConfig",
+    "RopeScaling",
     "RunConfig",
     "TaskRules",
     "TrainConfig",

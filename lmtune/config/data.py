@@ -40,17 +40,27 @@ class DataConfig(_Section):
     validation_split: str = Field("validation", description="Split to read for `validation` from a DatasetDict/hub.")
     subset: str | None = Field(None, description="Hub dataset configuration name, if it has several.")
     format: Literal[
-        "auto", "text", "prompt_completion", "messages", "instruction", "classification", "token_classification"
+        "auto",
+        "text",
+        "prompt_completion",
+        "messages",
+        "sharegpt",
+        "instruction",
+        "classification",
+        "token_classification",
     ] = Field(
         "auto",
         description="Record shape; 'auto' detects it from the keys of the first record. 'classification' (text + "
         "label; the default for task classification) is never detected, only set. 'token_classification' (tokens + "
-        "tags lists, or a CoNLL file; the default for task token_classification).",
+        "tags lists, or a CoNLL file; the default for task token_classification). 'messages' records may carry "
+        "tool calling (tools, tool_calls, tool messages); 'sharegpt' is conversations of {from, value} turns, "
+        "detected from the key 'conversations'; instruction records with a 'history' column become conversations.",
     )
     columns: dict[str, str] = Field(
         default_factory=dict,
         description="Map of canonical field -> your column, e.g. {prompt: dialogue, completion: summary}. "
-        "Canonical fields: text, prompt, completion, messages, instruction, input, output, label, tokens, tags.",
+        "Canonical fields: text, prompt, completion, messages, instruction, input, output, label, tokens, tags, "
+        "conversations, tools, system, history.",
     )
     prompt_template: str | None = Field(
         None,
@@ -65,7 +75,7 @@ class DataConfig(_Section):
     chat_template: str | None = Field(
         None,
         description="Chat template when the tokenizer has none (or to replace it): a built-in name "
-        "('chatml', 'plain') or a Jinja template string. Saved with the tuned tokenizer so inference matches.",
+        "('chatml', 'plain', 'chatml-tools': chatml with Qwen2.5's tool-calling format) or a Jinja template string. Saved with the tuned tokenizer so inference matches.",
     )
     max_length: int = Field(512, gt=1, description="Longest example in tokens (after rendering).")
     overlong: Literal["truncate", "drop", "chunk"] = Field(

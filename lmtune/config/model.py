@@ -10,6 +10,21 @@ from pydantic import Field, field_validator
 from lmtune.config.base import Section as _Section
 
 
+class RopeScaling(_Section):
+    type: Literal["linear", "dynamic", "yarn"] = Field(
+        ...,
+        description="How rotary position embeddings stretch past the base's trained length: 'linear' (position "
+        "interpolation, Chen et al. 2023), 'dynamic' (NTK-aware, rescaled at run time for longer inputs only), "
+        "'yarn' (Peng et al. 2023). transformers computes them (rope_parameters in the model config).",
+    )
+    factor: float = Field(
+        ..., gt=1.0, description="How many times the base's trained length to reach (4: a 4k model to 16k)."
+    )
+    original_max_position_embeddings: int | None = Field(
+        None, gt=0, description="The base's trained length; defaults to the model config's max_position_embeddings."
+    )
+
+
 class ModelConfig(_Section):
     name: str = Field(
         "preset:tiny-chat",
@@ -35,6 +50,12 @@ class ModelConfig(_Section):
         description="Dropout inside the model: sets every dropout probability its config has (attention_dropout for "
         "Llama/Qwen, resid/embd/attn_pdrop for GPT-2, hidden/attention dropout for BERT, dropout_rate for T5, ...) "
         "before it is built. None keeps the model's own. The adapter's dropout is the method's `dropout`.",
+    )
+    rope_scaling: RopeScaling | None = Field(
+        None,
+        description="Train past the base's context: scale its rotary position embeddings, e.g. {type: linear, "
+        "factor: 4} and data.max_length up to 4x the base's max_position_embeddings. RoPE models only (Llama, Qwen, "
+        "Mistral, Gemma, Phi-3...); saved in the tuned model's config so inference scales the same way.",
     )
 
     @field_validator("name")

@@ -8,22 +8,17 @@ from __future__ import annotations
 
 import string
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+# ROLES and Message are re-exported: chat turns are defined, with tool calling, in lmtune.data.chat.
+from lmtune.data.chat import ROLES as ROLES
+from lmtune.data.chat import Message, parse_messages, parse_tools
 from lmtune.data.conll import TokensExample, convert_tokens
+from lmtune.data.sharegpt import sharegpt_messages, with_history
 from lmtune.data.types import Record, json_type
 from lmtune.errors import DataError, LmtuneError
-
-
-@dataclass(frozen=True)
-class Message:
-    """One chat turn; ``weight`` (0 or 1) says whether an assistant turn is trained on."""
-
-    role: str
-    content: str
-    weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +41,9 @@ class ChatExample:
     messages: tuple[Message, ...]
     source: str
     line: int
+    # Tool calling: the functions the conversation may call, in OpenAI's form (lmtune.data.chat); left out of the
+    # hash as dicts have none.
+    tools: tuple[dict[str, Any], ...] = field(default=(), hash=False)
 
 
 @dataclass(frozen=True)
@@ -60,11 +58,14 @@ class LabelExample:
 
 Example = TextExample | PromptCompletionExample | ChatExample | LabelExample | TokensExample
 
-FORMATS = ("auto", "text", "prompt_completion", "messages", "instruction", "classification", "token_classification")
-CANONICAL_FIELDS = (
-    "text", "prompt", "completion", "messages", "instruction", "input", "output", "label", "tokens", "tags"
+FORMATS = (
+    "auto", "text", "prompt_completion", "messages", "sharegpt", "instruction", "classification",
+    "token_classification",
 )  # fmt: skip
-ROLES = ("system", "user", "assistant")
+CANONICAL_FIELDS = (
+    "text", "prompt", "completion", "messages", "instruction", "input", "output", "label", "tokens", "tags",
+    "conversations", "tools", "system", "history",
+)  # fmt: skip
 # Set by `lmtune data augment` on every copy it writes: {"strategy", "source", "line", "of": key of the original}.
 AUGMENTATION_FIELD = "augmentation"
 
@@ -87,6 +88,7 @@ ALPACA_TEMPLATE: Mapping[str, str] = MappingProxyType(
 # Detection order matters: a record with both `messages` and `text` is a chat record.
 _SHAPES = {
     "messages": ("messages",),
+    "sharegpt": ("conversations",),
     "prompt_completion": ("prompt", "completion"),
     "instruction": ("instruction", "output"),
     "token_classification": ("tokens", "tags"),
@@ -95,7 +97,9 @@ _SHAPES = {
 # Fields a prompt template may name, per shape; the answer field is left out so it cannot leak into the prompt.
 _TEMPLATE_FIELDS = {"prompt_completion": ("prompt",), "instruction": ("instruction", "input")}
 _ANSWER_FIELD = {"prompt_completion": "completion", "instruction": "output"}
-_SHAPES_TEXT = "messages | prompt + completion | instruction + output (+ input) | tokens + tags | text"
+_SHAPES_TEXT = (
+    "messages | conversations (ShareGPT) | prompt + completion | instruction + output (+ input) | tokens + tags | text"
+)
 
 
 _Report = Callable[[str, str], None]  # report(field, problem) for the record being converted
@@ -160,6 +164,8 @@ def convert_records(
     shape = detect_format(records[0], columns) if format == "auto" else format
     if prompt_template is not None:
         _check_template(prompt_template, shape, records[0], columns)
+    if shape == "instruction" and columns.get("history", "history") in records[0].data:
+        shape = "instruction_history"  # Alpaca with earlier turns: every record becomes a conversation
     problems: list[DataError] = []  # collected, not raised, so one run reports every bad record
     examples = [_convert(record, shape, columns, prompt_template, problems) for record in records]
     return examples, problems
@@ -176,9 +182,8 @@ def _convert(
     if shape == "text":
         text = _string(record, columns.get("text", "text"), report, allow_empty=False)
         return None if text is None else TextExample(text, record.source, record.line)
-    if shape == "messages":
-        messages = _messages(record, columns.get("messages", "messages"), report)
-        return None if messages is None else ChatExample(messages, record.source, record.line)
+    if shape in ("messages", "sharegpt", "instruction_history"):
+        return _chat(record, shape, columns, template, report)
     if shape == "token_classification":
         return convert_tokens(record, columns, problems)  # tokens + tags: lmtune.data.conll
     if shape == "classification":
@@ -186,6 +191,33 @@ def _convert(
         label = _label(record, columns.get("label", "label"), report)
         return None if text is None or label is None else LabelExample(text, label, record.source, record.line)
     return _prompt_completion(record, shape, columns, template, report)
+
+
+def _chat(
+    record: Record, shape: str, columns: Mapping[str, str], template: str | None, report: _Report
+) -> ChatExample | None:
+    """OpenAI messages (with tools), ShareGPT conversations, or Alpaca with history (lmtune.data.sharegpt)."""
+    tools: tuple[dict[str, Any], ...] | None = ()
+    if shape == "sharegpt":
+        found = sharegpt_messages(record, columns, report)
+        messages, tools = found if found is not None else (None, ())
+    elif shape == "instruction_history":
+        # The last exchange's prompt: the prompt template, or the instruction and its input (no Alpaca boilerplate:
+        # a chat template frames the turns).
+        pc = _prompt_completion(record, "instruction", columns, template or "{instruction}\n\n{input}", report)
+        prompt = None if pc is None else pc.prompt if template else pc.prompt.removesuffix("\n\n")
+        messages = None if pc is None else with_history(record, columns, str(prompt), pc.completion, report)
+    else:
+        field = columns.get("messages", "messages")
+        if field not in record.data:
+            report(field, f"missing (the record has keys {sorted(record.data)})")
+            return None
+        tools_field = columns.get("tools", "tools")
+        tools = parse_tools(record.data.get(tools_field), tools_field, report)
+        messages = parse_messages(record.data[field], field, report, tools)
+    if messages is None or tools is None:
+        return None
+    return ChatExample(messages, record.source, record.line, tools)
 
 
 def _string(record: Record, field: str, report: _Report, *, allow_empty: bool) -> str | None:
@@ -308,62 +340,6 @@ def _render(template: str, values: Mapping[str, Any], report: _Report) -> str | 
     except (KeyError, IndexError, AttributeError, TypeError, ValueError) as error:
         report("prompt_template", f"cannot be filled from this record: {type(error).__name__}: {error}")
         return None
-
-
-def _messages(record: Record, field: str, report: _Report) -> tuple[Message, ...] | None:
-    """Validate OpenAI fine-tuning chat messages: ``[{"role", "content", "weight"?}, ...]``."""
-    if field not in record.data:
-        report(field, f"missing (the record has keys {sorted(record.data)})")
-        return None
-    value = record.data[field]
-    if not isinstance(value, list):
-        report(field, f"must be a list of {{role, content}} objects, got {json_type(value)}")
-        return None
-    if not value:
-        report(field, "is an empty list")
-        return None
-    messages: list[Message] = []
-    ok = True
-    for index, item in enumerate(value):
-        path = f"{field}[{index}]"
-        if not isinstance(item, dict):
-            report(path, f"must be an object with 'role' and 'content', got {json_type(item)}")
-            ok = False
-            continue
-        role, content = item.get("role"), item.get("content")
-        # A null weight is an absent one: Parquet and `datasets` fill keys missing from some messages with null.
-        weight = item.get("weight")
-        if role not in ROLES:
-            found = "missing" if role is None else f"unknown role {role!r}"
-            report(f"{path}.role", f"{found} (allowed: {', '.join(ROLES)})")
-            ok = False
-        elif role == "system" and index != 0:
-            report(f"{path}.role", "a system message must be the first message")
-            ok = False
-        if not isinstance(content, str):
-            report(f"{path}.content", "missing" if content is None else f"must be a string, got {json_type(content)}")
-            ok = False
-        elif not content.strip():
-            report(f"{path}.content", "is empty")
-            ok = False
-        if weight is not None and role != "assistant":
-            report(f"{path}.weight", "weight is allowed on assistant messages only")
-            ok = False
-        elif weight is not None and (isinstance(weight, bool) or weight not in (0, 1)):
-            report(f"{path}.weight", f"must be 0 or 1, got {weight!r}")
-            ok = False
-        if ok:
-            messages.append(Message(role, content, 1.0 if weight is None else float(weight)))
-    if not ok:
-        return None
-    assistant = [message for message in messages if message.role == "assistant"]
-    if not assistant:
-        report(field, "has no assistant message (nothing to train on)")
-        return None
-    if not any(message.weight == 1 for message in assistant):
-        report(field, "every assistant message has weight 0 (nothing to train on)")
-        return None
-    return tuple(messages)
 
 
 def _problems_error(problems: list[DataError], max_errors: int) -> LmtuneError:

@@ -213,7 +213,7 @@ def role_findings(examples: Sequence[Example], split: str) -> list[Finding]:
                 )
             )
         for prev, (i, m) in zip(turns, enumerate(turns[1:], 1), strict=False):
-            if m.role == prev.role:
+            if m.role == prev.role != "tool":  # parallel tool calls answer in consecutive tool turns
                 out.append(
                     Finding(
                         "warning",

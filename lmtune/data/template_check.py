@@ -15,7 +15,7 @@ from transformers import PreTrainedTokenizerBase
 
 from lmtune.data.formats import ChatExample, Example, Message, PromptCompletionExample
 from lmtune.data.quality import Finding
-from lmtune.data.tokenize import encode, render, render_chat, special_affixes, uses_chat
+from lmtune.data.tokenize import chat_text, encode, render, render_chat, special_affixes, uses_chat
 from lmtune.data.types import IGNORE
 
 # The characters of a long field the scan keeps: both checks look at the seams (where a prompt ends and its answer
@@ -67,8 +67,7 @@ def _prompt_and_full(example: Example, tokenizer: PreTrainedTokenizerBase, chat:
         if found is None:
             return None
         ex, i = found
-        msgs = [{"role": m.role, "content": m.content} for m in ex.messages]
-        prompt = tokenizer.apply_chat_template(msgs[:i], tokenize=False, add_generation_prompt=True)
+        prompt = chat_text(tokenizer, ex.messages[:i], True, ex.tools)
         return prompt, render_chat(ex, tokenizer).text
     if isinstance(example, PromptCompletionExample):
         return example.prompt, example.prompt + example.completion

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
+from lmtune.data.chat import CHATML_TOOLS, check_tool_template, template_messages, template_name, uses_tools
 from lmtune.data.formats import (
     ChatExample,
     Example,
@@ -40,6 +41,7 @@ CHAT_TEMPLATES = {
         "{% else %}{{ '### Assistant:\\n' + message['content'] + eos_token + '\\n\\n' }}{% endif %}{% endfor %}"
         "{% if add_generation_prompt %}{{ '### Assistant:\\n' }}{% endif %}"
     ),
+    "chatml-tools": CHATML_TOOLS,  # chatml that renders tools, tool calls and results (lmtune.data.chat)
 }
 
 
@@ -71,9 +73,32 @@ def uses_chat(example: Example, template: str) -> bool:
     return False
 
 
-def _chat(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], generation_prompt: bool) -> str:
-    msgs = [{"role": m.role, "content": m.content} for m in messages]
-    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=generation_prompt)
+def chat_text(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: Sequence[Message],
+    generation_prompt: bool,
+    tools: Sequence[dict] = (),
+) -> str:
+    """The conversation through the tokenizer's chat template (with its tools, when it has any)."""
+    return tokenizer.apply_chat_template(
+        template_messages(messages),
+        tools=list(tools) or None,
+        tokenize=False,
+        add_generation_prompt=generation_prompt,
+    )
+
+
+def require_tool_template(tokenizer: PreTrainedTokenizerBase, where: str = "") -> None:
+    """Refuse a template that cannot render tools, naming it (checked once per template text)."""
+    template = str(tokenizer.chat_template)
+    if template in _TOOL_TEMPLATES:
+        return
+    names = [name for name, text in CHAT_TEMPLATES.items() if text == template]
+    check_tool_template(tokenizer, f"'{names[0]}'" if names else template_name(tokenizer), where)
+    _TOOL_TEMPLATES.add(template)
+
+
+_TOOL_TEMPLATES: set[str] = set()  # templates that rendered the tool probe (lmtune.data.chat.check_tool_template)
 
 
 def render_chat(example: ChatExample, tokenizer: PreTrainedTokenizerBase) -> Rendered:
@@ -82,13 +107,16 @@ def render_chat(example: ChatExample, tokenizer: PreTrainedTokenizerBase) -> Ren
             "the tokenizer has no chat template to render chat data with",
             hint="set data.chat_template to a built-in template ('chatml' or 'plain') or a Jinja template",
         )
-    messages = example.messages
-    full = _chat(tokenizer, messages, False)
+    messages, tools = example.messages, example.tools
+    if uses_tools(messages, tools):
+        require_tool_template(tokenizer, example.source)
+    full = chat_text(tokenizer, messages, False, tools)
     spans = []
     for i, m in enumerate(messages):
         if m.role != "assistant" or m.weight == 0:
             continue
-        before, upto = _chat(tokenizer, messages[:i], True), _chat(tokenizer, messages[: i + 1], False)
+        before = chat_text(tokenizer, messages[:i], True, tools)
+        upto = chat_text(tokenizer, messages[: i + 1], False, tools)
         if not (full.startswith(upto) and upto.startswith(before)):
             raise DataError(
                 example.source,

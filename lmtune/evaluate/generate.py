@@ -17,6 +17,7 @@ from lmtune.data.formats import ALPACA_TEMPLATE, ROLES, Message
 from lmtune.data.tokenize import special_affixes
 from lmtune.errors import LmtuneError
 from lmtune.export import load_tuned, read_run_config
+from lmtune.rope import context_length
 from lmtune.rundir import read_json
 
 
@@ -135,8 +136,7 @@ def _prompt_ids(
 
 def context_limit(model: Any) -> int | None:
     """The most positions the model can attend to (learned position tables fail past it), when its config says."""
-    config = model.config
-    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return context_length(model.config)  # a dynamic RoPE scaling stretches it (lmtune.rope)
 
 
 def _stop_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> list[int]:

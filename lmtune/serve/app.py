@@ -17,7 +17,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
+from lmtune.data.chat import check_tool_template
 from lmtune.data.tokenize import special_affixes
+from lmtune.errors import LmtuneError
 from lmtune.serve.classify import MAX_INPUTS, ClassifyRequest, classify
 from lmtune.serve.embed import MAX_INPUTS as EMBED_MAX_INPUTS
 from lmtune.serve.embed import EmbeddingRequest, embed, embedding_data
@@ -65,9 +67,7 @@ def create_app(registry: Registry, engine: Engine, limits: Limits) -> FastAPI:
         tok = served.backend.tokenizer
         if not served.backend.chat:
             raise ApiError(400, f"model {req.model} has no chat template", param="model", code="no_chat_template")
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
-        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        ids = list(tok(text, add_special_tokens=False)["input_ids"])
+        ids = list(tok(chat_prompt(tok, req), add_special_tokens=False)["input_ids"])
         return await _answer(engine, served, req, [ids], limits, chat=True)
 
     @app.post("/v1/completions")
@@ -112,6 +112,18 @@ def _add_head_routes(app: FastAPI, registry: Registry, limits: Limits) -> None:
         data = embedding_data(vectors, req.encoding_format)
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
         return {"object": "list", "data": data, "model": req.model, "usage": usage}
+
+
+def chat_prompt(tok: Any, req: ChatRequest) -> str:
+    """The request's conversation through the model's chat template, its `tools` passed on (tools=); a template
+    that cannot render tools is a 400 naming it, not a prompt silently missing them."""
+    messages = [m.for_template(i) for i, m in enumerate(req.messages)]
+    if req.tools or any(m.get("tool_calls") or m["role"] == "tool" for m in messages):
+        try:
+            check_tool_template(tok)
+        except LmtuneError as e:
+            raise ApiError(400, e.message, param="tools", code="template_cannot_render_tools") from None
+    return tok.apply_chat_template(messages, tools=req.tools or None, tokenize=False, add_generation_prompt=True)
 
 
 def _authorize(request: Request, limits: Limits) -> None:

@@ -3,6 +3,7 @@ clients send extras) and its error JSON."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -54,18 +55,45 @@ class _Sampling(BaseModel):
 class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    role: Literal["system", "user", "assistant", "developer"]
-    content: str | list[dict[str, Any]]
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list[dict[str, Any]] | None = None  # null on an assistant turn that only calls tools
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
 
     def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
+        if isinstance(self.content, str) or self.content is None:
+            return self.content or ""
         return "".join(part.get("text", "") for part in self.content if part.get("type") == "text")
+
+    def for_template(self, index: int) -> dict[str, Any]:
+        """The message as chat templates take it: OpenAI's JSON-text arguments as an object (transformers'
+        tool-use convention), a developer message as the system message."""
+        out: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        if self.tool_calls:
+            out["tool_calls"] = [_template_call(call, f"messages[{index}].tool_calls[{j}]")
+                                 for j, call in enumerate(self.tool_calls)]  # fmt: skip
+        return out
+
+
+def _template_call(call: dict[str, Any], param: str) -> dict[str, Any]:
+    function = call.get("function")
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise ApiError(400, "a tool call needs a function with a name", param=param)
+    arguments = function.get("arguments") or {}
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError as e:
+            raise ApiError(400, f"tool call arguments are not valid JSON: {e.msg}", param=param) from None
+    return {**call, "function": {**function, "arguments": arguments}}
 
 
 class ChatRequest(_Sampling):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    tools: list[dict[str, Any]] | None = None  # passed to the chat template (tools=)
 
 
 class CompletionRequest(_Sampling):

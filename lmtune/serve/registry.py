@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.errors import LmtuneError
+from lmtune.rope import context_length
 
 Reporter = Callable[..., None]
 ADAPTER_METHODS = ("lora", "dora", "ia3")
@@ -42,8 +43,7 @@ class Backend:
 
     @property
     def context(self) -> int | None:
-        config = self.model.config
-        return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        return context_length(self.model.config)  # a dynamic RoPE scaling stretches it (lmtune.rope)
 
 
 @dataclass(frozen=True)

@@ -269,7 +269,58 @@ def _other_task_cases() -> list[Case]:
     ]
 
 
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+TOOLS = ("--set", "data.chat_template=chatml-tools")
+
+
+def tool_chat(i: int = 0, name: str = "get_weather", arguments: str = '{"city": "Paris"}', answers: str = "c1") -> dict:
+    call = {"id": "c1", "type": "function", "function": {"name": name, "arguments": arguments}}
+    return {
+        "tools": [WEATHER],
+        "messages": [
+            {"role": "user", "content": f"Weather in Paris, day {i}?"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": answers, "content": f"{20 + i} C"},
+            {"role": "assistant", "content": f"It is {20 + i} degrees."},
+        ],
+    }
+
+
+def _tool_cases() -> list[Case]:
+    good = [tool_chat(i) for i in range(4)]
+    turn = [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]
+    return [
+        Case("tool-ok", "t.jsonl", jl(*good), 0, args=TOOLS),
+        Case(
+            "tool-unknown-name", "t.jsonl", jl(*good, tool_chat(name="get_time")), 2, 5, ("unknown tool",), args=TOOLS
+        ),
+        Case(
+            "tool-args-not-json", "t.jsonl", jl(*good, tool_chat(arguments="{city: Paris")), 2, 5, ("not valid JSON",)
+        ),
+        Case(
+            "tool-result-no-call",
+            "t.jsonl",
+            jl(*good, tool_chat(answers="c9")),
+            2,
+            5,
+            ("matches no pending",),
+            args=TOOLS,
+        ),
+        Case("tool-template-refused", "t.jsonl", jl(*good), 2, None, ("cannot render tool calling",)),
+        Case("sharegpt-ok", "s.jsonl", jl(*[{"conversations": turn}] * 3), 0),
+        Case(
+            "sharegpt-unknown-speaker",
+            "s.jsonl",
+            jl({"conversations": turn}, {"conversations": [{"from": "bot", "value": "x"}, *turn]}),
+            2,
+            2,
+            ("unknown speaker",),
+        ),
+    ]
+
+
 CASES: list[Case] = [
+    *_tool_cases(),
     *_jsonl_cases(),
     *_json_cases(),
     *_csv_cases(),

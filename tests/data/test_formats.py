@@ -216,9 +216,9 @@ def test_errors_are_capped_at_max_errors_and_counted():
         (["hi", CHAT[1]], "field 'messages[0]': must be an object with 'role' and 'content', got a string"),
         (
             [{"role": "bot", "content": "x"}, CHAT[1]],
-            "field 'messages[0].role': unknown role 'bot' (allowed: system, user, assistant)",
+            "field 'messages[0].role': unknown role 'bot' (allowed: system, user, assistant, tool)",
         ),
-        ([{"content": "x"}, CHAT[1]], "field 'messages[0].role': missing (allowed: system, user, assistant)"),
+        ([{"content": "x"}, CHAT[1]], "field 'messages[0].role': missing (allowed: system, user, assistant, tool)"),
         ([CHAT[0], {"role": "assistant", "content": 7}], "field 'messages[1].content': must be a string, got a number"),
         ([CHAT[0], {"role": "assistant"}], "field 'messages[1].content': missing"),
         ([CHAT[0], {"role": "assistant", "content": " \n"}], "field 'messages[1].content': is empty"),
