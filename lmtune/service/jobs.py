@@ -98,7 +98,7 @@ def _validate(cfg: dict[str, Any]) -> None:
     try:
         RunConfig.model_validate(cfg)
     except ValidationError as e:
-        raise ValueError(format_validation_error(e)) from None
+        raise ValueError(format_validation_error(e, "job")) from None
 
 
 def fine_tuned_name(job: dict[str, Any]) -> str:

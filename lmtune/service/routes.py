@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -32,7 +33,7 @@ def authorize(request: Request, limits: ServiceLimits) -> None:
     if limits.api_key is None:
         return
     given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-    given = given or request.cookies.get(COOKIE, "")
+    given = given or unquote(request.cookies.get(COOKIE, ""))
     if not hmac.compare_digest(given.encode(), limits.api_key.encode()):
         raise ApiError(401, "invalid or missing API key (send Authorization: Bearer KEY)", code="invalid_api_key")
 

@@ -58,7 +58,9 @@ def _train(store: Store, job: dict[str, Any]) -> None:
         store.add_event(job_id, f"Resuming from checkpoint {ckpt.name}")
     else:
         store.add_event(job_id, "Fine-tuning job started")
-    events = _MetricEvents(store, job_id, run_dir / "metrics.jsonl")
+    # On resume, metrics.jsonl is cut back to the checkpoint's step: the steps up to it already have their events.
+    done = int(ckpt.name.rsplit("-", 1)[1]) if ckpt is not None else -1
+    events = _MetricEvents(store, job_id, run_dir / "metrics.jsonl", done)
 
     def report(text: str, warning: bool = False) -> None:
         store.add_event(job_id, text, level="warn" if warning else "info")
@@ -76,8 +78,9 @@ def _train(store: Store, job: dict[str, Any]) -> None:
 class _MetricEvents:
     """After each optimizer step: the new rows of metrics.jsonl as OpenAI's `metrics` events (step, losses)."""
 
-    def __init__(self, store: Store, job_id: str, path: Path) -> None:
+    def __init__(self, store: Store, job_id: str, path: Path, reported_through: int = -1) -> None:
         self.store, self.job_id, self.path, self.offset = store, job_id, path, 0
+        self.reported_through = reported_through
         self.records: list[dict[str, Any]] = []
 
     def __call__(self, state: Any) -> None:
@@ -94,6 +97,8 @@ class _MetricEvents:
             except ValueError:
                 continue
             self.records.append(rec)
+            if rec.get("step", 0) <= self.reported_through:
+                continue
             if rec.get("split") == "train":
                 msg, data = f"Step {rec['step']}: training loss={rec['loss']:.4f}", {"train_loss": rec["loss"]}
             elif rec.get("split") == "validation":
@@ -134,16 +139,25 @@ def _fail(store: Store, job_id: str, message: str, code: str) -> None:
 
 
 def _stop_with_parent() -> None:
-    """When the server dies (even by kill -9), the kernel sends this worker SIGTERM: it checkpoints and stops, and
-    the restarted server resumes the job (Linux's PR_SET_PDEATHSIG; elsewhere the worker trains on to the end)."""
+    """When the server dies (even by kill -9), the kernel signals this worker, which then asks itself to stop once,
+    as a SIGTERM would: it checkpoints after its current step and the restarted server resumes the job. (Linux's
+    PR_SET_PDEATHSIG; elsewhere the worker trains on to the end.) The kernel may signal more than once (a subreaper
+    the worker is handed to), and a second SIGTERM would abort the checkpoint, so it is passed on only once."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    passed_on = []
+
+    def parent_died(signum: int, frame: Any) -> None:
+        if not passed_on:
+            passed_on.append(signum)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGUSR1, parent_died)
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGUSR1)  # PR_SET_PDEATHSIG
     if str(os.getppid()) != os.environ.get("LMTUNE_SERVER_PID", str(os.getppid())):  # it died before prctl
-        os.kill(os.getpid(), signal.SIGTERM)
+        parent_died(signal.SIGUSR1, None)
 
 
 if __name__ == "__main__":

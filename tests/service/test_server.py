@@ -137,7 +137,7 @@ def test_error_cases(client, service, uploaded, tmp_path) -> None:
         client.files.create(file=big.open("rb"), purpose="fine-tune")
     assert e.value.status_code == 413
     with pytest.raises(openai.BadRequestError, match="purpose"):
-        client.files.create(file=big.open("rb"), purpose="assistants")
+        client.files.create(file=("a.jsonl", b"{}\n"), purpose="assistants")
     create = client.fine_tuning.jobs.create
     with pytest.raises(openai.NotFoundError):
         create(model="preset:tiny-chat", training_file="file-00000000nothere")
@@ -152,7 +152,11 @@ def test_error_cases(client, service, uploaded, tmp_path) -> None:
                extra_body={"lmtune": {"data": {"train": "/etc/passwd"}}})  # fmt: skip
     with pytest.raises(openai.BadRequestError, match="suffix"):
         create(model="preset:tiny-chat", training_file=uploaded["train"], suffix="../x")
+    jobs = [create(model="no-such/model-xyz", training_file=uploaded["train"]).id for _ in range(2)]
+    failed = finished(client, jobs[0])
+    assert failed.status == "failed" and "no-such/model-xyz" in failed.error.message, failed.error
     page = client.fine_tuning.jobs.list(limit=1)
+    assert page.data[0].id == jobs[1]
     assert len(page.data) == 1 and page.has_more
     rest = client.fine_tuning.jobs.list(limit=100, after=page.data[0].id).data
     assert page.data[0].id not in {j.id for j in rest} and rest
