@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 
-from lmtune.html import esc, page, table
+from lmtune.html import Markup, esc, page, table
 from lmtune.serve.app import _body
 from lmtune.serve.protocol import ApiError
 from lmtune.serve.registry import Registry
@@ -111,12 +111,12 @@ def add_studio_routes(app: FastAPI, store: Store, scheduler: Scheduler, registry
 def _index_body(store: Store) -> list[str]:
     jobs = store.jobs(limit=200)
     rows = [
-        (f'<a href="/studio/jobs/{esc(j["id"])}">{esc(j["id"])}</a>', esc(j["model"]),
-         f'<span class="status-{esc(j["status"])}">{esc(j["status"])}</span>', esc(j["fine_tuned_model"] or ""))
+        (Markup(f'<a href="/studio/jobs/{esc(j["id"])}">{esc(j["id"])}</a>'), j["model"],
+         Markup(f'<span class="status-{esc(j["status"])}">{esc(j["status"])}</span>'), j["fine_tuned_model"] or "")
         for j in jobs
     ]  # fmt: skip
     files = [f for f in store.files() if f["purpose"] == "fine-tune"]
-    file_rows = [(f'<a href="/studio/files/{esc(f["id"])}">{esc(f["id"])}</a>', esc(f["filename"]), f["bytes"])
+    file_rows = [(Markup(f'<a href="/studio/files/{esc(f["id"])}">{esc(f["id"])}</a>'), f["filename"], f["bytes"])
                  for f in files[:200]]  # fmt: skip
     options = "".join(f'<option value="{esc(f["id"])}">{esc(f["filename"])} ({esc(f["id"])})</option>' for f in files)
     form = f"""<h2>Start a job</h2><form id="new-job">
@@ -142,7 +142,7 @@ def _job_body(store: Store, job: dict[str, Any]) -> list[str]:
     cancel = "" if job["status"] in TERMINAL else f'<button id="cancel" data-job="{jid}">Cancel</button>'
     error = f'<p class="error">{esc(job["error"]["message"])}</p>' if job["error"] else ""
     events = store.events(job["id"], limit=30, newest_first=True)
-    event_rows = [(e["level"], esc(e["message"])) for e in events]
+    event_rows = [(e["level"], e["message"]) for e in events]
     return [
         f'<p>status <b id="status">{esc(job["status"])}</b> · model {esc(job["model"])} · '
         f'{" · ".join(links)} {cancel}</p>{error}',
@@ -184,7 +184,7 @@ def _file_body(store: Store, f: dict[str, Any], model: str) -> list[str]:
         items = preview(cfg, n=3)
     except LmtuneError as e:
         return [f'<p class="error">{esc(e)}</p>']
-    rows = [(x.severity, x.check, x.line or "", x.field or "", esc(x.message)) for x in report.findings[:100]]
+    rows = [(x.severity, x.check, x.line or "", x.field or "", x.message) for x in report.findings[:100]]
     split = report.splits["train"]
     out = [f"<p>{split.records} records · {len(report.errors)} errors · {len(report.warnings)} warnings "
            f"(checked for {esc(model)})</p>", table(["severity", "check", "line", "field", "message"], rows, cls="wide"),

@@ -38,11 +38,14 @@ function liveCurve(svg) {
     drawCurves(svg, rows);
     document.getElementById("last-step").textContent = `step ${r.step}`;
   });
+  const shown = document.getElementById("status").textContent;
   source.addEventListener("status", e => {
     const status = JSON.parse(e.data);
     document.getElementById("status").textContent = status;
-    if (["succeeded", "failed", "cancelled"].includes(status)) { source.close(); setTimeout(() => location.reload(), 300); }
+    // The job ended while the page was open: reload for its report and chat links (once: the page then shows it).
+    if (status !== shown && ["succeeded", "failed", "cancelled"].includes(status)) setTimeout(() => location.reload(), 500);
   });
+  source.onerror = () => source.close();  // the stream ends with the job
 }
 
 async function startJob(form, estimateOnly) {
