@@ -79,7 +79,9 @@ def server(
     ] = None,
     workers: Annotated[int, typer.Option(help="Jobs trained at the same time (each in its own process).")] = 1,
     max_upload_mb: Annotated[int, typer.Option(help="Largest file upload, in MB.")] = 64,
-    device: Annotated[str, typer.Option(help="Where the fine-tuned models answer chat: cpu, cuda, cuda:1, ...")] = "cpu",
+    device: Annotated[
+        str, typer.Option(help="Where the fine-tuned models answer chat: cpu, cuda, cuda:1, ...")
+    ] = "cpu",
 ) -> None:
     """A local OpenAI-compatible fine-tuning service (files, jobs, events, checkpoints, chat) and its web studio."""
     _quiet_libraries()
