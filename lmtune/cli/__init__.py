@@ -1,7 +1,7 @@
 """The `lmtune` command: parse arguments, call the Python API, print. No logic of its own.
 
 `app` holds the shared typer app, consoles and helpers; the commands live in `train` (train, generate, estimate,
-config), `data` (data ...), `evaluate` (eval, report) and `ship` (export, chat, serve), registered on import here in
+config), `data` (data ...), `evaluate` (eval, report) and `ship` (export, chat, serve, server), registered on import here in
 the order `--help` lists them.
 """
 

@@ -1,4 +1,4 @@
-"""`lmtune export`, `lmtune chat` and `lmtune serve`: the tuned model out of lmtune's hands."""
+"""`lmtune export`, `lmtune chat`, `lmtune serve` and `lmtune server`: the tuned model out of lmtune's hands."""
 
 from __future__ import annotations
 
@@ -67,6 +67,28 @@ def serve(
         device=device,
         report=say,
     )
+
+
+@app.command()
+def server(
+    store: Annotated[Path, typer.Option("--dir", help="Store directory: files, jobs, runs (created if new).")],
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="LMTUNE_API_KEY", help="Require `Authorization: Bearer KEY` on every route.")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Jobs trained at the same time (each in its own process).")] = 1,
+    max_upload_mb: Annotated[int, typer.Option(help="Largest file upload, in MB.")] = 64,
+    device: Annotated[
+        str, typer.Option(help="Where the fine-tuned models answer chat: cpu, cuda, cuda:1, ...")
+    ] = "cpu",
+) -> None:
+    """A local OpenAI-compatible fine-tuning service (files, jobs, events, checkpoints, chat) and its web studio."""
+    _quiet_libraries()
+    from lmtune.service import run_service
+
+    run_service(store, host=host, port=port, api_key=api_key, workers=workers,
+                max_upload_bytes=max_upload_mb << 20, device=device, report=say)  # fmt: skip
 
 
 @app.command()

@@ -60,6 +60,8 @@ class Served:
 class Registry:
     models: dict[str, Served] = field(default_factory=dict)
     backends: list[Backend] = field(default_factory=list)
+    bases: dict[str, Backend] = field(default_factory=dict)  # base key -> the backend holding that base
+    device: str = "cpu"
 
     def get(self, name: str) -> Served | None:
         return self.models.get(name)
@@ -90,23 +92,39 @@ def load_registry(sources: list[str | Path], report: Reporter, device: str = "au
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    registry = Registry()
-    shared: dict[str, Backend] = {}  # base key -> the backend holding that base
+    registry = Registry(device=device)
     for source in sources:
         path = Path(source)
-        name = path.name
-        if name in registry.models:
-            raise LmtuneError(f"two models are both named {name!r}", hint="serve directories with different names")
-        if (path / "config.yaml").is_file():
-            served = _load_run(path, name, shared, registry, report)
-        elif (path / "config.json").is_file():
-            served = _load_model_dir(path, name, registry)
-        else:
-            raise LmtuneError(f"{path} is neither a run directory nor a model directory", hint="pass runs/<name>")
-        registry.models[name] = served
+        registry.models[path.name] = _load_source(path, path.name, registry, report)
     for backend in registry.backends:
         backend.model.to(device)
     return registry
+
+
+def add_source(registry: Registry, source: str | Path, name: str, report: Reporter) -> Served:
+    """Serve one more run under `name` while the server runs (`lmtune server` adds each fine-tuned job's model).
+    Generation is held off meanwhile: an adapter may join a base that is answering requests."""
+    locks = [b.lock for b in registry.backends]
+    for lock in locks:
+        lock.acquire()
+    try:
+        served = _load_source(Path(source), name, registry, report)
+        served.backend.model.to(registry.device)
+    finally:
+        for lock in locks:
+            lock.release()
+    registry.models[name] = served
+    return served
+
+
+def _load_source(path: Path, name: str, registry: Registry, report: Reporter) -> Served:
+    if name in registry.models:
+        raise LmtuneError(f"two models are both named {name!r}", hint="serve directories with different names")
+    if (path / "config.yaml").is_file():
+        return _load_run(path, name, registry.bases, registry, report)
+    if (path / "config.json").is_file():
+        return _load_model_dir(path, name, registry)
+    raise LmtuneError(f"{path} is neither a run directory nor a model directory", hint="pass runs/<name>")
 
 
 def _load_run(path: Path, name: str, shared: dict[str, Backend], registry: Registry, report: Reporter) -> Served:
