@@ -33,6 +33,7 @@ __all__ = [
     "preview",
     "redact_file",
     "split_file",
+    "tune",
 ]
 
 _EXPORTS = {
@@ -43,6 +44,7 @@ _EXPORTS = {
     "estimate": "lmtune.api",
     "evaluate_run": "lmtune.api",
     "cross_validate": "lmtune.api",
+    "tune": "lmtune.api",
     "export_model": "lmtune.ship",
     "split_file": "lmtune.data.split",
     "dedup_file": "lmtune.data.dedup",

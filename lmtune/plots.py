@@ -154,3 +154,8 @@ def before_after(before: float, after: float, label: str, warn: bool = False) ->
     ax.margins(y=0.18)
     ax.spines[["top", "right"]].set_visible(False)
     return _png(fig)
+
+
+def figure_png(fig: plt.Figure) -> bytes:
+    """A figure drawn elsewhere (Optuna's matplotlib plots) as PNG bytes for a self-contained page."""
+    return _png(fig)

@@ -30,6 +30,8 @@ _EXPORTS = {
     "summarize": "lmtune.api.summary",
     "RunResult": "lmtune.api.train",
     "finetune": "lmtune.api.train",
+    "TuneResult": "lmtune.api.search",
+    "tune": "lmtune.api.search",
     "ConfigLike": "lmtune.config",
 }
 __all__ = sorted(_EXPORTS)

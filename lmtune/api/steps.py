@@ -258,8 +258,9 @@ def resume_or_describe(session: Session) -> None:
     write_json(run_dir, "env.json", {**environment(), "launch": describe_launch(session.accelerator)})
 
 
-def make_hooks(session: Session, after_step: Any) -> Hooks:
-    """The loop's hooks: log metrics, evaluate, checkpoint, keep the best evaluation's weights."""
+def make_hooks(session: Session, after_step: Any, after_eval: Any = ()) -> Hooks:
+    """The loop's hooks: log metrics, evaluate, checkpoint, keep the best evaluation's weights. `after_eval`
+    callbacks see each evaluation's figures (`lmtune tune` reports them to its pruner, which may stop the run)."""
     acc, run_dir, metrics, p = session.accelerator, session.run_dir, session.metrics, session.prepared
     assert metrics is not None and p is not None
     # Early stopping keeps the weights of the best evaluation on disk, and the best the last checkpoint refers
@@ -272,6 +273,8 @@ def make_hooks(session: Session, after_step: Any) -> Hooks:
             s.best_val_loss = result["loss"]
         if acc.is_main_process:
             metrics.append({"split": "validation", "step": s.step, **result})
+        for callback in after_eval:
+            callback(s, result)
         return result
 
     def on_checkpoint(s: LoopState) -> None:

@@ -47,12 +47,14 @@ def finetune(
     resume: bool = False,
     overwrite: bool = False,
     after_step: Sequence[Callable[[LoopState], None]] = (),
+    after_eval: Sequence[Callable[[LoopState, dict[str, float]], None]] = (),
     report: Say | None = None,
 ) -> RunResult:
     """Fine-tune a model as the config says and write the run directory. Returns its path and summary.
 
     `config` is a YAML path, a dict or a RunConfig; `overrides` are `key.path=value` strings; `report` receives
     the run's messages (`report(text, warning=False)`; the CLI prints them, the default drops them).
+    `after_step` callbacks see the loop state after every step, `after_eval` ones each validation's figures too.
     """
     cfg = load_config(config, overrides, output_dir)
     task = task_of(cfg)
@@ -91,7 +93,7 @@ def finetune(
     # 5. What training is measured against; then the state to resume from, or the run's description.
     steps.measure_start(s)
     steps.resume_or_describe(s)
-    hooks = steps.make_hooks(s, after_step)
+    hooks = steps.make_hooks(s, after_step, after_eval)
     if hooks.on_eval is not None and not resume:
         steps.evaluate_before(s, hooks)
 
