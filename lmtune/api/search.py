@@ -15,8 +15,6 @@ kill -9 rerun the trial that died.
 from __future__ import annotations
 
 import json
-import math
-import os
 import shutil
 import socket
 import warnings
@@ -27,18 +25,11 @@ from typing import Any
 
 from lmtune.api.setup import Say, silent
 from lmtune.api.study_page import write_outputs
-from lmtune.config import LOWER_IS_BETTER, METHOD_SECTIONS, ConfigLike, RunConfig, TuneConfig, load_config
+from lmtune.api.tune_trial import Objective, TrialFailed, direction_of, mark, one_line
+from lmtune.config import ConfigLike, RunConfig, TuneConfig, load_config
 from lmtune.errors import LmtuneError
-from lmtune.fileio import atomic_write_json
-from lmtune.rundir import release_run_dir
 
 STUDY_DB = "study.db"
-TRIALS = "trials"
-TRIAL_FILE = "trial.json"  # in each trial's run directory: its study, number, state and reason
-# Keys that leave a run's peak memory as it is: trials differing only in these share one estimate.
-MEMORY_NEUTRAL = {"train.lr", "train.weight_decay", "train.warmup_fraction", "train.warmup_steps", "train.scheduler",
-                  "train.betas", "train.label_smoothing", "train.epochs", "train.max_steps", "method.dropout",
-                  "method.alpha", "method.lora_dropout", "seed"}  # fmt: skip
 
 
 @dataclass
@@ -52,10 +43,6 @@ class TuneResult:
     best: dict[str, Any] | None = None
     start: dict[str, Any] | None = None  # the trial of the config's own values
     files: dict[str, str] = field(default_factory=dict)  # best.yaml, trials.csv, study.html
-
-
-class _TrialFailed(Exception):
-    """A trial that could not finish (a bad combination, NaN, out of memory): Optuna records it FAIL and goes on."""
 
 
 def tune(
@@ -82,7 +69,7 @@ def tune(
     cfg = load_config(config, overrides)
     spec = _spec(cfg)
     check_space(config, overrides, spec)
-    metric, direction = spec.metric, _direction(spec)
+    metric, direction = spec.metric, direction_of(spec)
     if spec.pruner != "none" and cfg.train.eval_every is None:
         raise LmtuneError(
             f"tune.pruner {spec.pruner}: the pruner compares trials at their evaluations; set train.eval_every",
@@ -100,14 +87,14 @@ def tune(
     _requeue_dead(study, db, say)
     if spec.start_trial and not study.trials:
         study.enqueue_trial(_start_params(cfg, spec, say), user_attrs={"start": True}, skip_if_exists=True)
-    objective = _Objective(config, overrides, cfg, spec, out, say)
+    objective = Objective(config, overrides, cfg, spec, out, say)
     enough = _Enough(spec.n_trials)
     if enough.reached(study):
         say(f"study {name!r} already has {spec.n_trials} trials; writing its outputs")
     else:
         say(f"study {name!r} in {url}: {spec.n_trials} trials, {metric} ({direction}), sampler {spec.sampler}, "
             f"pruner {spec.pruner}")  # fmt: skip
-        study.optimize(objective, timeout=spec.timeout, catch=(_TrialFailed,), callbacks=[enough], gc_after_trial=True)
+        study.optimize(objective, timeout=spec.timeout, catch=(TrialFailed,), callbacks=[enough], gc_after_trial=True)
     trials = [_trial_row(t) for t in study.trials]
     result = TuneResult(out, name, url, metric, direction, trials)
     result.start = next((t for t in trials if t["start"]), None)
@@ -126,12 +113,6 @@ def _spec(cfg: RunConfig) -> TuneConfig:
             hint="add a `tune:` section, e.g. tune: {metric: loss, space: {train.lr: {log_uniform: [1.0e-5, 1.0e-3]}}}",
         )
     return cfg.tune
-
-
-def _direction(spec: TuneConfig) -> str:
-    if spec.direction != "auto":
-        return spec.direction
-    return "minimize" if LOWER_IS_BETTER.get(spec.metric, False) else "maximize"
 
 
 def check_space(config: ConfigLike, overrides: Sequence[str], spec: TuneConfig) -> None:
@@ -153,7 +134,7 @@ def check_space(config: ConfigLike, overrides: Sequence[str], spec: TuneConfig) 
                     first = first or e
             else:
                 assert first is not None
-                raise LmtuneError(f"tune.space.{path} = {value!r}: {first.message}", hint=first.hint)
+                raise LmtuneError(f"tune.space.{path} = {value!r}: {one_line(first)}", hint=first.hint)
 
 
 def _local_storage(out: Path, *, resume: bool, overwrite: bool) -> str:
@@ -178,8 +159,10 @@ def _storage(url: str) -> Any:
     # SQLite serialises writers: wait for the lock instead of failing when two local workers write at once.
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     try:
-        return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=60, grace_period=180,
-                          failed_trial_callback=RetryFailedTrialCallback(max_retry=1))  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ExperimentalWarning: heartbeats
+            return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=60, grace_period=180,
+                              heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1))  # fmt: skip
     except Exception as e:  # sqlalchemy: bad URL, missing driver, refused connection
         raise LmtuneError(f"--storage {url}: cannot open it: {str(e).splitlines()[0]}") from None
 
@@ -232,26 +215,6 @@ def _start_params(cfg: RunConfig, spec: TuneConfig, say: Say) -> dict[str, Any]:
     return values
 
 
-def suggest(trial: Any, space: dict[str, Any]) -> dict[str, Any]:
-    """The trial's value of every searched key; method.name first, and method.* keys its method lacks left out."""
-    params: dict[str, Any] = {}
-    for path in sorted(space, key=lambda p: p != "method.name"):
-        dist, method = space[path], params.get("method.name")
-        lacks = method is not None and path.split(".", 2)[1] not in METHOD_SECTIONS[method].model_fields
-        if path.startswith("method.") and path != "method.name" and lacks:
-            continue
-        kind = dist.kind
-        if kind == "choice":
-            params[path] = trial.suggest_categorical(path, dist.choice)
-        elif kind in ("int", "log_int"):
-            low, high = dist.range_of(kind)
-            params[path] = trial.suggest_int(path, low, high, log=kind == "log_int")
-        else:
-            low, high = dist.range_of(kind)
-            params[path] = trial.suggest_float(path, low, high, log=kind == "log_uniform")
-    return params
-
-
 class _Enough:
     """Stop once the study holds n_trials (every worker's, finished or running; a trial rerun after its worker
     died counts once)."""
@@ -288,148 +251,8 @@ def _requeue_dead(study: Any, db: Any, say: Say) -> None:
         db.set_trial_state_values(trial_id, TrialState.FAIL)
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number, "start": t.user_attrs.get("start", False)})
         if t.user_attrs.get("run_dir"):
-            _mark(Path(t.user_attrs["run_dir"]), study.study_name, t.number, "failed", "its worker stopped")
+            mark(Path(t.user_attrs["run_dir"]), study.study_name, t.number, "failed", "its worker stopped")
         say(f"trial {t.number} was left running by a stopped worker: it runs again", warning=True)
-
-
-class _Objective:
-    """One trial: its config, the memory check, the run, the value (see the module doc)."""
-
-    def __init__(self, config: ConfigLike, overrides: Sequence[str], cfg: RunConfig, spec: TuneConfig, out: Path,
-                 say: Say) -> None:  # fmt: skip
-        self.config, self.overrides, self.cfg, self.spec, self.out, self.say = config, overrides, cfg, spec, out, say
-        t = cfg.train
-        # The pruner compares trials at the same amount of training data: evaluations every `grid` rows.
-        self.grid = (t.eval_every or 1) * t.batch_size * t.grad_accum
-        self.memory: dict[str, str | None] = {}
-        self.warned: set[str] = set()
-
-    def _warnings(self, text: str, warning: bool = False) -> None:
-        """A trial's warnings, each said once for the study (every trial reads the same data); the rest is quiet."""
-        if warning and text not in self.warned:
-            self.warned.add(text)
-            self.say(text, warning=True)
-
-    def __call__(self, trial: Any) -> float:
-        import optuna
-
-        params = suggest(trial, self.spec.space)
-        run_dir = self.out / TRIALS / f"trial-{trial.number:03d}"
-        trial.set_user_attr("run_dir", str(run_dir))
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items())
-        self.say(f"trial {trial.number}: {shown}")
-        try:
-            value, steps = self._run(trial, params, run_dir)
-        except optuna.TrialPruned as e:
-            self._end(trial, run_dir, "pruned", str(e))
-            raise
-        except _StudyError:
-            release_run_dir(run_dir)
-            raise  # a setting of the study itself is wrong: every trial would fail alike
-        except Exception as e:  # a trial's failure is recorded and the study goes on
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            self._end(trial, run_dir, "failed", reason)
-            raise _TrialFailed(reason) from e
-        trial.set_user_attr("steps", steps)
-        self._end(trial, run_dir, "complete", None)
-        self.say(f"trial {trial.number}: {self.spec.metric} {value:.4g} after {steps} steps")
-        return value
-
-    def _run(self, trial: Any, params: dict[str, Any], run_dir: Path) -> tuple[float, int]:
-        import optuna
-
-        from lmtune.api.train import finetune
-
-        sets = [f"{k}={json.dumps(v)}" for k, v in params.items()]
-        cfg = load_config(self.config, [*self.overrides, *sets, f"name={self.cfg.name}-trial-{trial.number}"],
-                          str(run_dir))  # fmt: skip
-        t = cfg.train
-        every = max(1, round(self.grid / (t.batch_size * t.grad_accum))) if t.eval_every else None
-        cfg = cfg.model_copy(update={"tune": None, "train": t.model_copy(update={"eval_every": every})})
-        refused = self._memory_refusal(cfg, params)
-        if refused:
-            raise optuna.TrialPruned(refused)
-        values: list[float] = []
-
-        def on_eval(state: Any, result: dict[str, float]) -> None:
-            trial.set_user_attr("steps", state.step)
-            if state.step == 0:
-                return  # before training: nothing to compare yet
-            if self.spec.metric not in result:
-                raise _StudyError(self.spec.metric, result)
-            value = float(result[self.spec.metric])
-            if not math.isfinite(value):
-                raise LmtuneError(f"validation {self.spec.metric} is {value} at step {state.step}")
-            values.append(value)
-            index = max(1, round(state.step * t.batch_size * t.grad_accum / self.grid))
-            trial.report(value, index)
-            if trial.should_prune():
-                raise optuna.TrialPruned(
-                    f"pruned at step {state.step}: {self.spec.metric} {value:.4g} behind the other trials"
-                )
-
-        result = finetune(cfg, after_eval=[on_eval], report=self._warnings)
-        if not values:
-            raise LmtuneError("the trial made no validation (no validation data, or no evaluation after training)")
-        early = cfg.train.early_stopping is not None
-        best = min(values) if _direction(self.spec) == "minimize" else max(values)
-        return (best if early else values[-1]), int(result.summary.get("steps") or 0)
-
-    def _memory_refusal(self, cfg: RunConfig, params: dict[str, Any]) -> str | None:
-        """Why `lmtune estimate` says the trial cannot fit (None when it fits); one estimate per memory-relevant
-        combination of the searched values."""
-        key = json.dumps({k: v for k, v in params.items() if k not in MEMORY_NEUTRAL}, sort_keys=True)
-        if key not in self.memory:
-            from lmtune.api.preflight import estimate
-
-            peak = estimate(cfg).memory.peak
-            limit, where = _memory_limit(self.spec)
-            self.memory[key] = (
-                f"not started: lmtune estimate puts its peak memory at {peak / 2**20:.0f} MiB, over the "
-                f"{limit / 2**20:.0f} MiB of {where}"
-                if peak > limit
-                else None
-            )
-        return self.memory[key]
-
-    def _end(self, trial: Any, run_dir: Path, state: str, reason: str | None) -> None:
-        release_run_dir(run_dir)  # a pruned or failed run leaves its directory locked by this process
-        if reason:
-            trial.set_user_attr("reason", reason)
-            self.say(f"trial {trial.number} {state}: {reason}", warning=state == "failed")
-        if run_dir.is_dir():
-            _mark(run_dir, trial.study.study_name, trial.number, state, reason)
-            if not self.spec.keep_checkpoints:
-                shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-            if state != "complete" and (run_dir / "metrics.jsonl").is_file():
-                from lmtune.report import write_report
-
-                write_report(run_dir)  # the curves up to where it stopped
-
-
-class _StudyError(LmtuneError):
-    def __init__(self, metric: str, result: dict[str, float]) -> None:
-        super().__init__(
-            f"tune.metric {metric}: this task's validation does not log it",
-            hint=f"pick one it logs: {', '.join(sorted(k for k in result if k != 'tokens'))}",
-        )
-
-
-def _memory_limit(spec: TuneConfig) -> tuple[float, str]:
-    if spec.memory_limit_mb is not None:
-        return spec.memory_limit_mb * 2**20, "tune.memory_limit_mb"
-    import torch
-
-    if torch.cuda.is_available():
-        return float(torch.cuda.get_device_properties(0).total_memory), "the GPU"
-    import psutil
-
-    return float(psutil.virtual_memory().total), "this machine's RAM"
-
-
-def _mark(run_dir: Path, study: str, number: int, state: str, reason: str | None) -> None:
-    atomic_write_json(run_dir / TRIAL_FILE, {"study": study, "trial": number, "state": state, "reason": reason})
 
 
 def _trial_row(t: Any) -> dict[str, Any]:
@@ -445,7 +268,3 @@ def _trial_row(t: Any) -> dict[str, Any]:
         "reason": t.user_attrs.get("reason"),
         "start": bool(t.user_attrs.get("start")),
     }
-
-
-def _short(v: Any) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
