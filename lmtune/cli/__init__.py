@@ -16,6 +16,7 @@ from lmtune.cli import data  # noqa: F401
 from lmtune.cli import evaluate  # noqa: F401
 from lmtune.cli import ship  # noqa: F401
 from lmtune.cli import tune  # noqa: F401
+from lmtune.cli import runs  # noqa: F401
 
 # isort: on
 from lmtune.cli.app import app, err

@@ -45,11 +45,11 @@ def test_space_paths_are_checked_like_set(tmp_path: Path) -> None:
     both = study_config(tmp_path, {"method.name": {"choice": ["full", "lora"]}, "method.r": {"choice": [4, 8]}})
     check_space(both, (), load_config(both).tune)
     alone = study_config(tmp_path, {"method.r": {"choice": [4, 8]}})
-    with pytest.raises(LmtuneError, match="method.r = 4"):
+    with pytest.raises(LmtuneError, match=r"method\.r = 4"):
         check_space(alone, (), load_config(alone).tune)
     with pytest.raises(LmtuneError, match="exactly one of"):
         load_config(study_config(tmp_path, {"train.lr": {"uniform": [0.1, 0.2], "choice": [1]}}))
-    with pytest.raises(LmtuneError, match="no tune.space"):
+    with pytest.raises(LmtuneError, match=r"no tune\.space"):
         tune({k: v for k, v in cfg.items() if k != "tune"}, study_dir=tmp_path / "s")
     assert not (tmp_path / "s").exists()
 
