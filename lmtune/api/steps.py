@@ -35,6 +35,7 @@ from lmtune.rundir import (
 )
 from lmtune.tasks import Task
 from lmtune.tasks.preference import needs_reference_logps
+from lmtune.tracking import Trackers, start_trackers
 from lmtune.train.checkpoint import (
     latest_checkpoint,
     load_best,
@@ -75,6 +76,7 @@ class Session:
     general_file: Path | None = None
     general_before: dict[str, float] | None = None
     diverged: dict[str, Any] | None = None  # what `roll_back` found, when the loop stopped diverged
+    trackers: Trackers = field(default_factory=Trackers)  # train.report_to
 
     @property
     def run_dir(self) -> Path:
@@ -273,6 +275,7 @@ def make_hooks(session: Session, after_step: Any, after_eval: Any = ()) -> Hooks
             s.best_val_loss = result["loss"]
         if acc.is_main_process:
             metrics.append({"split": "validation", "step": s.step, **result})
+            session.trackers.log(result, "validation", s.step)
         for callback in after_eval:
             callback(s, result)
         return result
@@ -294,6 +297,7 @@ def make_hooks(session: Session, after_step: Any, after_eval: Any = ()) -> Hooks
     def on_log(record: dict[str, Any]) -> None:
         if acc.is_main_process:
             metrics.append(record)
+            session.trackers.log(record, "train", record["step"])
         if "warning" in record:  # a skipped update or a loss spike (lmtune.train.guard)
             session.say(record["warning"], warning=True)
 
@@ -304,6 +308,13 @@ def make_hooks(session: Session, after_step: Any, after_eval: Any = ()) -> Hooks
         on_best=on_best,
         after_step=after_step,
     )
+
+
+def open_trackers(session: Session) -> None:
+    """train.report_to: the trackers that get a copy of the run's figures (lmtune.tracking)."""
+    cfg = session.cfg
+    session.trackers = start_trackers(cfg.train.report_to, cfg.name, cfg.train.report_group, session.run_dir,
+                                      cfg.model_dump(mode="json"), session.main)  # fmt: skip
 
 
 def evaluate_before(session: Session, hooks: Hooks) -> None:

@@ -93,6 +93,7 @@ def finetune(
     # 5. What training is measured against; then the state to resume from, or the run's description.
     steps.measure_start(s)
     steps.resume_or_describe(s)
+    steps.open_trackers(s)
     hooks = steps.make_hooks(s, after_step, after_eval)
     if hooks.on_eval is not None and not resume:
         steps.evaluate_before(s, hooks)
@@ -166,5 +167,6 @@ def finish(s: steps.Session, forgetting: dict[str, Any] | None, report: Say) -> 
                 say(result.verdict)
         paths = write_report(s.run_dir)
         say(f"report: {paths.html} · model card: {paths.model_card}")
+        s.trackers.finish(s.run_dir)
     acc.wait_for_everyone()
     return summary

@@ -111,7 +111,10 @@ class Objective:
                           str(run_dir))  # fmt: skip
         t = cfg.train
         every = max(1, round(self.grid / (t.batch_size * t.grad_accum))) if t.eval_every else None
-        cfg = cfg.model_copy(update={"tune": None, "train": t.model_copy(update={"eval_every": every})})
+        group = t.report_group or trial.study.study_name  # a study's trials log as one group
+        cfg = cfg.model_copy(
+            update={"tune": None, "train": t.model_copy(update={"eval_every": every, "report_group": group})}
+        )
         refused = self._memory_refusal(cfg, params)
         if refused:
             raise optuna.TrialPruned(refused)
