@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from lmtune.config.base import Section as _Section
 
@@ -15,6 +15,9 @@ Scalar = str | int | float | bool | None
 
 class Distribution(_Section):
     """One key's search range: exactly one of the fields, e.g. `{log_uniform: [1.0e-5, 1.0e-3]}`."""
+
+    # `int` is the YAML key; the field is int_ so that the builtin stays usable in the annotations.
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, serialize_by_alias=True)
 
     log_uniform: tuple[float, float] | None = Field(None, description="Floats, log scale: [low, high], low > 0.")
     uniform: tuple[float, float] | None = Field(None, description="Floats, linear scale: [low, high].")
