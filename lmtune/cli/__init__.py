@@ -15,6 +15,8 @@ from lmtune.cli import train  # noqa: F401
 from lmtune.cli import data  # noqa: F401
 from lmtune.cli import evaluate  # noqa: F401
 from lmtune.cli import ship  # noqa: F401
+from lmtune.cli import tune  # noqa: F401
+from lmtune.cli import runs  # noqa: F401
 
 # isort: on
 from lmtune.cli.app import app, err

@@ -35,6 +35,7 @@ from lmtune.config.model import ModelConfig, RopeScaling
 from lmtune.config.sections import ConfigLike, RunConfig
 from lmtune.config.tasks import ALIGNMENT_TASKS, TASK_RULES, TaskRules
 from lmtune.config.train import LOWER_IS_BETTER, EarlyStoppingConfig, TrainConfig
+from lmtune.config.tune import Distribution, TuneConfig
 
 __all__ = [
     "ALIGNMENT_TASKS",
@@ -44,6 +45,7 @@ __all__ = [
     "AdaptersMethod",
     "ConfigLike",
     "DataConfig",
+    "Distribution",
     "DoraMethod",
     "EarlyStoppingConfig",
     "EvalConfig",
@@ -64,6 +66,7 @@ __all__ = [
     "RunConfig",
     "TaskRules",
     "TrainConfig",
+    "TuneConfig",
     "apply_overrides",
     "dump_config",
     "format_validation_error",

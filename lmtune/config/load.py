@@ -157,7 +157,10 @@ def load_config(
 
 
 def dump_config(cfg: RunConfig) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    data = cfg.model_dump(mode="json")
+    if data.get("tune") is None:
+        data.pop("tune", None)  # only `lmtune tune` reads it: a run's config.yaml stays as it was without one
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 def iter_field_docs(model: type[BaseModel] = RunConfig, prefix: str = "") -> Iterator[tuple[str, str, str]]:

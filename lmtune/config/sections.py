@@ -24,6 +24,7 @@ from lmtune.config.methods import (
 from lmtune.config.model import ModelConfig
 from lmtune.config.tasks import TASK_RULES, TaskRules
 from lmtune.config.train import TrainConfig
+from lmtune.config.tune import TuneConfig
 
 # The training types (`task:`), described in RunConfig.task.
 Task = Literal["sft", "causal_lm", "seq2seq", "classification", "token_classification", "reward", "dpo", "rlhf"]
@@ -60,6 +61,9 @@ class RunConfig(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
     rlhf: RlhfConfig = Field(default_factory=RlhfConfig)
+    tune: TuneConfig | None = Field(
+        None, description="Hyperparameter search for `lmtune tune` (Optuna); a plain `lmtune train` ignores it."
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -130,6 +130,21 @@ class TrainConfig(_Section):
         "compute_class_weight); or one weight per label, in the sorted order of the label names.",
     )
 
+    report_to: list[Literal["tensorboard", "mlflow", "wandb", "trackio"]] = Field(
+        default_factory=list,
+        description="Experiment trackers that also receive the run's figures (metrics.jsonl stays the record): "
+        "per-step train loss, lr, tokens/s and grad norm, the validation metrics, the resolved config as "
+        "hyperparameters, and the report and eval table at the end. Through accelerate's trackers; install them "
+        "with `pip install 'lmtune[track]'`. TensorBoard writes under <run>/tensorboard; MLflow to "
+        "MLFLOW_TRACKING_URI (its default otherwise); W&B to project WANDB_PROJECT (default lmtune; WANDB_MODE=offline "
+        "keeps it local).",
+    )
+    report_group: str | None = Field(
+        None,
+        description="The group the trackers file the run under (MLflow experiment, W&B group, Trackio project); "
+        "default: the run's name. `lmtune tune` sets it to the study's name, so a study's trials log as one group.",
+    )
+
     @field_validator("mixed_precision", mode="before")
     @classmethod
     def _yaml_no(cls, value: Any) -> Any:
