@@ -172,14 +172,17 @@ def _labels(ids: list[int], n_prompt: int) -> list[int]:
     return [IGNORE] * n_prompt + ids[n_prompt:]
 
 
-def collate_pairs(rows: Sequence[PairRow], pad_id: int, multiple: int | str = 1) -> dict[str, torch.Tensor]:
+def collate_pairs(
+    rows: Sequence[PairRow], pad_id: int, multiple: int | str = 1, cap: int | None = None
+) -> dict[str, torch.Tensor]:
     """Right-padded batch of the chosen sequences followed by the rejected ones (2 x pairs rows), so one forward
     pass scores both: input_ids, attention_mask, labels (IGNORE on prompts and padding), and ref_chosen_logps /
-    ref_rejected_logps (pairs,) when the rows carry precomputed reference log-probs."""
+    ref_rejected_logps (pairs,) when the rows carry precomputed reference log-probs. Padded as `padded_width` says,
+    never past `cap` (the longest row of the data: the batch holding it is the one that sets the peak memory)."""
     import torch  # here, not at the top: `lmtune data check` tokenizes pairs without loading torch
 
     seqs = [(r.chosen_ids, r.chosen_labels) for r in rows] + [(r.rejected_ids, r.rejected_labels) for r in rows]
-    width = padded_width(max(len(ids) for ids, _ in seqs), multiple)
+    width = padded_width(max(len(ids) for ids, _ in seqs), multiple, cap)
     input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     labels = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
     attention = torch.zeros((len(seqs), width), dtype=torch.long)

@@ -29,8 +29,8 @@ def tokenize_for(for_reward: bool):
 
 
 def collate(rows: Sequence[PairRow], pad_id: int, multiple: int | str = 1, cap: int | None = None) -> dict:
-    """The loop's collate for pair rows: chosen then rejected, one padded batch (`cap` does not apply)."""
-    return collate_pairs(rows, pad_id, multiple)
+    """The loop's collate for pair rows: chosen then rejected, one padded batch."""
+    return collate_pairs(rows, pad_id, multiple, cap)
 
 
 def _step(model: Any, batch: dict[str, torch.Tensor], device: torch.device, head: Any = None, **options: Any) -> tuple:

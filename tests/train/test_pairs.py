@@ -119,6 +119,8 @@ def test_collated_pairs_are_chosen_rows_then_rejected_rows(tok: PreTrainedTokeni
     for i, seq in enumerate([rows[0].chosen_ids, rows[1].chosen_ids, rows[0].rejected_ids, rows[1].rejected_ids]):
         assert batch["input_ids"][i, : len(seq)].tolist() == seq and int(batch["attention_mask"][i].sum()) == len(seq)
         assert (batch["labels"][i, len(seq) :] == IGNORE).all()
+    # never padded past the longest row of the data (the loop's cap): the widest batch sets the peak memory
+    assert collate_pairs(rows, tok.pad_token_id, multiple=64, cap=longest)["input_ids"].shape == (4, longest)
     carried = [PairRow(r.chosen_ids, r.chosen_labels, r.rejected_ids, r.rejected_labels, -1.5, -2.5) for r in rows]
     batch = collate_pairs(carried, tok.pad_token_id)
     assert batch["ref_chosen_logps"].tolist() == [-1.5, -1.5] and batch["ref_rejected_logps"].tolist() == [-2.5, -2.5]
