@@ -153,6 +153,13 @@ def report_data(session: Session) -> None:
                 f"max_length {cfg.data.max_length} (data.overlong={cfg.data.overlong})",
                 warning=True,
             )
+    for src in p.sources:
+        sizes = p.splits.info["train"]["sources"][src.name]
+        say(
+            f"source {src.name}: {src.train_stats.kept} training examples ({src.train_stats.trained_tokens:,} trained "
+            f"tokens" + (f", weight {sizes['weight']:.2f}, {sizes['passes']:.2f} passes" if "weight" in sizes else "")
+            + f"), validation {src.val_stats.kept}"
+        )  # fmt: skip
     if p.replay:
         say(
             f"replay: {len(p.replay)} paragraphs of general text ({cfg.data.replay.source}) mixed into training "
@@ -253,6 +260,10 @@ def resume_or_describe(session: Session) -> None:
     info.setdefault("validation", {}).update(tokens=p.val_stats.as_dict())
     if "replay" in info:
         info["replay"].update(tokens=p.replay_stats.as_dict())
+    for src in p.sources:
+        info["train"]["sources"][src.name]["tokens"] = src.train_stats.as_dict()
+        if "sources" in info["validation"]:
+            info["validation"]["sources"][src.name]["tokens"] = src.val_stats.as_dict()
     data = {"format": p.splits.format, "chat": p.chat, "splits": info, "leakage": p.leakage}
     write_json(run_dir, "data.json", data)
     write_json(run_dir, "env.json", {**environment(), "launch": describe_launch(session.accelerator)})
@@ -268,6 +279,7 @@ def make_hooks(session: Session, after_step: Any) -> Hooks:
 
     def on_eval(s: LoopState) -> dict[str, float]:
         result = session.evaluate(p.val_rows)
+        result.update(source_losses(session))
         if s.best_val_loss is None or result["loss"] < s.best_val_loss:
             s.best_val_loss = result["loss"]
         if acc.is_main_process:
@@ -301,6 +313,20 @@ def make_hooks(session: Session, after_step: Any) -> Hooks:
         on_best=on_best,
         after_step=after_step,
     )
+
+
+def source_losses(session: Session) -> dict[str, float]:
+    """A mixture's validation loss per source (`loss/NAME`), when the sources keep their own validation."""
+    p, cfg = session.prepared, session.cfg
+    assert p is not None and session.built is not None and session.tokenizer is not None
+    groups = [src for src in p.sources if src.val_rows]
+    if len(groups) < 2 or cfg.data.validation is not None:
+        return {}
+    bs, pad = cfg.train.eval_batch_size or cfg.train.batch_size, session.tokenizer.pad_token_id
+    return {
+        f"loss/{src.name}": evaluate_loss(session.model, src.val_rows, bs, pad, session.accelerator, session.built.objective)["loss"]
+        for src in groups
+    }  # fmt: skip
 
 
 def evaluate_before(session: Session, hooks: Hooks) -> None:

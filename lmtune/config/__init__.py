@@ -7,7 +7,7 @@ it. Nothing of lmtune but the errors is imported here.
 """
 
 from lmtune.config.alignment import PreferenceConfig, RlhfConfig
-from lmtune.config.data import DataConfig, ReplayConfig
+from lmtune.config.data import DataConfig, DataSource, ReplayConfig
 from lmtune.config.evaluation import EvalConfig, ForgettingConfig
 from lmtune.config.load import (
     apply_overrides,
@@ -44,6 +44,7 @@ __all__ = [
     "AdaptersMethod",
     "ConfigLike",
     "DataConfig",
+    "DataSource",
     "DoraMethod",
     "EarlyStoppingConfig",
     "EvalConfig",

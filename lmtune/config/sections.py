@@ -93,6 +93,7 @@ class RunConfig(_Section):
                 "above 0"
             )
         rules = TASK_RULES[self.task]
+        self._source_checks(rules)
         if rules.records != "examples":
             self._alignment_checks(rules)
             return self
@@ -108,6 +109,24 @@ class RunConfig(_Section):
                 "share, and peft drops the position ids packing relies on; set data.packing: false"
             )
         return self
+
+    def _source_checks(self, rules: TaskRules) -> None:
+        """Mixtures and streaming read examples (not pairs or prompts); a stream has no length to count steps by."""
+        for name, used in (
+            ("data.train as a list of sources", self.data.mixture),
+            ("data.streaming", self.data.streaming),
+        ):
+            if used and rules.records != "examples":
+                raise ValueError(f"{name}: task {self.task} reads {rules.records}, from one source in memory")
+        if self.data.streaming:
+            if self.train.max_steps is None:
+                raise ValueError("data.streaming: a stream has no length to count epochs by; set train.max_steps")
+            for name, used in (
+                ("data.replay", self.data.replay is not None),
+                ("data.max_examples", self.data.max_examples is not None),
+            ):
+                if used:
+                    raise ValueError(f"{name}: not supported with data.streaming; unset it")
 
     def _alignment_checks(self, rules: TaskRules) -> None:
         """Preference tasks read their own record shapes (pairs, or prompts for rlhf, which trains through trl)."""
