@@ -6,7 +6,7 @@ Every setting is a field with its doc string in one section module (`model`, `da
 it. Nothing of lmtune but the errors is imported here.
 """
 
-from lmtune.config.alignment import PreferenceConfig, RlhfConfig
+from lmtune.config.alignment import PreferenceConfig, RewardConfig, RlhfConfig
 from lmtune.config.data import DataConfig, DataSource, ReplayConfig
 from lmtune.config.evaluation import EvalConfig, ForgettingConfig
 from lmtune.config.load import (
@@ -60,6 +60,7 @@ __all__ = [
     "PromptTuningMethod",
     "QloraMethod",
     "ReplayConfig",
+    "RewardConfig",
     "RlhfConfig",
     "RunConfig",
     "TaskRules",

@@ -148,9 +148,10 @@ class RunConfig(_Section):
         for name, used in unsupported:
             if used:
                 raise ValueError(f"{name}: not supported for task {self.task}; unset it")
-        if rules.needs_reward_model and self.rlhf.reward_model is None:
+        if rules.needs_reward_model and self.rlhf.reward_model is None and not self.rlhf.rewards:
             raise ValueError(
-                f"rlhf.reward_model: task {self.task} needs a reward model: the run directory of a `task: reward` run"
+                f"rlhf.reward_model: task {self.task} needs a reward model (the run directory of a `task: reward` run) "
+                "or reward functions (rlhf.rewards)"
             )
         if rules.batch_counts_generations and self.train.batch_size % self.rlhf.num_generations:
             raise ValueError(
