@@ -15,7 +15,9 @@ from lmtune.config import RunConfig
 from lmtune.data.batching import Row, pack, unpacked
 from lmtune.data.leakage import cheap_leaks
 from lmtune.data.preferences import load_align_splits, pairs_use_chat
-from lmtune.data.prepare import Splits, load_splits
+from lmtune.data.prepare import Splits, fingerprint, load_splits, load_validation
+from lmtune.data.streaming import RowStream
+from lmtune.data.streaming import describe as describe_stream
 from lmtune.data.tokenize import tokenize_examples, uses_chat
 from lmtune.data.types import IGNORE, Tokenized, TokenStats
 from lmtune.errors import LmtuneError
@@ -49,6 +51,7 @@ class Prepared:
     replay_stats: TokenStats = field(default_factory=TokenStats)
     leakage: dict[str, Any] = field(default_factory=lambda: {"checked": False})
     sources: list[SourceRows] = field(default_factory=list)  # a mixture's sources (data.train as a list)
+    stream: RowStream | None = None  # data.streaming: the training rows, made on the fly (rows is empty)
 
 
 @dataclass
@@ -93,6 +96,8 @@ def prepare_data(
     task = task_of(cfg)
     if task.records == "pairs":
         return prepare_pairs(cfg, tokenizer, say)
+    if cfg.data.streaming:
+        return prepare_stream(cfg, task, tokenizer)
     splits = splits or load_splits(cfg.data, cfg.seed)
     leakage = check_leakage(cfg, splits, say)
     labels = task.labels(splits.train) if task.labels else []
@@ -122,6 +127,36 @@ def prepare_data(
     prepared = Prepared(splits, labels, train, train_stats, validation, val_stats, rows, unpacked(validation), chat)
     prepared.replay, prepared.replay_stats, prepared.leakage = replay, replay_stats, leakage
     prepared.sources = [s for s, _, _ in sources]
+    return prepared
+
+
+def prepare_stream(cfg: RunConfig, task: Task, tokenizer: PreTrainedTokenizerBase) -> Prepared:
+    """data.streaming: the training rows as a `RowStream` (read, tokenized and packed as the loop takes them), the
+    validation split (data.validation only: a stream cannot be carved) in memory as usual."""
+    data = cfg.data
+    assert task.tokenize is not None and isinstance(data.train, str)
+    opts = TokenizeOptions(data.max_length, data.overlong, data.template, [])
+    tokenize = task.tokenize
+    stream = RowStream(data.train, cfg.seed, data.shuffle_buffer, data.max_length, data.packing,
+                       lambda examples: tokenize(examples, tokenizer, opts)[0], dict(data.columns),
+                       data.prompt_template, None if data.format == "auto" else data.format, data.split, data.subset)  # fmt: skip
+    first = next(stream.pieces(0, (0, 0)), None)  # reads the stream's head: the record shape, and a readable file
+    if first is None:
+        raise LmtuneError(f"data.train {data.train}: the stream holds no trainable example", hint="check the file")
+    validation = load_validation(data, cfg.seed) if data.validation else []
+    val_rows, val_stats = task.tokenize(validation, tokenizer, opts)
+    info = {"train": describe_stream(data.train)}
+    if validation:
+        info["validation"] = {
+            "source": data.validation,
+            "examples": len(validation),
+            "fingerprint": fingerprint(validation),
+        }
+    assert stream.fmt is not None
+    splits = Splits([], validation, stream.fmt, info)
+    chat = stream.fmt == "messages" if data.template == "auto" else data.template == "chat"
+    prepared = Prepared(splits, [], [], TokenStats(), val_rows, val_stats, [], unpacked(val_rows), chat)
+    prepared.stream = stream
     return prepared
 
 

@@ -138,12 +138,19 @@ def report_data(session: Session) -> None:
     p, cfg, say = session.prepared, session.cfg, session.say
     assert p is not None
     tr, va = p.train_stats, p.val_stats
-    say(
-        f"data: {p.splits.format} records rendered {'through the chat template' if p.chat else 'as raw text'}; "
-        f"train {tr.kept} examples ({tr.trained_tokens:,} trained of {tr.tokens:,} tokens)"
-        + (f" in {len(p.rows)} packed rows" if cfg.data.packing else "")
-        + f", validation {va.kept}"
-    )
+    if p.stream is not None:
+        say(
+            f"data: streaming {p.stream.source} ({p.splits.format} records, shuffle buffer {cfg.data.shuffle_buffer}"
+            f"{', packed' if cfg.data.packing else ''}) for {cfg.train.max_steps} steps; validation {va.kept}"
+            + ("" if cfg.data.validation else " (a stream is not carved: set data.validation to validate)")
+        )
+    else:
+        say(
+            f"data: {p.splits.format} records rendered {'through the chat template' if p.chat else 'as raw text'}; "
+            f"train {tr.kept} examples ({tr.trained_tokens:,} trained of {tr.tokens:,} tokens)"
+            + (f" in {len(p.rows)} packed rows" if cfg.data.packing else "")
+            + f", validation {va.kept}"
+        )
     for name, st in (("train", tr), ("validation", va)):
         if st.chunked:
             say(f"{name}: {st.chunked} documents longer than max_length {cfg.data.max_length} cut into chunks")
@@ -256,7 +263,8 @@ def resume_or_describe(session: Session) -> None:
         return
     atomic_write_text(run_dir / "config.yaml", dump_config(session.cfg))
     info = {**p.splits.info}
-    info["train"].update(tokens=p.train_stats.as_dict(), rows=len(p.rows))
+    if p.stream is None:
+        info["train"].update(tokens=p.train_stats.as_dict(), rows=len(p.rows))
     info.setdefault("validation", {}).update(tokens=p.val_stats.as_dict())
     if "replay" in info:
         info["replay"].update(tokens=p.replay_stats.as_dict())

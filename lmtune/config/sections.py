@@ -119,6 +119,8 @@ class RunConfig(_Section):
             if used and rules.records != "examples":
                 raise ValueError(f"{name}: task {self.task} reads {rules.records}, from one source in memory")
         if self.data.streaming:
+            if rules.class_weights:
+                raise ValueError(f"data.streaming: task {self.task} reads its label set from the whole training data")
             if self.train.max_steps is None:
                 raise ValueError("data.streaming: a stream has no length to count epochs by; set train.max_steps")
             for name, used in (

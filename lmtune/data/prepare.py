@@ -124,6 +124,12 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
     return Splits(train, validation, fmt, info, replay)
 
 
+def load_validation(cfg: DataConfig, seed: int) -> list[Example]:
+    """The examples of data.validation alone (a streamed run's validation split: the train stream is not read)."""
+    assert cfg.validation is not None
+    return _load(cfg, cfg.validation, cfg.validation_split)[1]
+
+
 def source_config(cfg: DataConfig, src: DataSource) -> DataConfig:
     """The data section as one source of a mixture reads it: the source's shape fields over the section's."""
     own = {k: getattr(src, k) for k in ("format", "columns", "prompt_template", "template", "split", "subset")}
