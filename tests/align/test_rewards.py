@@ -32,7 +32,7 @@ def test_the_built_in_checks_score_each_answer():
 
 
 def test_a_missing_reference_column_is_named():
-    with pytest.raises(LmtuneError, match="no column 'answer'.*columns: target"):
+    with pytest.raises(LmtuneError, match=r"no column 'answer'.*columns: target"):
         ExactMatch(spec(type="exact_match"))(["p"], ["a"], target=["a"], trainer_state=None)
 
 
