@@ -215,7 +215,7 @@ def _stream_epochs(run: _Fixed, stream: RowStream, go: _Progress) -> None:
         rows = stream.rows(state.epoch, (state.stream_examples, state.stream_pieces))
         while True:
             taken = list(itertools.islice(rows, per_step * size))
-            if len(taken) < (per_step if world > 1 else 1) * size:  # the stream ran out (all shares needed on DDP)
+            if not taken or (world > 1 and len(taken) < per_step * size):  # the pass ended (DDP: each needs a share)
                 state.epoch, state.batches_done, state.stream_examples, state.stream_pieces = state.epoch + 1, 0, 0, 0
                 break
             step_rows = [row for row, _ in taken]
