@@ -63,8 +63,9 @@ def mean_reward(
     out: dict[str, float] = {}
     for func, weight in zip(*rewards, strict=True):
         scores = func(prompts=prompts, completions=completions, completion_ids=ids, **columns)
-        out[f"reward/{func.__name__}"] = sum(scores) / len(scores)
-        total = [t + weight * x for t, x in zip(total, scores, strict=True)]
+        scored = [x for x in scores if x is not None]  # None: the function does not apply (as trl reads it)
+        out[f"reward/{func.__name__}"] = sum(scored) / len(scored) if scored else float("nan")
+        total = [t + weight * (x or 0.0) for t, x in zip(total, scores, strict=True)]
     return {"reward": sum(total) / len(total), "answers": float(len(total)), **out}
 
 

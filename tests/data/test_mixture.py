@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from pathlib import Path
@@ -125,3 +126,17 @@ def test_code_alpaca_and_dialogsum_mix_by_weight():
     assert (info["code"]["available"], info["dialogsum"]["available"]) == (180, 450)
     assert (info["code"]["examples"], info["dialogsum"]["examples"]) == (473, 157)  # 3:1 of 630
     assert len(splits.validation) == 20 + 50
+
+
+def test_data_check_reads_each_source_of_a_mixture(tmp_path, monkeypatch, capsys):
+    import yaml
+    from support import run_main
+
+    chat, pc = _sources(tmp_path)
+    cfg = {"data": {"train": [{"path": str(chat)}, {"path": str(pc), "columns": {"prompt": "q", "completion": "a"}}]}}
+    path = tmp_path / "mix.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    code, out, err = run_main(monkeypatch, capsys, "data", "check", path, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert {"train · chat", "validation · chat", "train · pc", "validation · pc"} <= set(report["splits"])
