@@ -78,7 +78,11 @@ def _check_mixture(
     reports = []
     for src in cfg.data.sources():
         data = source_config(cfg.data, src).model_copy(
-            update={"train": src.path, "validation": src.validation or cfg.data.validation, "max_examples": None}
+            update={
+                "train": src.path,
+                "validation": src.validation or cfg.data.validation,
+                "max_examples": src.max_examples,
+            }
         )
         reports.append((src.label, _check_examples(cfg.model_copy(update={"data": data}), task, tokenizer, near,
                                                    label, sample, start)))  # fmt: skip
@@ -239,6 +243,8 @@ def _check_records(
     records = read_records(cfg, path, split, name, findings)
     if records is None:
         return 0, [], []
+    if name == "train" and cfg.data.max_examples is not None:  # what training reads (a mixture: each source's)
+        records = records[: cfg.data.max_examples]
     try:
         examples, problems = convert_records(
             records, format=fmt, columns=cfg.data.columns, prompt_template=cfg.data.prompt_template
