@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import re
@@ -16,6 +17,8 @@ from lmtune.data.formats import AUGMENTATION_FIELD, Example, TextExample, detect
 from lmtune.data.load import load_records
 from lmtune.data.mixture import Part, mix, source_rng, take_part
 from lmtune.data.split import carve_validation
+from lmtune.data.streaming import describe as describe_stream
+from lmtune.data.streaming import open_examples
 from lmtune.data.types import Record
 from lmtune.errors import LmtuneError
 from lmtune.fileio import file_sha256
@@ -90,6 +93,8 @@ def _load(cfg: DataConfig, source: str, split: str) -> tuple[list[Record], list[
 def load_splits(cfg: DataConfig, seed: int) -> Splits:
     if cfg.mixture:
         return load_mixture(cfg, seed)
+    if cfg.streaming:
+        return stream_sample(cfg, seed)
     assert isinstance(cfg.train, str)
     train_records, train, fmt = _load(cfg, cfg.train, cfg.split)
     n_train = len(train_records)
@@ -122,6 +127,22 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
         picked, info["replay"] = replay_examples(cfg.replay, len(train), seed)
         replay.extend(picked)
     return Splits(train, validation, fmt, info, replay)
+
+
+STREAM_SAMPLE = 1000  # examples a streamed config's train split shows to previews and few-shot demonstrations
+
+
+def stream_sample(cfg: DataConfig, seed: int, n: int = STREAM_SAMPLE) -> Splits:
+    """A streamed config's splits for the jobs that look at examples (preview, few-shot demonstrations, evaluation
+    on the validation split): the first `n` examples of the stream as train, never the whole file."""
+    assert isinstance(cfg.train, str)
+    head = list(itertools.islice(open_examples(cfg.train, seed=seed, epoch=0, buffer=1, split=cfg.split,
+                                               subset=cfg.subset), n))  # fmt: skip
+    fmt = cfg.format if cfg.format != "auto" else detect_format(head[0], cfg.columns)
+    train = normalize(head, format=fmt, columns=cfg.columns, prompt_template=cfg.prompt_template)
+    validation = load_validation(cfg, seed) if cfg.validation else []
+    info = {"train": {**describe_stream(cfg.train), "sample": len(train)}}
+    return Splits(train, validation, fmt, info)
 
 
 def load_validation(cfg: DataConfig, seed: int) -> list[Example]:

@@ -84,3 +84,14 @@ def test_streaming_config_errors(extra, match):
         cfg["train"] = {}
     with pytest.raises(LmtuneError, match=match):
         load_config(cfg)
+
+
+def test_a_streamed_config_shows_the_head_of_the_stream_to_previews(tmp_path):
+    from lmtune.data.prepare import load_splits, stream_sample
+
+    path = write_jsonl(tmp_path / "t.jsonl", texts(30))
+    cfg = load_config({"data": {"train": str(path), "streaming": True}, "train": {"max_steps": 2}}).data
+    splits = stream_sample(cfg, 0, n=5)
+    assert [ex.line for ex in splits.train] == [1, 2, 3, 4, 5] and splits.validation == []
+    assert splits.info["train"]["streaming"] is True
+    assert len(load_splits(cfg, 0).train) == 30  # load_splits takes the first 1,000
