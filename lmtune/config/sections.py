@@ -118,6 +118,13 @@ class RunConfig(_Section):
         ):
             if used and rules.records != "examples":
                 raise ValueError(f"{name}: task {self.task} reads {rules.records}, from one source in memory")
+        for src in self.data.train if isinstance(self.data.train, list) else []:
+            if src.format is None:
+                continue
+            if rules.data_format is not None and src.format != rules.data_format:
+                raise ValueError(f"data.train source {src.label}: {rules.format_hint}")
+            if self.data.overlong == "chunk" and src.format != "text":
+                raise ValueError(f"data.overlong: chunk cuts raw text; source {src.label} holds {src.format} data")
         if self.data.streaming:
             if rules.class_weights:
                 raise ValueError(f"data.streaming: task {self.task} reads its label set from the whole training data")

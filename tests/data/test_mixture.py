@@ -99,9 +99,14 @@ def test_bad_mixtures_are_config_errors(train, extra, match):
         DataConfig(train=train, **extra)
 
 
-def test_a_mixture_is_refused_for_preference_pairs():
+def test_a_mixture_is_refused_for_preference_pairs_and_checked_per_source():
     with pytest.raises(LmtuneError, match="task dpo reads pairs"):
         load_config({"task": "dpo", "data": {"train": [{"path": "a.jsonl"}]}})
+    sources = [{"path": "a.jsonl", "format": "text"}, {"path": "b.jsonl", "format": "messages"}]
+    with pytest.raises(LmtuneError, match="source b: task causal_lm trains on raw text"):
+        load_config({"task": "causal_lm", "data": {"train": sources}})
+    with pytest.raises(LmtuneError, match="source b holds messages data"):
+        load_config({"data": {"train": sources, "overlong": "chunk"}})
 
 
 @pytest.mark.skipif(not (SHARED / "instruct").is_dir(), reason="../shared/data is not beside the checkout")
