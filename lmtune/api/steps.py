@@ -7,6 +7,7 @@ Saving is collective (FSDP and ZeRO gather the shards on every process); only th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -286,8 +287,7 @@ def make_hooks(session: Session, after_step: Any) -> Hooks:
     committed = {"best": session.state.best_step}
 
     def on_eval(s: LoopState) -> dict[str, float]:
-        result = session.evaluate(p.val_rows)
-        result.update(source_losses(session))
+        result = validate(session)
         if s.best_val_loss is None or result["loss"] < s.best_val_loss:
             s.best_val_loss = result["loss"]
         if acc.is_main_process:
@@ -323,18 +323,26 @@ def make_hooks(session: Session, after_step: Any) -> Hooks:
     )
 
 
-def source_losses(session: Session) -> dict[str, float]:
-    """A mixture's validation loss per source (`loss/NAME`), when the sources keep their own validation."""
+def validate(session: Session) -> dict[str, float]:
+    """The validation figures; for a mixture whose sources keep their own validation, each source's loss too
+    (`loss/NAME`). Without a task scorer the overall loss is the token-weighted mean of the sources' (one pass)."""
     p, cfg = session.prepared, session.cfg
     assert p is not None and session.built is not None and session.tokenizer is not None
-    groups = [src for src in p.sources if src.val_rows]
-    if len(groups) < 2 or cfg.data.validation is not None:
-        return {}
+    groups = [src for src in p.sources if src.val_rows] if cfg.data.validation is None else []
+    if len(groups) < 2:
+        return session.evaluate(p.val_rows)
     bs, pad = cfg.train.eval_batch_size or cfg.train.batch_size, session.tokenizer.pad_token_id
-    return {
-        f"loss/{src.name}": evaluate_loss(session.model, src.val_rows, bs, pad, session.accelerator, session.built.objective)["loss"]
-        for src in groups
-    }  # fmt: skip
+    objective = session.built.objective
+    per = {
+        src.name: evaluate_loss(session.model, src.val_rows, bs, pad, session.accelerator, objective) for src in groups
+    }
+    if session.task.scorer is not None:
+        result = session.evaluate(p.val_rows)
+    else:
+        tokens = sum(int(r["tokens"]) for r in per.values())
+        mean = sum(r["loss"] * r["tokens"] for r in per.values()) / max(tokens, 1)
+        result = {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "tokens": tokens}
+    return {**result, **{f"loss/{name}": r["loss"] for name, r in per.items()}}
 
 
 def evaluate_before(session: Session, hooks: Hooks) -> None:

@@ -45,3 +45,27 @@ def test_a_mixture_run_reports_each_source_and_resumes_exactly(tmp_path, mixture
     finetune(cfg, output_dir=str(crashed), resume=True)
     a, b = train_losses(straight), train_losses(crashed)
     assert sorted(b) == [1, 2, 3, 4] and all(b[s] == pytest.approx(a[s], rel=1e-6) for s in a)
+
+
+def test_the_overall_validation_loss_is_the_token_weighted_mean_of_the_sources(tmp_path, mixture):
+    """One pass over each source's validation rows gives both figures: the overall one equals a pass over all."""
+    from lmtune.api.setup import build_model, prepare_data, silent, task_of
+    from lmtune.api.steps import Session, validate
+    from lmtune.config import load_config
+    from lmtune.model import load_tokenizer
+    from lmtune.train.launch import make_accelerator
+    from lmtune.train.validation import evaluate_loss
+
+    cfg = load_config(make_config(tmp_path / "unused.jsonl", data={"train": mixture, "val_fraction": 0.2}))
+    tokenizer = load_tokenizer(cfg.model)
+    prepared = prepare_data(cfg, tokenizer)
+    built = build_model(cfg, prepared, tokenizer.pad_token_id)
+    acc = make_accelerator("no")
+    session = Session(cfg, task_of(cfg), acc, silent, False, tokenizer, prepared, built, model=built.model)
+    result = validate(session)
+    whole = evaluate_loss(built.model, prepared.val_rows, 4, tokenizer.pad_token_id, acc, built.objective)
+    assert result["tokens"] == whole["tokens"] > 0
+    assert result["loss"] == pytest.approx(whole["loss"], rel=1e-5)
+    assert (
+        min(result["loss/chat"], result["loss/sums"]) < result["loss"] < max(result["loss/chat"], result["loss/sums"])
+    )
