@@ -95,3 +95,8 @@ def test_a_streamed_config_shows_the_head_of_the_stream_to_previews(tmp_path):
     assert [ex.line for ex in splits.train] == [1, 2, 3, 4, 5] and splits.validation == []
     assert splits.info["train"]["streaming"] is True
     assert len(load_splits(cfg, 0).train) == 30  # load_splits takes the first 1,000
+
+
+def test_a_file_type_a_stream_cannot_read_is_named(tmp_path, tokenizer):
+    with pytest.raises(LmtuneError, match="not .txt"):
+        list(stream(write_jsonl(tmp_path / "t.txt", texts(3)), tokenizer).pieces(0, (0, 0)))
