@@ -98,5 +98,5 @@ def test_a_streamed_config_shows_the_head_of_the_stream_to_previews(tmp_path):
 
 
 def test_a_file_type_a_stream_cannot_read_is_named(tmp_path, tokenizer):
-    with pytest.raises(LmtuneError, match="not .txt"):
+    with pytest.raises(LmtuneError, match=r"not \.txt"):
         list(stream(write_jsonl(tmp_path / "t.txt", texts(3)), tokenizer).pieces(0, (0, 0)))
