@@ -128,6 +128,20 @@ def metric_curves(curves: Mapping[str, Points]) -> bytes:
     return _png(fig)
 
 
+def named_curves(curves: Mapping[str, Points], ylabel: str) -> bytes:
+    """Several curves on one axis, one per name (a mixture's sources, an rlhf run's reward functions)."""
+    fig, ax = plt.subplots(figsize=_SIZE)
+    for name, points in curves.items():
+        steps, values = zip(*points, strict=True)
+        ax.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3, linewidth=1.5, label=name)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=9)
+    return _png(fig)
+
+
 def system_bars(values: Mapping[str, float], metric: str, highlight: str | None = None, digits: int = 2) -> bytes:
     """One metric across systems (baselines and the tuned model), the tuned one highlighted, values labelled with
     `digits` decimals (as the tables print them)."""

@@ -59,6 +59,14 @@ METRIC_NAMES = {
 }
 
 
+def metric_name(key: str) -> str | None:
+    """Our name of one of trl's logged metrics; each reward function's mean (`rewards/NAME/mean`) is `reward/NAME`."""
+    parts = key.split("/")
+    if len(parts) == 3 and parts[0] == "rewards" and parts[2] == "mean":
+        return f"reward/{parts[1]}"
+    return METRIC_NAMES.get(key)
+
+
 class MetricsCallback(TrainerCallback):
     """trl's logs -> metrics.jsonl rows ({split, step, loss, accuracy, ...}) and one line on the console each."""
 
@@ -71,7 +79,7 @@ class MetricsCallback(TrainerCallback):
         split = "validation" if any(k.startswith("eval_") for k in logs) else "train"
         row: dict[str, Any] = {"split": split, "step": state.global_step}
         for key, value in logs.items():
-            name = METRIC_NAMES.get(key.removeprefix("eval_"))
+            name = metric_name(key.removeprefix("eval_"))
             if name and isinstance(value, int | float):
                 row[name] = float(value)
         if split == "validation" and len(row) <= 3:

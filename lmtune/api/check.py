@@ -14,7 +14,7 @@ from lmtune.config import ConfigLike, RunConfig, load_config
 from lmtune.data.dedup import RecordTexts, record_docs
 from lmtune.data.formats import Example, convert_records, detect_format
 from lmtune.data.ner import tag_findings, tag_names, tokenize_tokens
-from lmtune.data.prepare import carve_records
+from lmtune.data.prepare import carve_records, source_config
 from lmtune.data.quality import (
     CheckReport,
     Finding,
@@ -59,6 +59,49 @@ def check_data(
     setup_chat_template(tokenizer, cfg.data.chat_template)
     if task.records != "examples":  # preference pairs (reward, dpo) or prompts (rlhf)
         return check_align_data(cfg, task.name, tokenizer, near=near, sample=sample, start=start)
+    if cfg.data.mixture:
+        return _check_mixture(cfg, task, tokenizer, near, label, sample, start)
+    return _check_examples(cfg, task, tokenizer, near, label, sample, start)
+
+
+def _check_mixture(
+    cfg: RunConfig,
+    task: Task,
+    tokenizer: PreTrainedTokenizerBase,
+    near: float | None,
+    label: str | None,
+    sample: int | None,
+    start: float,
+) -> CheckReport:
+    """Each source of a mixture checked as the run reads it (its own shape, its own validation), its splits
+    reported as `train · NAME`; leakage is checked within each source."""
+    reports = []
+    for src in cfg.data.sources():
+        data = source_config(cfg.data, src).model_copy(
+            update={
+                "train": src.path,
+                "validation": src.validation or cfg.data.validation,
+                "max_examples": src.max_examples,
+            }
+        )
+        reports.append((src.label, _check_examples(cfg.model_copy(update={"data": data}), task, tokenizer, near,
+                                                   label, sample, start)))  # fmt: skip
+    first = reports[0][1]
+    splits = {f"{split} · {name}": rep for name, report in reports for split, rep in report.splits.items()}
+    findings = [f for _, report in reports for f in report.findings]
+    return CheckReport(splits, findings, first.template, first.settings, time.perf_counter() - start)
+
+
+def _check_examples(
+    cfg: RunConfig,
+    task: Task,
+    tokenizer: PreTrainedTokenizerBase,
+    near: float | None,
+    label: str | None,
+    sample: int | None,
+    start: float,
+) -> CheckReport:
+    """The checks of a config's example splits (one source)."""
     findings: list[Finding] = []
 
     # 1. Every record: readable, the right shape, sensible text, labels and roles.
@@ -203,6 +246,8 @@ def _check_records(
     records = read_records(cfg, path, split, name, findings)
     if records is None:
         return 0, [], []
+    if name == "train" and cfg.data.max_examples is not None:  # what training reads (a mixture: each source's)
+        records = records[: cfg.data.max_examples]
     try:
         examples, problems = convert_records(
             records, format=fmt, columns=cfg.data.columns, prompt_template=cfg.data.prompt_template

@@ -64,6 +64,11 @@ def cross_validate(
     cfg = load_config(config, overrides, output_dir)
     if k < 2:
         raise LmtuneError(f"--cv needs at least 2 folds, got {k}")
+    if cfg.data.mixture or cfg.data.streaming:
+        raise LmtuneError(
+            "--cv holds out folds of one training file; data.train here is a mixture of sources or a stream",
+            hint="cross-validate on one source (data.train: FILE, data.streaming: false)",
+        )
     if cfg.data.validation is not None:
         say(f"cross-validation holds out folds of data.train; data.validation ({cfg.data.validation}) is not used")
     lock_run_dir(cfg.run_dir)

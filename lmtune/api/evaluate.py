@@ -250,7 +250,11 @@ def _plain_model(
             hint="evaluate a run: lmtune eval runs/NAME, or a model: lmtune eval MODEL --data test.jsonl",
         )
     cfg = load_config({"model": {"name": name}, "data": {"train": data, "val_fraction": 0}}, overrides)
-    if any(b.shots for b in baselines) and Path(cfg.data.train).resolve() == Path(data).resolve():
+    if (
+        any(b.shots for b in baselines)
+        and isinstance(cfg.data.train, str)
+        and Path(cfg.data.train).resolve() == Path(data).resolve()
+    ):
         raise LmtuneError(
             "few-shot demonstrations must come from training data, not from the evaluated data",
             hint="name the file to draw them from: --set data.train=train.jsonl",

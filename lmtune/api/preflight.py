@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,8 +45,13 @@ def estimate(
     tokenizer = load_tokenizer(cfg.model)
     setup_chat_template(tokenizer, cfg.data.chat_template)
     prepared = prepare_data(cfg, tokenizer)
-    rows = prepared.rows
-    steps = total_steps(len(rows), cfg.train)
+    rows, steps = prepared.rows, cfg.train.max_steps or 0
+    if prepared.stream is not None:  # a stream: the plan is made of the rows of its first (up to) 50 steps
+        head = min(steps, 50) * cfg.train.batch_size * cfg.train.grad_accum
+        rows = prepared.rows = [row for row, _ in itertools.islice(prepared.stream.rows(0), head)]
+        say(f"data.streaming: estimated from the stream's first {len(rows)} rows, repeated over {steps} steps")
+    else:
+        steps = total_steps(len(rows), cfg.train)
     plan = est.plan_steps(
         rows,
         cfg.train.batch_size,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
@@ -15,7 +15,9 @@ from lmtune.config import RunConfig
 from lmtune.data.batching import Row, pack, unpacked
 from lmtune.data.leakage import cheap_leaks
 from lmtune.data.preferences import load_align_splits, pairs_use_chat
-from lmtune.data.prepare import Splits, load_splits
+from lmtune.data.prepare import Splits, fingerprint, load_splits, load_validation
+from lmtune.data.streaming import RowStream
+from lmtune.data.streaming import describe as describe_stream
 from lmtune.data.tokenize import tokenize_examples, uses_chat
 from lmtune.data.types import IGNORE, Tokenized, TokenStats
 from lmtune.errors import LmtuneError
@@ -48,6 +50,19 @@ class Prepared:
     replay: list[Tokenized] = field(default_factory=list)
     replay_stats: TokenStats = field(default_factory=TokenStats)
     leakage: dict[str, Any] = field(default_factory=lambda: {"checked": False})
+    sources: list[SourceRows] = field(default_factory=list)  # a mixture's sources (data.train as a list)
+    stream: RowStream | None = None  # data.streaming: the training rows, made on the fly (rows is empty)
+
+
+@dataclass
+class SourceRows:
+    """One source of a mixture, tokenized: its token counts, and its validation rows (their loss is reported
+    per source, so a run shows which part of the mixture the model learned)."""
+
+    name: str
+    train_stats: TokenStats
+    val_stats: TokenStats
+    val_rows: list[Row]
 
 
 @dataclass
@@ -81,23 +96,91 @@ def prepare_data(
     task = task_of(cfg)
     if task.records == "pairs":
         return prepare_pairs(cfg, tokenizer, say)
+    if cfg.data.streaming:
+        return prepare_stream(cfg, task, tokenizer)
     splits = splits or load_splits(cfg.data, cfg.seed)
     leakage = check_leakage(cfg, splits, say)
     labels = task.labels(splits.train) if task.labels else []
     opts = TokenizeOptions(cfg.data.max_length, cfg.data.overlong, cfg.data.template, labels)
     assert task.tokenize is not None, f"task {task.name} trains no examples"
-    train, train_stats = task.tokenize(splits.train, tokenizer, opts)
-    validation, val_stats = task.tokenize(splits.validation, tokenizer, opts)
+    sources = tokenize_parts(task, splits, tokenizer, opts) if splits.parts else []
+    if sources:
+        train = [t for _, tokenized, _ in sources for t in tokenized]
+        train_stats = merged([s.train_stats for s, _, _ in sources])
+    else:
+        train, train_stats = task.tokenize(splits.train, tokenizer, opts)
+    if sources and cfg.data.validation is None:
+        validation = [t for _, _, tokenized in sources for t in tokenized]
+        val_stats = merged([s.val_stats for s, _, _ in sources])
+    else:
+        validation, val_stats = task.tokenize(splits.validation, tokenizer, opts)
     if not train:
         raise LmtuneError("no training example is left after tokenization", hint="check data.max_length and overlong")
     # Replay (data.replay): general-text paragraphs trained on every token; too long ones are simply cut.
     replay, replay_stats = tokenize_examples(splits.replay, tokenizer, max_length=cfg.data.max_length)
     mixed = train + replay
     rows = pack(mixed, cfg.data.max_length) if cfg.data.packing else unpacked(mixed)
-    chat = bool(splits.train) and uses_chat(splits.train[0], cfg.data.template)
+    first, template = (
+        (splits.parts[0].train, splits.parts[0].template) if splits.parts else (splits.train, cfg.data.template)
+    )
+    chat = bool(first) and uses_chat(first[0], template)
     prepared = Prepared(splits, labels, train, train_stats, validation, val_stats, rows, unpacked(validation), chat)
     prepared.replay, prepared.replay_stats, prepared.leakage = replay, replay_stats, leakage
+    prepared.sources = [s for s, _, _ in sources]
     return prepared
+
+
+def prepare_stream(cfg: RunConfig, task: Task, tokenizer: PreTrainedTokenizerBase) -> Prepared:
+    """data.streaming: the training rows as a `RowStream` (read, tokenized and packed as the loop takes them), the
+    validation split (data.validation only: a stream cannot be carved) in memory as usual."""
+    data = cfg.data
+    assert task.tokenize is not None and isinstance(data.train, str)
+    opts = TokenizeOptions(data.max_length, data.overlong, data.template, [])
+    tokenize = task.tokenize
+    stream = RowStream(data.train, cfg.seed, data.shuffle_buffer, data.max_length, data.packing,
+                       lambda examples: tokenize(examples, tokenizer, opts)[0], dict(data.columns),
+                       data.prompt_template, None if data.format == "auto" else data.format, data.split, data.subset)  # fmt: skip
+    first = next(stream.pieces(0, (0, 0)), None)  # reads the stream's head: the record shape, and a readable file
+    if first is None:
+        raise LmtuneError(f"data.train {data.train}: the stream holds no trainable example", hint="check the file")
+    validation = load_validation(data, cfg.seed) if data.validation else []
+    val_rows, val_stats = task.tokenize(validation, tokenizer, opts)
+    info = {"train": describe_stream(data.train)}
+    if validation:
+        info["validation"] = {
+            "source": data.validation,
+            "examples": len(validation),
+            "fingerprint": fingerprint(validation),
+        }
+    assert stream.fmt is not None
+    splits = Splits([], validation, stream.fmt, info)
+    chat = stream.fmt == "messages" if data.template == "auto" else data.template == "chat"
+    prepared = Prepared(splits, [], [], TokenStats(), val_rows, val_stats, [], unpacked(val_rows), chat)
+    prepared.stream = stream
+    return prepared
+
+
+def tokenize_parts(
+    task: Task, splits: Splits, tokenizer: PreTrainedTokenizerBase, opts: TokenizeOptions
+) -> list[tuple[SourceRows, list[Tokenized], list[Tokenized]]]:
+    """Each source of a mixture tokenized with its own template (chat or raw): its rows, stats and validation."""
+    assert task.tokenize is not None
+    out = []
+    for part in splits.parts:
+        own = replace(opts, template=part.template)
+        train, train_stats = task.tokenize(part.train, tokenizer, own)
+        validation, val_stats = task.tokenize(part.validation, tokenizer, own)
+        out.append((SourceRows(part.name, train_stats, val_stats, unpacked(validation)), train, validation))
+    return out
+
+
+def merged(stats: list[TokenStats]) -> TokenStats:
+    """The token counts of several sources together."""
+    total = TokenStats()
+    for st in stats:
+        for key, value in vars(st).items():
+            setattr(total, key, getattr(total, key) + value)
+    return total
 
 
 def prepare_pairs(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase, say: Say = silent) -> Prepared:

@@ -7,6 +7,7 @@ Saving is collective (FSDP and ZeRO gather the shards on every process); only th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,12 +141,19 @@ def report_data(session: Session) -> None:
     p, cfg, say = session.prepared, session.cfg, session.say
     assert p is not None
     tr, va = p.train_stats, p.val_stats
-    say(
-        f"data: {p.splits.format} records rendered {'through the chat template' if p.chat else 'as raw text'}; "
-        f"train {tr.kept} examples ({tr.trained_tokens:,} trained of {tr.tokens:,} tokens)"
-        + (f" in {len(p.rows)} packed rows" if cfg.data.packing else "")
-        + f", validation {va.kept}"
-    )
+    if p.stream is not None:
+        say(
+            f"data: streaming {p.stream.source} ({p.splits.format} records, shuffle buffer {cfg.data.shuffle_buffer}"
+            f"{', packed' if cfg.data.packing else ''}) for {cfg.train.max_steps} steps; validation {va.kept}"
+            + ("" if cfg.data.validation else " (a stream is not carved: set data.validation to validate)")
+        )
+    else:
+        say(
+            f"data: {p.splits.format} records rendered {'through the chat template' if p.chat else 'as raw text'}; "
+            f"train {tr.kept} examples ({tr.trained_tokens:,} trained of {tr.tokens:,} tokens)"
+            + (f" in {len(p.rows)} packed rows" if cfg.data.packing else "")
+            + f", validation {va.kept}"
+        )
     for name, st in (("train", tr), ("validation", va)):
         if st.chunked:
             say(f"{name}: {st.chunked} documents longer than max_length {cfg.data.max_length} cut into chunks")
@@ -155,6 +163,13 @@ def report_data(session: Session) -> None:
                 f"max_length {cfg.data.max_length} (data.overlong={cfg.data.overlong})",
                 warning=True,
             )
+    for src in p.sources:
+        sizes = p.splits.info["train"]["sources"][src.name]
+        say(
+            f"source {src.name}: {src.train_stats.kept} training examples ({src.train_stats.trained_tokens:,} trained "
+            f"tokens" + (f", weight {sizes['weight']:.2f}, {sizes['passes']:.2f} passes" if "weight" in sizes else "")
+            + f"), validation {src.val_stats.kept}"
+        )  # fmt: skip
     if p.replay:
         say(
             f"replay: {len(p.replay)} paragraphs of general text ({cfg.data.replay.source}) mixed into training "
@@ -251,10 +266,15 @@ def resume_or_describe(session: Session) -> None:
         return
     atomic_write_text(run_dir / "config.yaml", dump_config(session.cfg))
     info = {**p.splits.info}
-    info["train"].update(tokens=p.train_stats.as_dict(), rows=len(p.rows))
+    if p.stream is None:
+        info["train"].update(tokens=p.train_stats.as_dict(), rows=len(p.rows))
     info.setdefault("validation", {}).update(tokens=p.val_stats.as_dict())
     if "replay" in info:
         info["replay"].update(tokens=p.replay_stats.as_dict())
+    for src in p.sources:
+        info["train"]["sources"][src.name]["tokens"] = src.train_stats.as_dict()
+        if "sources" in info["validation"]:
+            info["validation"]["sources"][src.name]["tokens"] = src.val_stats.as_dict()
     data = {"format": p.splits.format, "chat": p.chat, "splits": info, "leakage": p.leakage}
     write_json(run_dir, "data.json", data)
     write_json(run_dir, "env.json", {**environment(), "launch": describe_launch(session.accelerator)})
@@ -270,7 +290,7 @@ def make_hooks(session: Session, after_step: Any, after_eval: Any = ()) -> Hooks
     committed = {"best": session.state.best_step}
 
     def on_eval(s: LoopState) -> dict[str, float]:
-        result = session.evaluate(p.val_rows)
+        result = validate(session)
         if s.best_val_loss is None or result["loss"] < s.best_val_loss:
             s.best_val_loss = result["loss"]
         if acc.is_main_process:
@@ -315,6 +335,28 @@ def open_trackers(session: Session) -> None:
     cfg = session.cfg
     session.trackers = start_trackers(cfg.train.report_to, cfg.name, cfg.train.report_group, session.run_dir,
                                       cfg.model_dump(mode="json"), session.main)  # fmt: skip
+
+
+def validate(session: Session) -> dict[str, float]:
+    """The validation figures; for a mixture whose sources keep their own validation, each source's loss too
+    (`loss/NAME`). Without a task scorer the overall loss is the token-weighted mean of the sources' (one pass)."""
+    p, cfg = session.prepared, session.cfg
+    assert p is not None and session.built is not None and session.tokenizer is not None
+    groups = [src for src in p.sources if src.val_rows] if cfg.data.validation is None else []
+    if len(groups) < 2:
+        return session.evaluate(p.val_rows)
+    bs, pad = cfg.train.eval_batch_size or cfg.train.batch_size, session.tokenizer.pad_token_id
+    objective = session.built.objective
+    per = {
+        src.name: evaluate_loss(session.model, src.val_rows, bs, pad, session.accelerator, objective) for src in groups
+    }
+    if session.task.scorer is not None:
+        result = session.evaluate(p.val_rows)
+    else:
+        tokens = sum(int(r["tokens"]) for r in per.values())
+        mean = sum(r["loss"] * r["tokens"] for r in per.values()) / max(tokens, 1)
+        result = {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "tokens": tokens}
+    return {**result, **{f"loss/{name}": r["loss"] for name, r in per.items()}}
 
 
 def evaluate_before(session: Session, hooks: Hooks) -> None:

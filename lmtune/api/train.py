@@ -91,7 +91,12 @@ def finetune(
         say(context, warning=past)
 
     # 4. Optimizer, schedule, accelerate.
-    s.steps = total_steps(len(s.prepared.rows), cfg.train, accelerator.num_processes)
+    stream = s.prepared.stream
+    s.steps = (
+        total_steps(len(s.prepared.rows), cfg.train, accelerator.num_processes)
+        if stream is None
+        else cfg.train.max_steps or 0
+    )
     s.optimizer, s.scheduler = make_optimizer(s.built.model, cfg.train, s.steps)
     s.model, s.optimizer = accelerator.prepare(s.built.model, s.optimizer)
 
@@ -110,7 +115,7 @@ def finetune(
         hooks.stop_requested = stop_requested
         try:
             train_loop(model=s.model, optimizer=s.optimizer, scheduler=s.scheduler, accelerator=accelerator,
-                       rows=s.prepared.rows, pad_id=s.tokenizer.pad_token_id, cfg=cfg.train, seed=cfg.seed,
+                       rows=stream or s.prepared.rows, pad_id=s.tokenizer.pad_token_id, cfg=cfg.train, seed=cfg.seed,
                        steps=s.steps, state=s.state, hooks=hooks, objective=s.built.objective,
                        anchors=s.anchors)  # fmt: skip
         except Diverged as e:

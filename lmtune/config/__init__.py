@@ -6,8 +6,8 @@ Every setting is a field with its doc string in one section module (`model`, `da
 it. Nothing of lmtune but the errors is imported here.
 """
 
-from lmtune.config.alignment import PreferenceConfig, RlhfConfig
-from lmtune.config.data import DataConfig, ReplayConfig
+from lmtune.config.alignment import PreferenceConfig, RewardConfig, RlhfConfig
+from lmtune.config.data import DataConfig, DataSource, ReplayConfig
 from lmtune.config.evaluation import EvalConfig, ForgettingConfig
 from lmtune.config.load import (
     apply_overrides,
@@ -45,6 +45,7 @@ __all__ = [
     "AdaptersMethod",
     "ConfigLike",
     "DataConfig",
+    "DataSource",
     "Distribution",
     "DoraMethod",
     "EarlyStoppingConfig",
@@ -61,6 +62,7 @@ __all__ = [
     "PromptTuningMethod",
     "QloraMethod",
     "ReplayConfig",
+    "RewardConfig",
     "RlhfConfig",
     "RopeScaling",
     "RunConfig",

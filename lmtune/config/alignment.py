@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from lmtune.config.base import Section as _Section
 
@@ -38,6 +38,50 @@ class PreferenceConfig(_Section):
     simpo_gamma: float = Field(0.5, ge=0.0, description="Task dpo, loss_type simpo: the target reward margin.")
 
 
+class RewardConfig(_Section):
+    """One reward function of task rlhf (`rlhf.rewards`): a built-in check or a function of yours, weighted."""
+
+    type: Literal["exact_match", "regex", "numeric_match", "length", "reward_model", "function"] = Field(
+        ...,
+        description="'exact_match': 1 when the answer (stripped) equals the record's `column`; 'regex': 1 when "
+        "`pattern` matches (re.search; add ^...$ for the whole answer); 'numeric_match': 1 when the last number in "
+        "the answer equals the number in `column` (within `tolerance`); 'length': 0 up to `max_tokens` answer "
+        "tokens, then minus the excess over max_tokens (down to -1); 'reward_model': the score of the reward model "
+        "at `path` (a `task: reward` run directory); 'function': your function at `path`, 'module:function', "
+        "called as trl calls reward functions: f(prompts, completions, completion_ids, **columns) -> list of floats.",
+    )
+    weight: float = Field(1.0, description="The reward's weight in the total (trl's reward_weights).")
+    name: str | None = Field(None, description="The name its curve and metrics carry (default: the type).")
+    column: str = Field("answer", description="exact_match, numeric_match: the record's reference column.")
+    pattern: str | None = Field(None, description="regex: the regular expression the answer must contain.")
+    ignore_case: bool = Field(False, description="exact_match, regex: compare without case.")
+    tolerance: float = Field(1e-6, ge=0.0, description="numeric_match: the largest difference still a match.")
+    max_tokens: int = Field(64, gt=0, description="length: answer tokens allowed before the penalty starts.")
+    path: str | None = Field(None, description="reward_model: run directory; function: 'module:function'.")
+
+    @model_validator(mode="after")
+    def _needs(self) -> RewardConfig:
+        if self.type == "regex" and self.pattern is None:
+            raise ValueError("rlhf.rewards: a regex reward needs a pattern")
+        if self.type in ("reward_model", "function") and not self.path:
+            what = "a reward model run directory" if self.type == "reward_model" else "'module:function'"
+            raise ValueError(f"rlhf.rewards: a {self.type} reward needs path ({what})")
+        if self.type == "function" and ":" not in str(self.path):
+            raise ValueError(f"rlhf.rewards: function path {self.path!r} must read 'module:function'")
+        return self
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_run_dir(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value and info.data.get("type") == "reward_model" and Path(value).expanduser().exists():
+            return str(Path(value).expanduser().resolve())
+        return value
+
+    @property
+    def label(self) -> str:
+        return self.name or self.type
+
+
 class RlhfConfig(_Section):
     """Task rlhf: online optimisation of the policy against a trained reward model (trl's GRPO or RLOO)."""
 
@@ -66,6 +110,13 @@ class RlhfConfig(_Section):
         "base with the adapter switched off for LoRA-like methods). 0 drops the constraint.",
     )
     temperature: float = Field(1.0, gt=0.0, description="Task rlhf: sampling temperature of the answers.")
+    rewards: list[RewardConfig] = Field(
+        default_factory=list,
+        description="Task rlhf: reward functions, each weighted (trl sums weight x reward): built-in checks against "
+        "the prompt record's columns (exact_match, regex, numeric_match, length), a reward model, or your own "
+        "function by import path. With rewards, reward_model is optional (it joins the list with weight 1). "
+        "Each function's mean reward is logged (metrics.jsonl `reward/NAME`) and plotted in the report.",
+    )
     eval_generations: int = Field(
         2,
         gt=0,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from lmtune.config.base import Section as _Section
 
@@ -23,12 +23,71 @@ class ReplayConfig(_Section):
     )
 
 
+Format = Literal[
+    "auto", "text", "prompt_completion", "messages", "sharegpt", "instruction", "classification", "token_classification"
+]
+
+
+class DataSource(_Section):
+    """One source of a mixture (`data.train` as a list): where it is, how much of it to use, and its own shape.
+    Unset shape fields (format, columns, prompt_template, template, split, subset) take the data section's."""
+
+    path: str = Field(..., description="The source's data: a file, a save_to_disk directory or a hub dataset name.")
+    name: str | None = Field(
+        None, description="The name per-source counts and validation losses carry (default: the file's stem)."
+    )
+    weight: float | None = Field(
+        None,
+        gt=0.0,
+        description="Sampling probability in the mixture (weights are normalised over the sources): the mixture "
+        "holds as many examples as the sources together (or data.max_examples), of which this source gives "
+        "weight/total, sampled without replacement while it lasts, then again in a fresh seeded order. Set it on "
+        "every source or on none; with fraction or max_examples it samples from that part of the source.",
+    )
+    fraction: float | None = Field(
+        None, gt=0.0, le=1.0, description="Use this share of the source's examples (a seeded sample)."
+    )
+    max_examples: int | None = Field(None, gt=0, description="Use at most this many of the source's examples.")
+    validation: str | None = Field(
+        None,
+        description="The source's own validation file; when unset, data.val_fraction of the source is carved off "
+        "(unless data.validation gives one validation set for the whole mixture).",
+    )
+    format: Format | None = Field(None, description="The source's record shape (default: data.format).")
+    columns: dict[str, str] | None = Field(None, description="The source's column map (default: data.columns).")
+    prompt_template: str | None = Field(None, description="The source's prompt template (default: data's).")
+    template: Literal["auto", "chat", "raw"] | None = Field(None, description="Chat or raw (default: data's).")
+    split: str | None = Field(None, description="Split of a hub dataset or DatasetDict (default: data.split).")
+    subset: str | None = Field(None, description="Hub configuration name (default: data.subset).")
+
+    @field_validator("path", "validation")
+    @classmethod
+    def _absolute_local_path(cls, value: str | None) -> str | None:
+        if value is not None and Path(value).expanduser().exists():
+            return str(Path(value).expanduser().resolve())
+        return value
+
+    @property
+    def label(self) -> str:
+        return self.name or Path(self.path).stem or self.path
+
+
 class DataConfig(_Section):
-    train: str = Field(
+    train: str | list[DataSource] = Field(
         ...,
         description="Training data: a .jsonl/.json/.csv/.tsv/.parquet file (or .conll/.iob/.bio, or .txt in CoNLL "
         "form, for task token_classification: a token and its tag per line), a directory saved with "
-        "`datasets.save_to_disk`, or a hub dataset name.",
+        "`datasets.save_to_disk`, or a hub dataset name. Or a mixture: a list of sources, each {path, weight | "
+        "fraction | max_examples, format, columns, prompt_template, template, validation} (see DataSource).",
+    )
+    streaming: bool = Field(
+        False,
+        description="Read data.train as a stream (datasets' IterableDataset) instead of into memory: for sources "
+        "larger than RAM. Examples pass a shuffle buffer (shuffle_buffer), are tokenized and packed on the fly; "
+        "train.max_steps is required (a stream has no length), validation comes from data.validation only.",
+    )
+    shuffle_buffer: int = Field(
+        10_000, gt=0, description="Streaming: examples held in the shuffle buffer (a seeded reservoir)."
     )
     validation: str | None = Field(
         None, description="Validation data in the same forms; when unset, `val_fraction` of train is carved off."
@@ -39,16 +98,7 @@ class DataConfig(_Section):
     split: str = Field("train", description="Split to read from a hub dataset or a saved DatasetDict.")
     validation_split: str = Field("validation", description="Split to read for `validation` from a DatasetDict/hub.")
     subset: str | None = Field(None, description="Hub dataset configuration name, if it has several.")
-    format: Literal[
-        "auto",
-        "text",
-        "prompt_completion",
-        "messages",
-        "sharegpt",
-        "instruction",
-        "classification",
-        "token_classification",
-    ] = Field(
+    format: Format = Field(
         "auto",
         description="Record shape; 'auto' detects it from the keys of the first record. 'classification' (text + "
         "label; the default for task classification) is never detected, only set. 'token_classification' (tokens + "
@@ -92,11 +142,43 @@ class DataConfig(_Section):
 
     @field_validator("train", "validation")
     @classmethod
-    def _absolute_local_path(cls, value: str | None) -> str | None:
+    def _absolute_local_path(cls, value: str | list[DataSource] | None) -> str | list[DataSource] | None:
         # Saved as an absolute path, so `lmtune eval`/`report` on the run find the data from any directory.
-        if value is not None and Path(value).expanduser().exists():
+        if isinstance(value, str) and Path(value).expanduser().exists():
             return str(Path(value).expanduser().resolve())
         return value
+
+    @model_validator(mode="after")
+    def _mixture_checks(self) -> DataConfig:
+        if not isinstance(self.train, list):
+            return self
+        if not self.train:
+            raise ValueError("data.train: an empty list of sources; give a file or at least one source")
+        names = [s.label for s in self.train]
+        if len(set(names)) != len(names):
+            raise ValueError(f"data.train: sources share a name ({', '.join(names)}); give each a distinct name")
+        weighted = [s.weight is not None for s in self.train]
+        if any(weighted) and not all(weighted):
+            raise ValueError("data.train: set weight on every source of the mixture or on none")
+        if self.max_examples is not None and not all(weighted):
+            raise ValueError(
+                "data.max_examples: with a mixture it sets the size of a weighted mixture; give each source its own "
+                "max_examples instead"
+            )
+        if self.streaming:
+            raise ValueError("data.streaming reads one source; a mixture of sources is read into memory")
+        return self
+
+    @property
+    def mixture(self) -> bool:
+        """Whether data.train is a list of sources."""
+        return isinstance(self.train, list)
+
+    def sources(self) -> list[DataSource]:
+        """data.train as sources: the list of a mixture, or its one source with the section's shape."""
+        if isinstance(self.train, list):
+            return list(self.train)
+        return [DataSource(path=self.train, max_examples=self.max_examples)]
 
     leakage: Literal["warn", "error", "off"] = Field(
         "warn",

@@ -97,6 +97,7 @@ class RunConfig(_Section):
                 "above 0"
             )
         rules = TASK_RULES[self.task]
+        self._source_checks(rules)
         if rules.records != "examples":
             self._alignment_checks(rules)
             return self
@@ -112,6 +113,33 @@ class RunConfig(_Section):
                 "share, and peft drops the position ids packing relies on; set data.packing: false"
             )
         return self
+
+    def _source_checks(self, rules: TaskRules) -> None:
+        """Mixtures and streaming read examples (not pairs or prompts); a stream has no length to count steps by."""
+        for name, used in (
+            ("data.train as a list of sources", self.data.mixture),
+            ("data.streaming", self.data.streaming),
+        ):
+            if used and rules.records != "examples":
+                raise ValueError(f"{name}: task {self.task} reads {rules.records}, from one source in memory")
+        for src in self.data.train if isinstance(self.data.train, list) else []:
+            if src.format is None:
+                continue
+            if rules.data_format is not None and src.format != rules.data_format:
+                raise ValueError(f"data.train source {src.label}: {rules.format_hint}")
+            if self.data.overlong == "chunk" and src.format != "text":
+                raise ValueError(f"data.overlong: chunk cuts raw text; source {src.label} holds {src.format} data")
+        if self.data.streaming:
+            if rules.class_weights:
+                raise ValueError(f"data.streaming: task {self.task} reads its label set from the whole training data")
+            if self.train.max_steps is None:
+                raise ValueError("data.streaming: a stream has no length to count epochs by; set train.max_steps")
+            for name, used in (
+                ("data.replay", self.data.replay is not None),
+                ("data.max_examples", self.data.max_examples is not None),
+            ):
+                if used:
+                    raise ValueError(f"{name}: not supported with data.streaming; unset it")
 
     def _alignment_checks(self, rules: TaskRules) -> None:
         """Preference tasks read their own record shapes (pairs, or prompts for rlhf, which trains through trl)."""
@@ -133,9 +161,10 @@ class RunConfig(_Section):
         for name, used in unsupported:
             if used:
                 raise ValueError(f"{name}: not supported for task {self.task}; unset it")
-        if rules.needs_reward_model and self.rlhf.reward_model is None:
+        if rules.needs_reward_model and self.rlhf.reward_model is None and not self.rlhf.rewards:
             raise ValueError(
-                f"rlhf.reward_model: task {self.task} needs a reward model: the run directory of a `task: reward` run"
+                f"rlhf.reward_model: task {self.task} needs a reward model (the run directory of a `task: reward` run) "
+                "or reward functions (rlhf.rewards)"
             )
         if rules.batch_counts_generations and self.train.batch_size % self.rlhf.num_generations:
             raise ValueError(

@@ -47,6 +47,9 @@ class PromptRecord:
     prompt: Content
     source: str
     line: int
+    # The record's other scalar fields (a reference answer...): rlhf.rewards' checks read them, as trl hands a
+    # reward function the dataset's columns.
+    columns: dict[str, Any] = field(default_factory=dict)
 
 
 AlignExample = PreferencePair | PromptRecord
@@ -145,7 +148,8 @@ def parse_prompts(
         if isinstance(prompt, tuple) and prompt[-1].role == "assistant":
             report(field_, "the last message is the assistant's: a prompt ends with a user (or system) turn")
             continue
-        out.append(PromptRecord(prompt, record.source, record.line))
+        others = {k: v for k, v in record.data.items() if k != field_ and isinstance(v, str | int | float | bool)}
+        out.append(PromptRecord(prompt, record.source, record.line, others))
     if problems:
         raise _problems_error(problems, max_errors, "prompts (a prompt field: a string or chat messages)")
     return out
@@ -206,7 +210,9 @@ def to_trl(example: AlignExample, chat: bool) -> dict[str, Any]:
     """
     chat = chat or is_conversational(example)
     if isinstance(example, PromptRecord):
-        return {"prompt": _as_messages(example.prompt, "user") if chat else example.prompt}
+        reserved = ("prompt", "completion", "completion_ids")
+        columns = {k: v for k, v in example.columns.items() if k not in reserved}
+        return {"prompt": _as_messages(example.prompt, "user") if chat else example.prompt, **columns}
     if not chat:
         return {"prompt": example.prompt, "chosen": example.chosen, "rejected": example.rejected}
     return {

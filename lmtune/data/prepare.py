@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import re
@@ -11,10 +12,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmtune.config import DataConfig, ReplayConfig
+from lmtune.config import DataConfig, DataSource, ReplayConfig
 from lmtune.data.formats import AUGMENTATION_FIELD, Example, TextExample, detect_format, normalize
 from lmtune.data.load import load_records
+from lmtune.data.mixture import Part, mix, source_rng, take_part
 from lmtune.data.split import carve_validation
+from lmtune.data.streaming import describe as describe_stream
+from lmtune.data.streaming import open_examples
 from lmtune.data.types import Record
 from lmtune.errors import LmtuneError
 from lmtune.fileio import file_sha256
@@ -32,6 +36,7 @@ class Splits:
     format: str
     info: dict[str, dict[str, Any]] = field(default_factory=dict)
     replay: list[Example] = field(default_factory=list)  # general text mixed into training (data.replay)
+    parts: list[Part] = field(default_factory=list)  # a mixture's sources (data.train as a list); train = theirs
 
 
 def fingerprint(examples: list[Example]) -> str:
@@ -86,6 +91,11 @@ def _load(cfg: DataConfig, source: str, split: str) -> tuple[list[Record], list[
 
 
 def load_splits(cfg: DataConfig, seed: int) -> Splits:
+    if cfg.mixture:
+        return load_mixture(cfg, seed)
+    if cfg.streaming:
+        return stream_sample(cfg, seed)
+    assert isinstance(cfg.train, str)
     train_records, train, fmt = _load(cfg, cfg.train, cfg.split)
     n_train = len(train_records)
     if cfg.max_examples is not None:
@@ -117,6 +127,91 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
         picked, info["replay"] = replay_examples(cfg.replay, len(train), seed)
         replay.extend(picked)
     return Splits(train, validation, fmt, info, replay)
+
+
+STREAM_SAMPLE = 1000  # examples a streamed config's train split shows to previews and few-shot demonstrations
+
+
+def stream_sample(cfg: DataConfig, seed: int, n: int = STREAM_SAMPLE) -> Splits:
+    """A streamed config's splits for the jobs that look at examples (preview, few-shot demonstrations, evaluation
+    on the validation split): the first `n` examples of the stream as train, never the whole file."""
+    assert isinstance(cfg.train, str)
+    head = list(itertools.islice(open_examples(cfg.train, seed=seed, epoch=0, buffer=1, split=cfg.split,
+                                               subset=cfg.subset), n))  # fmt: skip
+    fmt = cfg.format if cfg.format != "auto" else detect_format(head[0], cfg.columns)
+    train = normalize(head, format=fmt, columns=cfg.columns, prompt_template=cfg.prompt_template)
+    validation = load_validation(cfg, seed) if cfg.validation else []
+    info = {"train": {**describe_stream(cfg.train), "sample": len(train)}}
+    return Splits(train, validation, fmt, info)
+
+
+def load_validation(cfg: DataConfig, seed: int) -> list[Example]:
+    """The examples of data.validation alone (a streamed run's validation split: the train stream is not read)."""
+    assert cfg.validation is not None
+    return _load(cfg, cfg.validation, cfg.validation_split)[1]
+
+
+def source_config(cfg: DataConfig, src: DataSource) -> DataConfig:
+    """The data section as one source of a mixture reads it: the source's shape fields over the section's."""
+    own = {k: getattr(src, k) for k in ("format", "columns", "prompt_template", "template", "split", "subset")}
+    return cfg.model_copy(update={k: v for k, v in own.items() if v is not None})
+
+
+def load_part(cfg: DataConfig, src: DataSource, seed: int) -> Part:
+    """One source of a mixture: loaded and normalised with its own shape, sized (max_examples, fraction), its
+    validation read from its own file or carved off (data.val_fraction) unless data.validation serves all."""
+    own, name = source_config(cfg, src), src.label
+    records = load_records(src.path, split=own.split, subset=own.subset)
+    n_records = len(records)
+    # max_examples before normalising: only the records used must be valid (as a quick try on a big file expects).
+    records = records[: src.max_examples] if src.max_examples is not None else records
+    fmt = own.format if own.format != "auto" else detect_format(records[0], own.columns)
+    examples = normalize(records, format=fmt, columns=own.columns, prompt_template=own.prompt_template)
+    pairs = take_part(list(zip(records, examples, strict=True)), fraction=src.fraction, max_examples=None,
+                      rng=source_rng(seed, name, "fraction"))  # fmt: skip
+    records, examples = [r for r, _ in pairs], [e for _, e in pairs]
+    info: dict[str, Any] = {"source": src.path, "file_sha256": source_sha256(src.path), "records": n_records}
+    info.update(format=fmt, used=len(examples))
+    validation: list[Example] = []
+    if src.validation is not None:
+        _, validation, val_fmt = _load(own, src.validation, own.validation_split)
+        if val_fmt != fmt:
+            raise LmtuneError(f"data.train source {name}: validation {src.validation} holds {val_fmt} records, the "
+                              f"source {fmt} records", hint="give both the same record shape")  # fmt: skip
+        info["validation_source"] = src.validation
+    elif cfg.validation is None and cfg.val_fraction > 0:
+        (_, examples), (_, validation) = carve_records(records, examples, cfg.val_fraction, seed)
+    return Part(name, examples, validation, fmt, own.template, info)
+
+
+def load_mixture(cfg: DataConfig, seed: int) -> Splits:
+    """data.train as a list of sources: each loaded as `load_part` says, then mixed by weight (`lmtune.data.mixture`);
+    train and validation are the sources' in their order, with per-source counts and fingerprints in `info`."""
+    sources = cfg.sources()
+    parts = [load_part(cfg, src, seed) for src in sources]
+    weights = [s.weight for s in sources if s.weight is not None] or None
+    sizes = mix(parts, weights, cfg.max_examples, seed)
+    train = [ex for p in parts for ex in p.train]
+    if cfg.validation is not None:
+        _, validation, _ = _load(cfg, cfg.validation, cfg.validation_split)
+    else:
+        validation = [ex for p in parts for ex in p.validation]
+    formats = sorted({p.format for p in parts})
+    fmt = formats[0] if len(formats) == 1 else "mixed (" + ", ".join(formats) + ")"
+    per_source = {
+        p.name: {**p.info, **size, "fingerprint": fingerprint(p.train)} for p, size in zip(parts, sizes, strict=True)
+    }
+    info: dict[str, dict[str, Any]] = {
+        "train": {"source": "mixture of " + ", ".join(per_source), "records": sum(p.info["records"] for p in parts),
+                  "examples": len(train), "fingerprint": fingerprint(train), "sources": per_source},
+    }  # fmt: skip
+    if validation:
+        by_source = {p.name: {"examples": len(p.validation), "fingerprint": fingerprint(p.validation)} for p in parts}
+        source = cfg.validation or f"each source's own (val_fraction={cfg.val_fraction}, seed={seed})"
+        info["validation"] = {"source": source, "examples": len(validation), "fingerprint": fingerprint(validation)}
+        if cfg.validation is None:
+            info["validation"]["sources"] = by_source
+    return Splits(train, validation, fmt, info, parts=parts)
 
 
 def general_text(source: str) -> tuple[str, Path]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from lmtune.evaluate.metrics import POINTS
 from lmtune.html import Markup, cards, esc, image, page, table
-from lmtune.plots import before_after, loss_curves, metric_curves, smoothing_weight, system_bars
+from lmtune.plots import before_after, loss_curves, metric_curves, named_curves, smoothing_weight, system_bars
 from lmtune.report.run import FILES, TUNED, Run
 from lmtune.report.views import (
     comparison_rows,
@@ -28,6 +28,7 @@ from lmtune.report.views import (
     leakage_text,
     method_text,
     number,
+    per_name,
     samples,
     series,
     splits,
@@ -53,6 +54,8 @@ def render_report(run: Run) -> str:
     for section in (
         _curves,
         _validation_metrics,
+        _per_source,
+        _rewards,
         _baseline,
         _forgetting,
         _diagnosis,
@@ -139,6 +142,30 @@ def _validation_metrics(run: Run) -> list[str]:
     if not curves:
         return []
     return ["<h2>Validation metrics</h2>", image(metric_curves(curves), "validation metric curves")]
+
+
+def _per_source(run: Run) -> list[str]:
+    curves = per_name(run, "validation", "loss/")
+    if not curves:
+        return []
+    note = "Validation loss of each source of the mixture: which part of the data the model learned."
+    return [
+        "<h2>Validation loss per source</h2>",
+        image(named_curves(curves, "validation loss"), "validation loss per source"),
+        f'<p class="muted">{esc(note)}</p>',
+    ]
+
+
+def _rewards(run: Run) -> list[str]:
+    curves = per_name(run, "train", "reward/")
+    if not curves:
+        return []
+    note = "Mean reward of the sampled answers per reward function (unweighted), at each logged step."
+    return [
+        "<h2>Rewards per function</h2>",
+        image(named_curves(curves, "mean reward"), "rewards per function"),
+        f'<p class="muted">{esc(note)}</p>',
+    ]
 
 
 def _baseline(run: Run) -> list[str]:
@@ -283,7 +310,11 @@ def _data(run: Run) -> list[str]:
         how = " rendered through the chat template" if chat else " rendered as raw text" if chat is False else ""
         out.append(f"<p>{esc(fmt)} records{how}.</p>")
     rows, hashes = [], []
-    for name, info in parts.items():
+    named = [(name, info) for name, info in parts.items()]
+    for name, info in list(named):  # a mixture's sources, each its own row under its split
+        sources = info.get("sources") if isinstance(info.get("sources"), dict) else {}
+        named += [(f"{name} · {src}", {"source": sub.get("source", ""), **sub}) for src, sub in sources.items()]
+    for name, info in named:
         tokens = info.get("tokens") if isinstance(info.get("tokens"), dict) else {}
         counts = [info.get("records"), info.get("examples")]
         counts += [tokens.get(k) for k in ("tokens", "trained_tokens", "truncated", "dropped")]

@@ -85,8 +85,22 @@ def validation_metrics(run: Run) -> dict[str, list[tuple[int, float]]]:
     keys: list[str] = []
     for r in run.metrics:
         if r.get("split") == "validation":
-            keys += [k for k, v in r.items() if k not in _NOT_METRICS and k not in keys and number(v) is not None]
+            keys += [
+                k
+                for k, v in r.items()
+                if k not in _NOT_METRICS and k not in keys and number(v) is not None and not k.startswith("loss/")
+            ]
     return {k: pts for k in keys if len(pts := series(run, "validation", k)) > 0}
+
+
+def per_name(run: Run, split: str, prefix: str) -> dict[str, list[tuple[int, float]]]:
+    """Curves logged under `prefix/NAME` keys, by NAME: a mixture's validation loss per source (`loss/`), an
+    rlhf run's reward per reward function (`reward/`)."""
+    keys: list[str] = []
+    for r in run.metrics:
+        if r.get("split") == split:
+            keys += [k for k in r if k.startswith(prefix) and k not in keys]
+    return {k[len(prefix) :]: pts for k in keys if (pts := series(run, split, k))}
 
 
 def system_metrics(run: Run) -> dict[str, dict[str, float]]:

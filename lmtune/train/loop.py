@@ -8,6 +8,7 @@ position (epoch, micro-batch) is all a checkpoint needs to resume on the exact s
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -18,11 +19,11 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from lmtune.config import EarlyStoppingConfig, TrainConfig
 from lmtune.data.batching import Row, collate, epoch_batches
-from lmtune.errors import Interrupted, LmtuneError
+from lmtune.data.streaming import RowStream
+from lmtune.errors import Interrupted
 from lmtune.train import zero
 from lmtune.train.checkpoint import is_sharded
 from lmtune.train.early_stopping import track_best
@@ -30,64 +31,14 @@ from lmtune.train.guard import StepGuard, guarded_update
 from lmtune.train.launch import unwrap
 from lmtune.train.linear_ce import output_head
 from lmtune.train.objectives import OBJECTIVES, Objective, l2sp_penalty
+from lmtune.train.schedule import (  # noqa: F401 (the step counts and optimizer, imported from here by the recipes)
+    make_optimizer,
+    resume_grad_accum,
+    steps_per_epoch,
+    total_steps,
+    warmup_steps,
+)
 from lmtune.train.state import LoopState
-
-
-def steps_per_epoch(n_rows: int, cfg: TrainConfig, num_processes: int = 1) -> int:
-    """Optimizer steps in one pass over n_rows; raises when not even one step fits."""
-    micro = math.ceil(n_rows / cfg.batch_size)
-    per_step = cfg.grad_accum * num_processes
-    # With several processes `train_loop` skips an epoch's last incomplete step (every process needs a share).
-    per_epoch = math.ceil(micro / per_step) if num_processes == 1 else micro // per_step
-    if per_epoch == 0:  # the loop would never complete a step
-        raise LmtuneError(
-            f"{n_rows} training rows are too few for one optimizer step: they make {micro} micro-batches of "
-            f"train.batch_size {cfg.batch_size}, fewer than the {per_step} a step takes "
-            f"(train.grad_accum {cfg.grad_accum} x {num_processes} processes)",
-            hint="lower train.batch_size or train.grad_accum, or add training data",
-        )
-    return per_epoch
-
-
-def total_steps(n_rows: int, cfg: TrainConfig, num_processes: int = 1) -> int:
-    per_epoch = steps_per_epoch(n_rows, cfg, num_processes)
-    return cfg.max_steps if cfg.max_steps is not None else per_epoch * cfg.epochs
-
-
-def resume_grad_accum(saved: dict[str, Any], cfg: TrainConfig, processes: int) -> int:
-    """train.grad_accum for resuming, on `processes` processes, a run whose checkpoint has loop state `saved`: the
-    same number of micro-batches per optimizer step as before, so the batches, the loss scale and the schedule go
-    on exactly as they would have (a run started on 2 processes resumes on 1 with twice the accumulation)."""
-    before = int(saved.get("processes", 1))
-    per_step = int(saved.get("step_batches") or cfg.grad_accum * before)
-    if processes == before or per_step == cfg.grad_accum * processes:
-        return cfg.grad_accum
-    if per_step % processes:
-        raise LmtuneError(
-            f"--resume: the run took {per_step} micro-batches per optimizer step on {before} process(es), which "
-            f"{processes} processes cannot share evenly",
-            hint=f"resume on a number of processes that divides {per_step}",
-        )
-    return per_step // processes
-
-
-def warmup_steps(cfg: TrainConfig, steps: int) -> int:
-    return cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_fraction * steps)
-
-
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, steps: int) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW without weight decay on biases and norms (1-D tensors), plus the warmup + decay schedule."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas)
-    name = "constant_with_warmup" if cfg.scheduler == "constant" else cfg.scheduler
-    scheduler = get_scheduler(
-        name, optimizer, num_warmup_steps=warmup_steps(cfg, steps), num_training_steps=max(steps, 1)
-    )
-    return optimizer, scheduler
 
 
 def loss_head(model: torch.nn.Module, accelerator: Accelerator, objective: Objective) -> torch.nn.Linear | None:
@@ -186,7 +137,7 @@ def train_loop(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     accelerator: Accelerator,
-    rows: Sequence[Row],
+    rows: Sequence[Row] | RowStream,
     pad_id: int,
     cfg: TrainConfig,
     seed: int,
@@ -205,66 +156,102 @@ def train_loop(
     (cfg.l2sp > 0): the recipe takes them before a resume loads a checkpoint.
     """
     world = accelerator.num_processes
-    steps_per_epoch(len(rows), cfg, world)  # an epoch without a full step would loop forever
-    run = _setup(model, optimizer, scheduler, accelerator, rows, pad_id, cfg, objective, anchors)
+    stream = rows if isinstance(rows, RowStream) else None
+    if stream is None:
+        steps_per_epoch(len(rows), cfg, world)  # an epoch without a full step would loop forever
+    longest = stream.max_length if stream is not None else max(r.length for r in rows)  # type: ignore[union-attr]
+    run = _setup(model, optimizer, scheduler, accelerator, longest, pad_id, cfg, objective, anchors)
     state.processes, state.step_batches = world, cfg.grad_accum * world
     bar = tqdm(total=steps, initial=state.step, desc="train", unit="step", disable=not accelerator.is_main_process)
     model.train()
-    lengths = [r.length for r in rows] if cfg.batching == "length_grouped" else None
-    guard = StepGuard(cfg.max_bad_steps)
+    go = _Progress(state, hooks, bar, StepGuard(cfg.max_bad_steps), steps)
     try:
-        _epochs(run, rows, seed, steps, state, hooks, bar, lengths, guard)
+        if stream is not None:
+            _stream_epochs(run, stream, go)
+        else:
+            lengths = [r.length for r in rows] if cfg.batching == "length_grouped" else None  # type: ignore[union-attr]
+            _epochs(run, rows, seed, go, lengths)  # type: ignore[arg-type]
     finally:
         bar.close()
     return state
 
 
-def _epochs(
-    run: _Fixed,
-    rows: Sequence[Row],
-    seed: int,
-    steps: int,
-    state: LoopState,
-    hooks: Hooks,
-    bar: Any,
-    lengths: list[int] | None,
-    guard: StepGuard,
-) -> None:
+@dataclass
+class _Progress:
+    """Where the run is and what watches it: the state, the hooks, the bar, the guard, the tokens/s window."""
+
+    state: LoopState
+    hooks: Hooks
+    bar: Any
+    guard: StepGuard
+    steps: int
+    window: tuple[int, float] = (0, 0.0)  # units and seconds since the last logged step (the tokens/s shown)
+
+
+def _epochs(run: _Fixed, rows: Sequence[Row], seed: int, go: _Progress, lengths: list[int] | None) -> None:
     """The loop proper: epochs of seeded batches, a step per `grad_accum` micro-batches on every process."""
-    cfg, accelerator = run.cfg, run.accelerator
-    world, rank = accelerator.num_processes, accelerator.process_index
+    cfg, state = run.cfg, go.state
+    world, rank = run.accelerator.num_processes, run.accelerator.process_index
     per_step = cfg.grad_accum * world
-    window = [0, 0.0]  # units and seconds since the last logged step (the tokens/s shown)
-    while state.step < steps and not state.stopped_early:
+    while state.step < go.steps and not state.stopped_early:
         batches = epoch_batches(len(rows), cfg.batch_size, seed, state.epoch, lengths=lengths)
         chunks = [batches[i : i + per_step] for i in range(state.batches_done, len(batches), per_step)]
         if world > 1:
             chunks = [c for c in chunks if len(c) == per_step]  # every process needs a share of each step
         for chunk in chunks:
-            t0 = time.perf_counter()
-            done = _optimizer_step(run, rows, chunk[rank::world])
-            dt = time.perf_counter() - t0
-            state.step += 1
-            state.batches_done += len(chunk)
-            state.tokens += done.count
-            state.elapsed += dt
-            window[0], window[1] = window[0] + done.count, window[1] + dt
-            tok_s = window[0] / max(window[1], 1e-9)
-            warning = guard.judge(state, done.loss, done.taken)
-            bad = not done.taken or not math.isfinite(done.loss)
-            bar.update(1)
-            mark = {"!": "skipped" if bad else "spike"} if warning else {}
-            bar.set_postfix(loss=f"{done.loss:.4f}", lr=f"{done.lr:.2e}", tok_s=f"{tok_s:.0f}", **mark)
-            if state.step % cfg.log_every == 0 or state.step == steps or warning:
-                epoch = state.epoch + state.batches_done / max(len(batches), 1)
-                hooks.on_log(_record(state, done, epoch, tok_s, bad, warning, accelerator))
-                window[0], window[1] = 0, 0.0
-            guard.check(state)  # too many skipped updates: the recipe keeps the last good weights
-            if _after_step(run, state, hooks, steps, bad):
+            if take_step(run, rows, chunk, chunk[rank::world], go, len(batches)):
                 break
         else:
             state.epoch += 1
             state.batches_done = 0
+
+
+def _stream_epochs(run: _Fixed, stream: RowStream, go: _Progress) -> None:
+    """The loop over a stream (data.streaming): each step takes the next rows in stream order, and the state keeps
+    the stream position after them, so a resumed run reads on from the exact row (`RowStream.rows`)."""
+    cfg, state = run.cfg, go.state
+    world, rank = run.accelerator.num_processes, run.accelerator.process_index
+    per_step, size = cfg.grad_accum * world, cfg.batch_size
+    while state.step < go.steps and not state.stopped_early:
+        rows = stream.rows(state.epoch, (state.stream_examples, state.stream_pieces))
+        while True:
+            taken = list(itertools.islice(rows, per_step * size))
+            if not taken or (world > 1 and len(taken) < per_step * size):  # the pass ended (DDP: each needs a share)
+                state.epoch, state.batches_done, state.stream_examples, state.stream_pieces = state.epoch + 1, 0, 0, 0
+                break
+            step_rows = [row for row, _ in taken]
+            chunk = [list(range(i, min(i + size, len(taken)))) for i in range(0, len(taken), size)]
+            state.stream_examples, state.stream_pieces = taken[-1][1]
+            if take_step(run, step_rows, chunk, chunk[rank::world], go, 0):
+                return
+
+
+def take_step(
+    run: _Fixed, rows: Sequence[Row], chunk: Sequence[Sequence[int]], mine: Sequence[Sequence[int]], go: _Progress,
+    epoch_batches_n: int,
+) -> bool:  # fmt: skip
+    """One optimizer step over `chunk` (this process's share: `mine`) and what follows it: the state's counts, the
+    progress bar, the log, the guard, evaluation and checkpoints. True: the run is done."""
+    state, t0 = go.state, time.perf_counter()
+    done = _optimizer_step(run, rows, mine)
+    dt = time.perf_counter() - t0
+    state.step += 1
+    state.batches_done += len(chunk)
+    state.tokens += done.count
+    state.elapsed += dt
+    go.window = (go.window[0] + done.count, go.window[1] + dt)
+    tok_s = go.window[0] / max(go.window[1], 1e-9)
+    warning = go.guard.judge(state, done.loss, done.taken)
+    bad = not done.taken or not math.isfinite(done.loss)
+    go.bar.update(1)
+    mark = {"!": "skipped" if bad else "spike"} if warning else {}
+    go.bar.set_postfix(loss=f"{done.loss:.4f}", lr=f"{done.lr:.2e}", tok_s=f"{tok_s:.0f}", **mark)
+    if state.step % run.cfg.log_every == 0 or state.step == go.steps or warning:
+        epoch = state.epoch + state.batches_done / epoch_batches_n if epoch_batches_n else float(state.epoch)
+        go.hooks.on_log(_record(state, done, epoch, tok_s, bad, warning, run.accelerator))
+        go.window = (0, 0.0)
+    go.guard.check(state)  # too many skipped updates: the recipe keeps the last good weights
+    return _after_step(run, state, go.hooks, go.steps, bad)
 
 
 def _setup(
@@ -272,7 +259,7 @@ def _setup(
     optimizer: Any,
     scheduler: Any,
     accelerator: Accelerator,
-    rows: Sequence[Row],
+    longest: int,
     pad_id: int,
     cfg: TrainConfig,
     objective: Objective | None,
@@ -297,7 +284,7 @@ def _setup(
         anchors=list(anchors or ()),
         batch_of=batcher(objective),
         pad_id=pad_id,
-        longest=max(r.length for r in rows),
+        longest=longest,
     )
 
 

@@ -26,6 +26,10 @@ class LoopState:
     # (micro-batches per optimizer step, over all processes) by changing grad_accum (`resume_grad_accum`).
     processes: int = 1
     step_batches: int = 0
+    # A stream's position (data.streaming): stream examples before the next row, and pieces of that example
+    # (overlong: chunk) already trained; a resume reads on from there (lmtune.data.streaming.RowStream).
+    stream_examples: int = 0
+    stream_pieces: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -25,16 +25,17 @@ def offline_model(name: str, t5_dir: Path) -> str | None:
 def test_data_check_reads_every_shipped_config(config, t5_dir, monkeypatch):
     monkeypatch.chdir(REPO)  # the configs name their data relative to the repository
     cfg = load_config(config)
-    missing = [
-        s for s in (cfg.data.train, cfg.data.validation) if s and s.startswith("../") and not (REPO / s).exists()
-    ]
+    paths = [src.path for src in cfg.data.sources()] + [cfg.data.validation]  # a mixture: each source
+    missing = [s for s in paths if s and s.startswith("../") and not (REPO / s).exists()]
     if missing:  # ../shared/data sits beside the checkout in this workplace and CI, not in every clone
         pytest.skip(f"{', '.join(missing)} is not beside this checkout")
     stand_in = offline_model(cfg.model.name, t5_dir)
     report = check_data(config, overrides=[f"model.name={stand_in}"] if stand_in else [], near=None)
     assert report.errors == [], [f.message for f in report.errors]
-    assert report.splits["train"].examples > 0 and report.splits["train"].lengths
-    assert "validation" in report.splits
+    suffixes = [f" · {src.label}" for src in cfg.data.sources()] if cfg.data.mixture else [""]
+    for suffix in suffixes:
+        assert report.splits["train" + suffix].examples > 0 and report.splits["train" + suffix].lengths
+        assert "validation" + suffix in report.splits
 
 
 def pairs_file(tmp_path: Path) -> Path:
