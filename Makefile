@@ -28,8 +28,9 @@ quickstart: install
 	$(BIN)/lmtune train configs/quickstart.yaml --overwrite
 	$(BIN)/lmtune generate runs/quickstart --prompt "What is the capital of France?"
 
+# Two workers, a file each at a time (module fixtures train once per file): the suite fits CI's 10 minutes on 2 cores.
 test: install lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 # The long tests: acceptance on real pretrained weights (../shared/models/stories260K), the whole task x method
 # estimate matrix, GGUF in llama.cpp, full-fine-tuning DPO on two processes.
