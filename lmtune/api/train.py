@@ -54,10 +54,9 @@ def finetune(
 ) -> RunResult:
     """Fine-tune a model as the config says and write the run directory. Returns its path and summary.
 
-    `config` is a YAML path, a dict or a RunConfig; `overrides` are `key.path=value` strings; `report` receives
-    the run's messages (`report(text, warning=False)`; the CLI prints them, the default drops them).
-    `after_step` callbacks see the loop state after every step, `after_eval` ones each validation's figures too.
-    """
+    `config`: a YAML path, a dict or a RunConfig; `overrides`: `key.path=value` strings; `report` receives the
+    run's messages (`report(text, warning=False)`; the CLI prints them). `after_step` callbacks see the loop state
+    after every step, `after_eval` ones each validation's figures too."""
     cfg = load_config(config, overrides, output_dir)
     task = task_of(cfg)
     if not task.loop_trained():
@@ -86,19 +85,10 @@ def finetune(
         s.built = build_model(cfg, s.prepared, s.tokenizer.pad_token_id,
                               before_method=(lambda base: save_base(s.run_dir, base)) if keep_base else None)  # fmt: skip
     steps.report_model(s)
-    context, past = context_note(s.built.model, cfg.model, max((r.length for r in s.prepared.rows), default=0))
-    if context:
-        say(context, warning=past)
+    _report_context(s)
 
     # 4. Optimizer, schedule, accelerate.
-    stream = s.prepared.stream
-    s.steps = (
-        total_steps(len(s.prepared.rows), cfg.train, accelerator.num_processes)
-        if stream is None
-        else cfg.train.max_steps or 0
-    )
-    s.optimizer, s.scheduler = make_optimizer(s.built.model, cfg.train, s.steps)
-    s.model, s.optimizer = accelerator.prepare(s.built.model, s.optimizer)
+    _prepare_optimizer(s)
 
     # 5. What training is measured against; then the state to resume from, or the run's description.
     steps.measure_start(s)
@@ -115,7 +105,7 @@ def finetune(
         hooks.stop_requested = stop_requested
         try:
             train_loop(model=s.model, optimizer=s.optimizer, scheduler=s.scheduler, accelerator=accelerator,
-                       rows=stream or s.prepared.rows, pad_id=s.tokenizer.pad_token_id, cfg=cfg.train, seed=cfg.seed,
+                       rows=s.prepared.stream or s.prepared.rows, pad_id=s.tokenizer.pad_token_id, cfg=cfg.train, seed=cfg.seed,
                        steps=s.steps, state=s.state, hooks=hooks, objective=s.built.objective,
                        anchors=s.anchors)  # fmt: skip
         except Diverged as e:
@@ -131,6 +121,27 @@ def finetune(
     if s.diverged is not None:
         raise diverged.diverged_error(s, s.diverged)
     return RunResult(s.run_dir, summary)
+
+
+def _report_context(s: steps.Session) -> None:
+    """What the longest row means for the model's positions (and its rope_scaling), when it is worth saying."""
+    assert s.built is not None and s.prepared is not None
+    longest = max((r.length for r in s.prepared.rows), default=0)
+    context, past = context_note(s.built.model, s.cfg.model, longest)
+    if context:
+        s.say(context, warning=past)
+
+
+def _prepare_optimizer(s: steps.Session) -> None:
+    """The run's steps (a stream's: train.max_steps), its optimizer and schedule, and accelerate's wrapping."""
+    assert s.built is not None and s.prepared is not None
+    cfg = s.cfg
+    if s.prepared.stream is None:
+        s.steps = total_steps(len(s.prepared.rows), cfg.train, s.accelerator.num_processes)
+    else:
+        s.steps = cfg.train.max_steps or 0
+    s.optimizer, s.scheduler = make_optimizer(s.built.model, cfg.train, s.steps)
+    s.model, s.optimizer = s.accelerator.prepare(s.built.model, s.optimizer)
 
 
 def finish(s: steps.Session, forgetting: dict[str, Any] | None, report: Say) -> dict[str, Any]:

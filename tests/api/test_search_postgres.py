@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,13 +25,13 @@ def _bin(name: str) -> str | None:
 
 
 @pytest.fixture
-def postgres(tmp_path: Path):
+def postgres():
     initdb, server = _bin("initdb"), _bin("postgres")
     if initdb is None or server is None:
         pytest.skip("PostgreSQL is not installed (make test-slow installs it)")
     pytest.importorskip("psycopg2")
-    data = tmp_path / "pg"
-    data.mkdir()
+    # Not under tmp_path: pytest makes /tmp/pytest-of-root private (0700), which the postgres user cannot enter.
+    data = Path(tempfile.mkdtemp(prefix="lmtune-pg-"))
     # PostgreSQL refuses to run as root: run it as the postgres user Debian's package creates.
     as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     if as_user:
@@ -52,6 +53,7 @@ def postgres(tmp_path: Path):
     yield url
     proc.terminate()
     proc.wait(timeout=30)
+    shutil.rmtree(data, ignore_errors=True)
 
 
 def test_two_workers_share_a_postgres_study(tmp_path: Path, postgres: str) -> None:
