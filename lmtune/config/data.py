@@ -70,8 +70,9 @@ class DataConfig(_Section):
     max_length: int = Field(512, gt=1, description="Longest example in tokens (after rendering).")
     overlong: Literal["truncate", "drop", "chunk"] = Field(
         "truncate",
-        description="What to do with examples over max_length: truncate, drop, or (raw text only) chunk: cut into "
-        "max_length pieces that are all trained (the default for task causal_lm).",
+        description="What to do with examples over max_length: truncate, drop, or chunk: cut into max_length pieces "
+        "that are all trained (raw text, the default for task causal_lm; and task token_classification, its "
+        "default: overlapping windows in which each word is trained once, where it has the most context).",
     )
     packing: bool = Field(
         False,
