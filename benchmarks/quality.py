@@ -138,7 +138,11 @@ def case_ner(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     words = sum(len(w) for w, _ in train) * 3
     if "plain" in args.runners:
         model, tok, seconds = plain_ner(train, tags, work / "plain-ner")
-        out["plain"] = {**score_ner(model, tok, test, 128), "train_s": seconds, "examples_per_s": 3 * len(train) / seconds}
+        out["plain"] = {
+            **score_ner(model, tok, test, 128),
+            "train_s": seconds,
+            "examples_per_s": 3 * len(train) / seconds,
+        }
     if "lmtune" in args.runners:
         path = write_conll(work / "train.conll", train)
         dev = str(SHARED / "wnut17" / "emerging.dev.conll")

@@ -60,7 +60,6 @@ def evaluate_classifier(
 ) -> EvalResult:
     """A classification run: the label of each example predicted by argmax over the head's logits (no generation),
     scored by the label metrics (default accuracy and macro F1) on the label names as strings."""
-    import torch
 
     model, tokenizer, cfg = load_tuned(run_dir)
     examples, _, source = run_examples(cfg, data)

@@ -22,7 +22,7 @@ from lmtune.data.batching import Row
 from lmtune.data.prepare import general_text
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.forgetting import forgetting_advice, forgetting_report, general_rows
-from lmtune.export import check_same_config
+from lmtune.export import LAST, check_same_config, final_state, save_final
 from lmtune.fileio import atomic_write_text
 from lmtune.rundir import (
     MetricsLog,
@@ -43,9 +43,9 @@ from lmtune.train.checkpoint import (
     save_best,
     save_checkpoint,
 )
-from lmtune.train.early_stopping import stop_reason
+from lmtune.train.early_stopping import Selection, selection_for, stop_reason, track_best
 from lmtune.train.launch import configure_deepspeed, describe_launch
-from lmtune.train.loop import Hooks, loss_head, resume_grad_accum, run_evaluation
+from lmtune.train.loop import Hooks, loss_head, resume_grad_accum
 from lmtune.train.objectives import OBJECTIVES, Objective
 from lmtune.train.preference_step import with_reference_logps
 from lmtune.train.state import LoopState
@@ -93,6 +93,11 @@ class Session:
         objective = self.built.objective if scored else self.task_free_objective()
         bs = self.cfg.train.eval_batch_size or self.cfg.train.batch_size
         return evaluate_loss(self.model, rows, bs, self.tokenizer.pad_token_id, self.accelerator, objective, scorer)
+
+    @property
+    def selection(self) -> Selection | None:
+        """How evaluations are compared (train.best_metric, early stopping): None when nothing is selected."""
+        return selection_for(self.cfg.train, self.task.best_metric)
 
     def task_free_objective(self) -> Objective:
         return OBJECTIVES["causal_lm"]  # general text: next-token loss on every token
@@ -259,11 +264,12 @@ def resume_or_describe(session: Session) -> None:
 
 
 def make_hooks(session: Session, after_step: Any) -> Hooks:
-    """The loop's hooks: log metrics, evaluate, checkpoint, keep the best evaluation's weights."""
+    """The loop's hooks: log metrics, evaluate (and keep the best evaluation's weights), checkpoint."""
     acc, run_dir, metrics, p = session.accelerator, session.run_dir, session.metrics, session.prepared
     assert metrics is not None and p is not None
-    # Early stopping keeps the weights of the best evaluation on disk, and the best the last checkpoint refers
-    # to until the next checkpoint (a crash in between resumes from that checkpoint and needs its best).
+    watch = session.selection
+    # The weights of the best evaluation are kept on disk, and the best the last checkpoint refers to until the
+    # next checkpoint (a crash in between resumes from that checkpoint and needs its best).
     committed = {"best": session.state.best_step}
 
     def on_eval(s: LoopState) -> dict[str, float]:
@@ -272,6 +278,10 @@ def make_hooks(session: Session, after_step: Any) -> Hooks:
             s.best_val_loss = result["loss"]
         if acc.is_main_process:
             metrics.append({"split": "validation", "step": s.step, **result})
+        # The model before training is the baseline, never a candidate for the final weights.
+        if watch is not None and s.step > 0 and track_best(s, result, watch):
+            save_best(run_dir, s.step, acc.unwrap_model(session.model), keep=[committed["best"]], write=session.main)
+            acc.wait_for_everyone()
         return result
 
     def on_checkpoint(s: LoopState) -> None:
@@ -284,10 +294,6 @@ def make_hooks(session: Session, after_step: Any) -> Hooks:
         committed["best"] = s.best_step
         acc.wait_for_everyone()
 
-    def on_best(s: LoopState) -> None:
-        save_best(run_dir, s.step, acc.unwrap_model(session.model), keep=[committed["best"]], write=session.main)
-        acc.wait_for_everyone()
-
     def on_log(record: dict[str, Any]) -> None:
         if acc.is_main_process:
             metrics.append(record)
@@ -298,27 +304,39 @@ def make_hooks(session: Session, after_step: Any) -> Hooks:
         on_log=on_log,
         on_eval=on_eval if p.val_rows else None,
         on_checkpoint=on_checkpoint,
-        on_best=on_best,
         after_step=after_step,
     )
 
 
 def evaluate_before(session: Session, hooks: Hooks) -> None:
     """The validation figures of the model before training (the first point of every curve)."""
-    before = run_evaluation(session.state, hooks, session.cfg.train.early_stopping)
+    assert hooks.on_eval is not None
+    before = hooks.on_eval(session.state)
     extra = f"accuracy {before['accuracy']:.4f}" if "accuracy" in before else f"perplexity {before['perplexity']:.2f}"
     session.say(f"validation loss before training: {before['loss']:.4f} ({extra})")
 
 
 def keep_best(session: Session) -> None:
-    """With early stopping, the final model is the best evaluation's weights, not the last ones."""
-    early, state = session.cfg.train.early_stopping, session.state
-    if early is None or state.best_step is None:
+    """final/ holds the best evaluation's weights (train.keep: best): put them back into the model, after saving
+    the last weights beside as last/ when they differ (not after a divergence: those are not good weights)."""
+    watch, state, acc = session.selection, session.state, session.accelerator
+    if watch is not None and state.stopped_early:
+        session.say(f"early stopping at step {state.step} of {session.steps}: {stop_reason(state, watch)}")
+    if watch is None or not watch.keep_best or state.best_step is None:
         return
-    load_best(session.run_dir, state.best_step, session.accelerator.unwrap_model(session.model))
-    if state.stopped_early:
-        session.say(f"early stopping at step {state.step} of {session.steps}: {stop_reason(state, early)}")
-    session.say(f"the final model is the one of step {state.best_step} ({early.metric} {state.best_metric:.4f})")
+    if state.best_step != state.step or session.diverged is not None:
+        model = acc.unwrap_model(session.model)
+        if session.diverged is None:
+            whole = final_state(model)  # collective under FSDP and ZeRO
+            if session.main:
+                save_final(session.run_dir, model, session.tokenizer, whole, name=LAST)
+            acc.wait_for_everyone()
+        load_best(session.run_dir, state.best_step, model)
+    session.say(
+        f"the final model is the one of step {state.best_step}, the best validation {watch.metric} "
+        f"({state.best_metric:.4f})"
+        + (f"; the last step's weights are in {LAST}/" if state.best_step != state.step else "")
+    )
 
 
 def measure_forgetting(session: Session) -> dict[str, Any] | None:

@@ -10,8 +10,7 @@ from typing import Any
 import torch
 
 from lmtune.api.heads import head_result, run_examples
-from lmtune.data.conll import TokensExample
-from lmtune.data.conll import OUTSIDE
+from lmtune.data.conll import OUTSIDE, TokensExample
 from lmtune.data.ner import ENTITY_METRICS, Window, align, entity_report, entity_scores, special_counts, windows
 from lmtune.errors import LmtuneError
 from lmtune.export import load_tuned

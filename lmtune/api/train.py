@@ -133,6 +133,7 @@ def finish(s: steps.Session, forgetting: dict[str, Any] | None, report: Say) -> 
                 save_final(s.run_dir, acc.unwrap_model(s.model), s.tokenizer, whole)
         summary = summarize(
             s.run_dir, s.state, s.built.trainable, s.built.total, early_stopping=cfg.train.early_stopping,
+            selection=s.selection,
             forgetting=forgetting, metrics=s.task.summary_metrics,
         )  # fmt: skip
         summary.update(s.diverged or {"diverged": False}, trained_unit=s.task.unit)
