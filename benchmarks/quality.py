@@ -145,9 +145,9 @@ def case_ner(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         }
     if "lmtune" in args.runners:
         path = write_conll(work / "train.conll", train)
-        dev = str(SHARED / "wnut17" / "emerging.dev.conll")
+        dev = write_conll(work / "dev.conll", read_conll(SHARED / "wnut17" / "emerging.dev.conll")[: args.dev_sentences])
         model, tok, cfg, summary = lmtune_run("configs/ner-minilm.yaml", work / "lmtune-ner", train=str(path),
-                                              validation=dev)  # fmt: skip
+                                              validation=str(dev))  # fmt: skip
         seconds = summary["train_time_s"]
         n = summary["trained_tokens"] and len(train) * summary["epochs"]
         out["lmtune"] = {**score_ner(model, tok, test, cfg.data.max_length), "train_s": seconds,
@@ -285,6 +285,7 @@ def main() -> None:
     parser.add_argument("--cases", default="ner,sentiment,reward", help="comma-separated: ner, sentiment, reward")
     parser.add_argument("--runners", default="plain,lmtune", help="comma-separated: plain, lmtune")
     parser.add_argument("--train-sentences", type=int, default=None, help="NER: the first N training sentences")
+    parser.add_argument("--dev-sentences", type=int, default=400, help="NER: lmtune validates on the first N dev ones")
     parser.add_argument("--work", default=None, help="where the runs go (default: a temporary directory)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of every figure")
     args = parser.parse_args()

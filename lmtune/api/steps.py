@@ -279,7 +279,8 @@ def make_hooks(session: Session, after_step: Any) -> Hooks:
         if acc.is_main_process:
             metrics.append({"split": "validation", "step": s.step, **result})
         # The model before training is the baseline, never a candidate for the final weights.
-        if watch is not None and s.step > 0 and track_best(s, result, watch):
+        # The last step's weights need no copy: they are the model's when the run ends.
+        if watch is not None and s.step > 0 and track_best(s, result, watch) and s.step < session.steps:
             save_best(run_dir, s.step, acc.unwrap_model(session.model), keep=[committed["best"]], write=session.main)
             acc.wait_for_everyone()
         return result

@@ -63,6 +63,8 @@ def summarize(
             out[f"val_{key}_final"] = at_kept[-1][key] if at_kept else None
     if selection is not None:
         out["final_weights"] = final_weights(state, selection, val, kept)
+    elif val:
+        out["final_weights"] = {"step": kept, "last_step": state.step, "why": "train.keep: last"}
     if early_stopping is not None and selection is not None:
         out["early_stopping"] = {
             **early_stopping.model_dump(),
