@@ -78,6 +78,15 @@ def evaluate_run(
         )
 
     task = TASKS[read_run_config(run_dir).task] if is_run else None
+    if task is not None and task.records == "pairs":
+        from lmtune.api.pairs_eval import evaluate_pairs  # reward and dpo runs: scored on preference pairs
+
+        if baselines:
+            raise LmtuneError(
+                f"baselines prompt a model to generate answers; a {task.name} run is scored on preference pairs",
+                hint=f"leave out --baseline (eval.baselines) for {task.name} runs",
+            )
+        return evaluate_pairs(run_dir, data, metrics, limit, batch_size, save, start)
     if task is not None and task.predicts_with_head:
         return _evaluate_head(task, bool(baselines))(run_dir, data, metrics, limit, batch_size, save, start)
 

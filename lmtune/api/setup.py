@@ -114,7 +114,7 @@ def prepare_pairs(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase, say: Say =
     validation, val_stats = task.tokenize(found.validation, tokenizer, opts)
     if not train:
         raise LmtuneError("no preference pair is left after tokenization", hint="check data.max_length and overlong")
-    splits = Splits(list(found.train), list(found.validation), "preference", found.info)
+    splits = Splits(list(found.train), list(found.validation), "preference", found.info, skipped=found.skipped)
     return Prepared(splits, [], train, train_stats, validation, val_stats, list(train), list(validation), chat)
 
 

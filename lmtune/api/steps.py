@@ -23,7 +23,7 @@ from lmtune.data.prepare import general_text
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.forgetting import forgetting_advice, forgetting_report, general_rows
 from lmtune.export import LAST, check_same_config, final_state, save_final
-from lmtune.fileio import atomic_write_text
+from lmtune.fileio import atomic_write_text, dumps_json
 from lmtune.rundir import (
     MetricsLog,
     check_run_dir,
@@ -50,6 +50,8 @@ from lmtune.train.objectives import OBJECTIVES, Objective
 from lmtune.train.preference_step import with_reference_logps
 from lmtune.train.state import LoopState
 from lmtune.train.validation import evaluate_loss
+
+SKIPPED_FILE = "skipped_records.jsonl"  # data.on_bad_record: skip: the records left out, by file and line
 
 
 @dataclass
@@ -260,6 +262,12 @@ def resume_or_describe(session: Session) -> None:
         info["replay"].update(tokens=p.replay_stats.as_dict())
     data = {"format": p.splits.format, "chat": p.chat, "splits": info, "leakage": p.leakage}
     write_json(run_dir, "data.json", data)
+    if p.splits.skipped:  # data.on_bad_record: skip: which records were left out, and why
+        lines = [
+            dumps_json({"source": e.source, "line": e.line, "field": e.field, "problem": e.problem})
+            for e in p.splits.skipped
+        ]
+        atomic_write_text(run_dir / SKIPPED_FILE, "\n".join(lines) + "\n")
     write_json(run_dir, "env.json", {**environment(), "launch": describe_launch(session.accelerator)})
 
 

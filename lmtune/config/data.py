@@ -80,6 +80,13 @@ class DataConfig(_Section):
         "(no cross-example attention).",
     )
     max_examples: int | None = Field(None, gt=0, description="Use only the first N training examples (quick tries).")
+    on_bad_record: Literal["error", "skip"] = Field(
+        "error",
+        description="Preference pairs (tasks reward, dpo): what a broken record does (an empty answer, a transcript "
+        "whose two sides diverge before the last answer, a missing field). 'error' refuses the file with every "
+        "problem listed by line; 'skip' trains on the good pairs and leaves the broken ones out, counted in "
+        "data.json and listed with their file, line and problem in the run directory's skipped_records.jsonl.",
+    )
 
     @field_validator("train", "validation")
     @classmethod

@@ -32,6 +32,7 @@ class Splits:
     format: str
     info: dict[str, dict[str, Any]] = field(default_factory=dict)
     replay: list[Example] = field(default_factory=list)  # general text mixed into training (data.replay)
+    skipped: list[Any] = field(default_factory=list)  # DataErrors of records left out (data.on_bad_record: skip)
 
 
 def fingerprint(examples: list[Example]) -> str:
