@@ -145,7 +145,9 @@ def case_ner(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         }
     if "lmtune" in args.runners:
         path = write_conll(work / "train.conll", train)
-        dev = write_conll(work / "dev.conll", read_conll(SHARED / "wnut17" / "emerging.dev.conll")[: args.dev_sentences])
+        dev = write_conll(
+            work / "dev.conll", read_conll(SHARED / "wnut17" / "emerging.dev.conll")[: args.dev_sentences]
+        )
         model, tok, cfg, summary = lmtune_run("configs/ner-minilm.yaml", work / "lmtune-ner", train=str(path),
                                               validation=str(dev))  # fmt: skip
         seconds = summary["train_time_s"]

@@ -81,9 +81,13 @@ def test_config_switch_and_checks():
     with pytest.raises(LmtuneError, match=r"train\.early_stopping: needs validation data"):
         load_config(MINIMAL, ["train.early_stopping=true", "train.eval_every=10", "data.val_fraction=0"])
     with pytest.raises(LmtuneError, match="mode: loss is better when lower; use mode: min"):
-        load_config(MINIMAL, ["train.early_stopping.metric=loss", "train.early_stopping.mode=max", "train.eval_every=10"])
+        load_config(
+            MINIMAL, ["train.early_stopping.metric=loss", "train.early_stopping.mode=max", "train.eval_every=10"]
+        )
     with pytest.raises(LmtuneError, match="mode: accuracy is better when higher; use mode: max"):
-        load_config(MINIMAL, ["train.early_stopping.metric=accuracy", "train.early_stopping.mode=min", "train.eval_every=10"])
+        load_config(
+            MINIMAL, ["train.early_stopping.metric=accuracy", "train.early_stopping.mode=min", "train.eval_every=10"]
+        )
     with pytest.raises(LmtuneError, match="metric: must be 'auto', 'loss', 'perplexity', 'accuracy', 'f1' or 'margin'"):
         load_config(MINIMAL, ["train.early_stopping.metric=rougeL", "train.eval_every=10"])
 

@@ -48,7 +48,9 @@ def scored(run: Path, weights: str) -> dict[str, float]:
     rows = unpacked(tokenize_classification(val, tokenizer, ["0", "1"], max_length=16)[0])
     task = TASKS["classification"]
     acc = Accelerator(mixed_precision="no", cpu=True)
-    return evaluate_loss(model, rows, 8, tokenizer.pad_token_id, acc, task.objective, task.scorer(model.config.id2label))
+    return evaluate_loss(
+        model, rows, 8, tokenizer.pad_token_id, acc, task.objective, task.scorer(model.config.id2label)
+    )
 
 
 def test_final_holds_the_best_evaluation_by_accuracy_and_last_is_kept_beside(tmp_path: Path, noisy) -> None:
