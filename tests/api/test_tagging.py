@@ -81,3 +81,33 @@ def test_long_sentences_are_trained_whole_in_windows(wordpiece: BertTokenizerFas
     assert trained == tags  # in order, each word once
     _, cut = tokenize_tokens([ex], wordpiece, TAGS, max_length=16, overlong="truncate")
     assert cut.truncated == 1 and cut.trained_tokens < 60
+
+
+def test_chunk_is_the_default_for_token_classification_only(tmp_path) -> None:
+    from support import write_jsonl
+
+    from lmtune.config import load_config
+    from lmtune.errors import LmtuneError
+
+    data = write_jsonl(tmp_path / "d.jsonl", [{"tokens": ["a"], "tags": ["O"]}])
+    assert load_config({"task": "token_classification", "data": {"train": str(data)}}).data.overlong == "chunk"
+    cut = load_config({"task": "token_classification", "data": {"train": str(data), "overlong": "truncate"}})
+    assert cut.data.overlong == "truncate"
+    with pytest.raises(LmtuneError, match="chunk"):
+        load_config({"task": "classification", "data": {"train": str(data), "overlong": "chunk"}})
+
+
+class CountingClassifier(torch.nn.Module):
+    """Logit 1 is the share of 'paris' tokens in the input: 0 for a text cut before its only 'paris'."""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
+        hits = ((input_ids == VOCAB.index("paris")) * attention_mask).sum(-1).float()
+        return SimpleNamespace(logits=torch.stack([torch.full_like(hits, 0.01), hits], -1))
+
+
+def test_classification_eval_reads_long_texts_whole(wordpiece: BertTokenizerFast) -> None:
+    from lmtune.api.heads import classify_whole
+
+    texts = [" ".join(["john"] * 100 + ["paris"]), "john lives in paris", "john lives"]
+    logits, long = classify_whole(CountingClassifier(), wordpiece, texts, max_length=16, batch_size=3)
+    assert long == 1 and logits.argmax(-1).tolist() == [1, 1, 0]  # truncation at 16 would miss the first 'paris'
