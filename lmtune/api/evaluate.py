@@ -113,7 +113,13 @@ def evaluate_run(
     ]
     result = EvalResult(
         str(run_dir),
-        {"source": source, "examples": len(examples), "references_per_example": max(map(len, refs)), "metrics": why},
+        {
+            "source": source,
+            "examples": len(examples),
+            "references_per_example": max(map(len, refs)),
+            "metrics": why,
+            "prompts_cut": _prompts_cut(model, tokenizer, examples, chat, max_new_tokens),
+        },
         scores,
         comparison,
         line,
@@ -181,6 +187,16 @@ def _generations(
                 few = [render_prompt(ex, tokenizer, chat, demos) for ex, demos in zip(examples, shots, strict=True)]
                 outputs[baseline.name] = generate_texts(base, tokenizer, few, desc=baseline.name, **options)
     return outputs
+
+
+def _prompts_cut(model: Any, tokenizer: Any, examples: Sequence[Example], chat: bool, max_new_tokens: int) -> int:
+    """How many of the tuned model's prompts lost their start to its context (`_generations` keeps their end)."""
+    context = context_limit(model)
+    if context is None or getattr(model.config, "is_encoder_decoder", False):
+        return 0
+    room = context - max_new_tokens
+    prompts = [render_prompt(ex, tokenizer, chat) for ex in examples]
+    return sum(len(tokenizer(p, add_special_tokens=not chat)["input_ids"]) > room for p in prompts)
 
 
 def _scores(
