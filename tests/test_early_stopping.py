@@ -220,3 +220,19 @@ def test_with_keep_last_the_last_weights_are_final(tmp_path, overfit_config):
     last = load_file(str(run / "checkpoints" / "step-000030" / "trainable.safetensors"))
     for name, tensor in final_weights(run).items():
         torch.testing.assert_close(tensor, last[name], rtol=0, atol=0, msg=name)
+
+
+def test_a_tie_on_the_task_metric_goes_to_the_lower_loss_and_auto_resolves_per_task():
+    from lmtune.config import TrainConfig
+    from lmtune.train.early_stopping import selection_for
+
+    state, watch = LoopState(), Selection("accuracy", mode="max")
+    for step, (accuracy, loss) in enumerate([(0.9, 0.5), (0.95, 0.4), (0.95, 0.3), (0.95, 0.35), (0.9, 0.1)], 1):
+        state.step = step
+        track_best(state, {"accuracy": accuracy, "loss": loss}, watch)
+    assert (state.best_step, state.best_metric, state.best_loss) == (3, 0.95, 0.3)
+    assert selection_for(TrainConfig(), "f1") == Selection("f1", "max")
+    assert selection_for(TrainConfig(best_metric="loss"), "f1") == Selection("loss", "min")
+    assert selection_for(TrainConfig(keep="last"), "f1") is None
+    early = TrainConfig(eval_every=5, early_stopping={"patience": 2})
+    assert selection_for(early, "accuracy") == Selection("accuracy", "max", 0.0, 2)
