@@ -40,7 +40,7 @@ def test_reward_on_a_no_eos_encoder_skips_broken_records_and_is_evaluated(tmp_pa
     cfg = {
         "task": "reward", "model": {"name": str(bert)}, "method": "full", "forgetting": {"measure": False},
         "data": {"train": str(train), "validation": str(val), "max_length": 32},
-        "train": {"lr": 3e-3, "epochs": 3, "batch_size": 8, "mixed_precision": "no"},
+        "train": {"lr": 3e-3, "epochs": 1, "batch_size": 8, "mixed_precision": "no"},
     }  # fmt: skip
     with pytest.raises(LmtuneError, match=r"pairs.jsonl:4.*pairs.jsonl:8|pairs.jsonl:4"):
         finetune(cfg, output_dir=str(tmp_path / "refused"))
@@ -72,7 +72,7 @@ def test_dpo_run_is_evaluated_on_held_out_pairs(tmp_path: Path) -> None:
     cfg = {
         "task": "dpo", "method": "lora", "forgetting": {"measure": False},
         "data": {"train": str(train), "validation": str(val)},
-        "train": {"lr": 5e-3, "epochs": 2, "batch_size": 8, "mixed_precision": "no"},
+        "train": {"lr": 5e-3, "epochs": 1, "batch_size": 8, "mixed_precision": "no"},
     }  # fmt: skip
     result = finetune(cfg, output_dir=str(tmp_path / "dpo"))
     s = result.summary
