@@ -36,6 +36,7 @@ AUTO_CLASSES = {
 }
 
 FINAL = "final"
+LAST = "last"  # the last step's weights, beside final/ when final/ holds the best evaluation's
 BASE_MODEL = "base_model"
 
 
@@ -63,13 +64,17 @@ def final_state(model: Any) -> dict[str, Any] | None:
 
 
 def save_final(
-    run_dir: Path, model: Any, tokenizer: PreTrainedTokenizerBase, state_dict: dict[str, Any] | None = None
+    run_dir: Path,
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    state_dict: dict[str, Any] | None = None,
+    name: str = FINAL,
 ) -> Path:
-    """Write the tuned model (or LoRA adapter) and its tokenizer to `final/` in safetensors, atomically.
+    """Write the tuned model (or LoRA adapter) and its tokenizer to `final/` (or `name`) in safetensors, atomically.
 
     `state_dict`: the model's weights gathered whole (`checkpoint.model_state`) when FSDP holds them as shards."""
-    out = run_dir / FINAL
-    tmp = run_dir / f".{FINAL}.tmp"
+    out = run_dir / name
+    tmp = run_dir / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     if has_adapters(model):
         save_adapters(model, tmp, state_dict)  # bottleneck adapters: lmtune's own (peft has none), the same contract

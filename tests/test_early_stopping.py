@@ -22,7 +22,7 @@ from lmtune.data.prepare import load_splits
 from lmtune.data.tokenize import tokenize_examples
 from lmtune.errors import LmtuneError
 from lmtune.export import load_tuned
-from lmtune.train.early_stopping import track_best
+from lmtune.train.early_stopping import Selection, track_best
 from lmtune.train.state import LoopState
 from lmtune.train.validation import evaluate_loss
 
@@ -33,7 +33,7 @@ def feed(values: list[float], **cfg: Any) -> tuple[LoopState, list[bool]]:
     state, improved = LoopState(), []
     for step, value in enumerate(values):
         state.step = step * 10
-        improved.append(track_best(state, {"loss": value, "perplexity": 2.0**value}, EarlyStoppingConfig(**cfg)))
+        improved.append(track_best(state, {"loss": value, "perplexity": 2.0**value}, Selection("loss", **cfg)))
         if state.stopped_early:
             break
     return state, improved
@@ -59,10 +59,10 @@ def test_min_delta_is_the_smallest_change_that_counts():
 
 def test_mode_max_and_a_missing_metric():
     state = LoopState()
-    cfg = EarlyStoppingConfig.model_construct(metric="rougeL", mode="max", patience=1, min_delta=0.0)
+    cfg = Selection("rougeL", mode="max", patience=1)
     assert track_best(state, {"rougeL": 0.2}, cfg) and track_best(state, {"rougeL": 0.3}, cfg)
     assert not track_best(state, {"rougeL": 0.25}, cfg) and state.stopped_early and state.best_metric == 0.3
-    with pytest.raises(LmtuneError, match=r"does not compute 'rougeL' \(it computes loss, perplexity\)"):
+    with pytest.raises(LmtuneError, match=r"'rougeL' .* is not computed for this run \(it computes loss, perplexity\)"):
         track_best(LoopState(), {"loss": 1.0, "perplexity": 2.7}, cfg)
 
 
@@ -73,7 +73,7 @@ MINIMAL = {"data": {"train": "t.jsonl"}}
 
 def test_config_switch_and_checks():
     cfg = load_config(MINIMAL, ["train.early_stopping=true", "train.eval_every=10"])
-    assert cfg.train.early_stopping == EarlyStoppingConfig(metric="loss", mode="min", patience=3, min_delta=0.0)
+    assert cfg.train.early_stopping == EarlyStoppingConfig(metric="auto", mode="auto", patience=3, min_delta=0.0)
     assert load_config(MINIMAL, ["train.early_stopping=false"]).train.early_stopping is None
     assert load_config(MINIMAL).train.early_stopping is None  # off by default
     with pytest.raises(LmtuneError, match=r"train\.early_stopping: needs periodic validation.*train\.eval_every"):
@@ -81,10 +81,14 @@ def test_config_switch_and_checks():
     with pytest.raises(LmtuneError, match=r"train\.early_stopping: needs validation data"):
         load_config(MINIMAL, ["train.early_stopping=true", "train.eval_every=10", "data.val_fraction=0"])
     with pytest.raises(LmtuneError, match="mode: loss is better when lower; use mode: min"):
-        load_config(MINIMAL, ["train.early_stopping.mode=max", "train.eval_every=10"])
+        load_config(
+            MINIMAL, ["train.early_stopping.metric=loss", "train.early_stopping.mode=max", "train.eval_every=10"]
+        )
     with pytest.raises(LmtuneError, match="mode: accuracy is better when higher; use mode: max"):
-        load_config(MINIMAL, ["train.early_stopping.metric=accuracy", "train.eval_every=10"])
-    with pytest.raises(LmtuneError, match="metric: must be 'loss', 'perplexity', 'accuracy', 'f1' or 'margin'"):
+        load_config(
+            MINIMAL, ["train.early_stopping.metric=accuracy", "train.early_stopping.mode=min", "train.eval_every=10"]
+        )
+    with pytest.raises(LmtuneError, match="metric: must be 'auto', 'loss', 'perplexity', 'accuracy', 'f1' or 'margin'"):
         load_config(MINIMAL, ["train.early_stopping.metric=rougeL", "train.eval_every=10"])
 
 
@@ -206,8 +210,8 @@ def test_resume_after_a_crash_keeps_the_best_so_far(tmp_path, overfit_config):
     assert again["steps"] == expected["steps"] and again["best_step"] == best_step
 
 
-def test_without_early_stopping_the_last_weights_are_final(tmp_path, overfit_config):
-    overfit_config["train"] = {**overfit_config["train"], "early_stopping": None, "max_steps": 30}
+def test_with_keep_last_the_last_weights_are_final(tmp_path, overfit_config):
+    overfit_config["train"] = {**overfit_config["train"], "early_stopping": None, "max_steps": 30, "keep": "last"}
     run = tmp_path / "run"
     summary = finetune(overfit_config, output_dir=str(run)).summary
     assert summary["stopped_early"] is False and summary["stopped_at"] == summary["final_step"] == 30
@@ -216,3 +220,19 @@ def test_without_early_stopping_the_last_weights_are_final(tmp_path, overfit_con
     last = load_file(str(run / "checkpoints" / "step-000030" / "trainable.safetensors"))
     for name, tensor in final_weights(run).items():
         torch.testing.assert_close(tensor, last[name], rtol=0, atol=0, msg=name)
+
+
+def test_a_tie_on_the_task_metric_goes_to_the_lower_loss_and_auto_resolves_per_task():
+    from lmtune.config import TrainConfig
+    from lmtune.train.early_stopping import selection_for
+
+    state, watch = LoopState(), Selection("accuracy", mode="max")
+    for step, (accuracy, loss) in enumerate([(0.9, 0.5), (0.95, 0.4), (0.95, 0.3), (0.95, 0.35), (0.9, 0.1)], 1):
+        state.step = step
+        track_best(state, {"accuracy": accuracy, "loss": loss}, watch)
+    assert (state.best_step, state.best_metric, state.best_loss) == (3, 0.95, 0.3)
+    assert selection_for(TrainConfig(), "f1") == Selection("f1", "max")
+    assert selection_for(TrainConfig(best_metric="loss"), "f1") == Selection("loss", "min")
+    assert selection_for(TrainConfig(keep="last"), "f1") is None
+    early = TrainConfig(eval_every=5, early_stopping={"patience": 2})
+    assert selection_for(early, "accuracy") == Selection("accuracy", "max", 0.0, 2)

@@ -22,8 +22,8 @@ def roll_back(session: Session, diverged: Diverged) -> dict[str, Any]:
     if ckpt is not None:
         weights = ckpt / "trainable.safetensors"
         load_trainable(session.model, load_file(str(weights)), weights)
-    early = session.cfg.train.early_stopping
-    if early is not None and session.state.best_step is not None:
+    watch = session.selection
+    if watch is not None and watch.keep_best and session.state.best_step is not None:
         good = session.state.best_step
     return {
         "diverged": True,

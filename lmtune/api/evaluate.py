@@ -62,11 +62,9 @@ def evaluate_run(
     apply; few-shot demonstrations need `data.train=FILE`).
 
     `data` is read in the shape the run was trained on (its column mapping and templates apply); `references`
-    names extra reference columns (DialogSum's test set has summary1..3), the first of which stands in for the
-    answer column. Metrics `perplexity` and `token_accuracy` are teacher-forced on the reference answers (tuned and
-    zero-shot base). `forgetting` names a general text ('general', 'stories' or a file) to score the base and
-    the tuned model on, as the run's own forgetting check does.
-    """
+    names extra reference columns (DialogSum's test set has summary1..3), the first standing in for the answer
+    column. `perplexity` and `token_accuracy` are teacher-forced on the reference answers (tuned and zero-shot
+    base). `forgetting`: a general text ('general', 'stories' or a file) to score the base and tuned model on."""
     start = time.perf_counter()
     run_dir = Path(run)
     is_run = (run_dir / "config.yaml").is_file()
@@ -77,9 +75,8 @@ def evaluate_run(
             hint="give a run directory (runs/NAME), or leave out --forgetting",
         )
 
-    task = TASKS[read_run_config(run_dir).task] if is_run else None
-    if task is not None and task.predicts_with_head:
-        return _evaluate_head(task, bool(baselines))(run_dir, data, metrics, limit, batch_size, save, start)
+    if is_run and (scored := _without_generation(run_dir, data, metrics, baselines, limit, batch_size, save, start)):
+        return scored
 
     # 1. The model and the held-out examples in the run's shape, with their references.
     cfg, model, tokenizer, system, chosen = _system(run, is_run, data, overrides, chosen)
@@ -104,7 +101,13 @@ def evaluate_run(
     ]
     result = EvalResult(
         str(run_dir),
-        {"source": source, "examples": len(examples), "references_per_example": max(map(len, refs)), "metrics": why},
+        {
+            "source": source,
+            "examples": len(examples),
+            "references_per_example": max(map(len, refs)),
+            "metrics": why,
+            "prompts_cut": _prompts_cut(model, tokenizer, examples, chat, max_new_tokens),
+        },
         scores,
         comparison,
         line,
@@ -115,6 +118,33 @@ def evaluate_run(
     if save and is_run:
         atomic_write_json(run_dir / EVAL_FILE, result.as_dict())
     return result
+
+
+def _without_generation(
+    run_dir: Path,
+    data: str | None,
+    metrics: Sequence[str],
+    baselines: Sequence[Any],
+    limit: int | None,
+    batch_size: int,
+    save: bool,
+    start: float,
+) -> EvalResult | None:
+    """A run scored without generating: reward and DPO runs on preference pairs, head-predicting runs
+    (classification, tagging) by their head; None for the runs that generate."""
+    task = TASKS[read_run_config(run_dir).task]
+    if task.records == "pairs":
+        from lmtune.api.pairs_eval import evaluate_pairs  # reward and dpo runs: scored on preference pairs
+
+        if baselines:
+            raise LmtuneError(
+                f"baselines prompt a model to generate answers; a {task.name} run is scored on preference pairs",
+                hint=f"leave out --baseline (eval.baselines) for {task.name} runs",
+            )
+        return evaluate_pairs(run_dir, data, metrics, limit, batch_size, save, start)
+    if task.predicts_with_head:
+        return _evaluate_head(task, bool(baselines))(run_dir, data, metrics, limit, batch_size, save, start)
+    return None
 
 
 def _system(
@@ -172,6 +202,16 @@ def _generations(
                 few = [render_prompt(ex, tokenizer, chat, demos) for ex, demos in zip(examples, shots, strict=True)]
                 outputs[baseline.name] = generate_texts(base, tokenizer, few, desc=baseline.name, **options)
     return outputs
+
+
+def _prompts_cut(model: Any, tokenizer: Any, examples: Sequence[Example], chat: bool, max_new_tokens: int) -> int:
+    """How many of the tuned model's prompts lost their start to its context (`_generations` keeps their end)."""
+    context = context_limit(model)
+    if context is None or getattr(model.config, "is_encoder_decoder", False):
+        return 0
+    room = context - max_new_tokens
+    prompts = [render_prompt(ex, tokenizer, chat) for ex in examples]
+    return sum(len(tokenizer(p, add_special_tokens=not chat)["input_ids"]) > room for p in prompts)
 
 
 def _scores(

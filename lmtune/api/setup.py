@@ -191,13 +191,20 @@ def prepare_pairs(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase, say: Say =
     for warning in found.warnings:
         say(warning, warning=True)
     chat = pairs_use_chat(cfg.data.template, found.train)
+    if not chat and tokenizer.eos_token_id is None:  # (lmtune.data.pairs: how answers end without one)
+        sep = tokenizer.sep_token
+        say(
+            "the tokenizer has no EOS token: "
+            + (f"prompt and answer are read as a text pair, joined by its separator {sep}" if sep else
+               "prompt and answer are concatenated as they are, the answer not ended by any token")
+        )  # fmt: skip
     opts = TokenizeOptions(cfg.data.max_length, cfg.data.overlong, cfg.data.template, chat=chat)
     assert task.tokenize is not None
     train, train_stats = task.tokenize(found.train, tokenizer, opts)
     validation, val_stats = task.tokenize(found.validation, tokenizer, opts)
     if not train:
         raise LmtuneError("no preference pair is left after tokenization", hint="check data.max_length and overlong")
-    splits = Splits(list(found.train), list(found.validation), "preference", found.info)
+    splits = Splits(list(found.train), list(found.validation), "preference", found.info, skipped=found.skipped)
     return Prepared(splits, [], train, train_stats, validation, val_stats, list(train), list(validation), chat)
 
 

@@ -7,7 +7,6 @@ Saving is collective (FSDP and ZeRO gather the shards on every process); only th
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ from lmtune.data.batching import Row
 from lmtune.data.prepare import general_text
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.forgetting import forgetting_advice, forgetting_report, general_rows
-from lmtune.export import check_same_config
-from lmtune.fileio import atomic_write_text
+from lmtune.export import LAST, check_same_config, final_state, save_final
+from lmtune.fileio import atomic_write_text, dumps_json
 from lmtune.rundir import (
     MetricsLog,
     check_run_dir,
@@ -36,22 +35,22 @@ from lmtune.rundir import (
 )
 from lmtune.tasks import Task
 from lmtune.tasks.preference import needs_reference_logps
-from lmtune.tracking import Trackers, start_trackers
+from lmtune.tracking import Trackers
 from lmtune.train.checkpoint import (
     latest_checkpoint,
     load_best,
     load_checkpoint,
     prune_best,
-    save_best,
-    save_checkpoint,
 )
-from lmtune.train.early_stopping import stop_reason
+from lmtune.train.early_stopping import Selection, selection_for, stop_reason
 from lmtune.train.launch import configure_deepspeed, describe_launch, unwrap
-from lmtune.train.loop import Hooks, loss_head, resume_grad_accum, run_evaluation
+from lmtune.train.loop import loss_head, resume_grad_accum
 from lmtune.train.objectives import OBJECTIVES, Objective
 from lmtune.train.preference_step import with_reference_logps
 from lmtune.train.state import LoopState
 from lmtune.train.validation import evaluate_loss
+
+SKIPPED_FILE = "skipped_records.jsonl"  # data.on_bad_record: skip: the records left out, by file and line
 
 
 @dataclass
@@ -96,6 +95,11 @@ class Session:
         objective = self.built.objective if scored else self.task_free_objective()
         bs = self.cfg.train.eval_batch_size or self.cfg.train.batch_size
         return evaluate_loss(self.model, rows, bs, self.tokenizer.pad_token_id, self.accelerator, objective, scorer)
+
+    @property
+    def selection(self) -> Selection | None:
+        """How evaluations are compared (train.best_metric, early stopping): None when nothing is selected."""
+        return selection_for(self.cfg.train, self.task.best_metric)
 
     def task_free_objective(self) -> Objective:
         return OBJECTIVES["causal_lm"]  # general text: next-token loss on every token
@@ -277,104 +281,36 @@ def resume_or_describe(session: Session) -> None:
             info["validation"]["sources"][src.name]["tokens"] = src.val_stats.as_dict()
     data = {"format": p.splits.format, "chat": p.chat, "splits": info, "leakage": p.leakage}
     write_json(run_dir, "data.json", data)
+    if p.splits.skipped:  # data.on_bad_record: skip: which records were left out, and why
+        lines = [
+            dumps_json({"source": e.source, "line": e.line, "field": e.field, "problem": e.problem})
+            for e in p.splits.skipped
+        ]
+        atomic_write_text(run_dir / SKIPPED_FILE, "\n".join(lines) + "\n")
     write_json(run_dir, "env.json", {**environment(), "launch": describe_launch(session.accelerator)})
 
 
-def make_hooks(session: Session, after_step: Any, after_eval: Any = ()) -> Hooks:
-    """The loop's hooks: log metrics, evaluate, checkpoint, keep the best evaluation's weights. `after_eval`
-    callbacks see each evaluation's figures (`lmtune tune` reports them to its pruner, which may stop the run)."""
-    acc, run_dir, metrics, p = session.accelerator, session.run_dir, session.metrics, session.prepared
-    assert metrics is not None and p is not None
-    # Early stopping keeps the weights of the best evaluation on disk, and the best the last checkpoint refers
-    # to until the next checkpoint (a crash in between resumes from that checkpoint and needs its best).
-    committed = {"best": session.state.best_step}
-
-    def on_eval(s: LoopState) -> dict[str, float]:
-        result = validate(session)
-        if s.best_val_loss is None or result["loss"] < s.best_val_loss:
-            s.best_val_loss = result["loss"]
-        if acc.is_main_process:
-            metrics.append({"split": "validation", "step": s.step, **result})
-            session.trackers.log(result, "validation", s.step)
-        for callback in after_eval:
-            callback(s, result)
-        return result
-
-    def on_checkpoint(s: LoopState) -> None:
-        keep = session.cfg.train.keep_checkpoints
-        save_checkpoint(
-            run_dir, s.step, session.model, session.optimizer, session.scheduler, s.as_dict(), keep, write=session.main
-        )
-        if session.main:
-            prune_best(run_dir, {s.best_step})
-        committed["best"] = s.best_step
-        acc.wait_for_everyone()
-
-    def on_best(s: LoopState) -> None:
-        save_best(run_dir, s.step, unwrap(acc, session.model), keep=[committed["best"]], write=session.main)
-        acc.wait_for_everyone()
-
-    def on_log(record: dict[str, Any]) -> None:
-        if acc.is_main_process:
-            metrics.append(record)
-            session.trackers.log(record, "train", record["step"])
-        if "warning" in record:  # a skipped update or a loss spike (lmtune.train.guard)
-            session.say(record["warning"], warning=True)
-
-    return Hooks(
-        on_log=on_log,
-        on_eval=on_eval if p.val_rows else None,
-        on_checkpoint=on_checkpoint,
-        on_best=on_best,
-        after_step=after_step,
-    )
-
-
-def open_trackers(session: Session) -> None:
-    """train.report_to: the trackers that get a copy of the run's figures (lmtune.tracking)."""
-    cfg = session.cfg
-    session.trackers = start_trackers(cfg.train.report_to, cfg.name, cfg.train.report_group, session.run_dir,
-                                      cfg.model_dump(mode="json"), session.main)  # fmt: skip
-
-
-def validate(session: Session) -> dict[str, float]:
-    """The validation figures; for a mixture whose sources keep their own validation, each source's loss too
-    (`loss/NAME`). Without a task scorer the overall loss is the token-weighted mean of the sources' (one pass)."""
-    p, cfg = session.prepared, session.cfg
-    assert p is not None and session.built is not None and session.tokenizer is not None
-    groups = [src for src in p.sources if src.val_rows] if cfg.data.validation is None else []
-    if len(groups) < 2:
-        return session.evaluate(p.val_rows)
-    bs, pad = cfg.train.eval_batch_size or cfg.train.batch_size, session.tokenizer.pad_token_id
-    objective = session.built.objective
-    per = {
-        src.name: evaluate_loss(session.model, src.val_rows, bs, pad, session.accelerator, objective) for src in groups
-    }
-    if session.task.scorer is not None:
-        result = session.evaluate(p.val_rows)
-    else:
-        tokens = sum(int(r["tokens"]) for r in per.values())
-        mean = sum(r["loss"] * r["tokens"] for r in per.values()) / max(tokens, 1)
-        result = {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "tokens": tokens}
-    return {**result, **{f"loss/{name}": r["loss"] for name, r in per.items()}}
-
-
-def evaluate_before(session: Session, hooks: Hooks) -> None:
-    """The validation figures of the model before training (the first point of every curve)."""
-    before = run_evaluation(session.state, hooks, session.cfg.train.early_stopping)
-    extra = f"accuracy {before['accuracy']:.4f}" if "accuracy" in before else f"perplexity {before['perplexity']:.2f}"
-    session.say(f"validation loss before training: {before['loss']:.4f} ({extra})")
-
-
 def keep_best(session: Session) -> None:
-    """With early stopping, the final model is the best evaluation's weights, not the last ones."""
-    early, state = session.cfg.train.early_stopping, session.state
-    if early is None or state.best_step is None:
+    """final/ holds the best evaluation's weights (train.keep: best): put them back into the model, after saving
+    the last weights beside as last/ when they differ (not after a divergence: those are not good weights)."""
+    watch, state, acc = session.selection, session.state, session.accelerator
+    if watch is not None and state.stopped_early:
+        session.say(f"early stopping at step {state.step} of {session.steps}: {stop_reason(state, watch)}")
+    if watch is None or not watch.keep_best or state.best_step is None:
         return
-    load_best(session.run_dir, state.best_step, unwrap(session.accelerator, session.model))
-    if state.stopped_early:
-        session.say(f"early stopping at step {state.step} of {session.steps}: {stop_reason(state, early)}")
-    session.say(f"the final model is the one of step {state.best_step} ({early.metric} {state.best_metric:.4f})")
+    if state.best_step != state.step or session.diverged is not None:
+        model = unwrap(acc, session.model)
+        if session.diverged is None:
+            whole = final_state(model)  # collective under FSDP and ZeRO
+            if session.main:
+                save_final(session.run_dir, model, session.tokenizer, whole, name=LAST)
+            acc.wait_for_everyone()
+        load_best(session.run_dir, state.best_step, model)
+    session.say(
+        f"the final model is the one of step {state.best_step}, the best validation {watch.metric} "
+        f"({state.best_metric:.4f})"
+        + (f"; the last step's weights are in {LAST}/" if state.best_step != state.step else "")
+    )
 
 
 def measure_forgetting(session: Session) -> dict[str, Any] | None:

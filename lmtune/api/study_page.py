@@ -91,7 +91,7 @@ def compare_best(result: TuneResult, cfg: RunConfig) -> dict[str, Any] | None:
     for run in (start, best):
         model, tokenizer, run_cfg = load_tuned(Path(run["run_dir"]))
         examples, _, _ = run_examples(run_cfg, None)
-        preds.append(predict_labels(model, tokenizer, run_cfg, examples, 32))
+        preds.append(predict_labels(model, tokenizer, run_cfg, examples, 32)[0])
         refs = [(ex.label,) for ex in examples if isinstance(ex, LabelExample)]
     delta = paired_bootstrap(result.metric, preds[0], preds[1], refs, seed=cfg.seed)
     out["bootstrap"] = delta.to_dict()

@@ -12,6 +12,7 @@ from typing import Any
 
 from lmtune.api import diverged, steps
 from lmtune.api.evaluate import evaluate_run
+from lmtune.api.hooks import evaluate_before, make_hooks, open_trackers
 from lmtune.api.setup import Say, build_model, prepare_data, silent, task_of
 from lmtune.api.summary import summarize
 from lmtune.config import ConfigLike, load_config
@@ -93,10 +94,10 @@ def finetune(
     # 5. What training is measured against; then the state to resume from, or the run's description.
     steps.measure_start(s)
     steps.resume_or_describe(s)
-    steps.open_trackers(s)
-    hooks = steps.make_hooks(s, after_step, after_eval)
+    open_trackers(s)
+    hooks = make_hooks(s, after_step, after_eval)
     if hooks.on_eval is not None and not resume:
-        steps.evaluate_before(s, hooks)
+        evaluate_before(s, hooks)
 
     # 6. Train.
     if cfg.train.keep_host_memory and accelerator.device.type == "cpu":
@@ -157,6 +158,7 @@ def finish(s: steps.Session, forgetting: dict[str, Any] | None, report: Say) -> 
                 save_final(s.run_dir, unwrap(acc, s.model), s.tokenizer, whole)
         summary = summarize(
             s.run_dir, s.state, s.built.trainable, s.built.total, early_stopping=cfg.train.early_stopping,
+            selection=s.selection,
             forgetting=forgetting, metrics=s.task.summary_metrics,
         )  # fmt: skip
         summary.update(s.diverged or {"diverged": False}, trained_unit=s.task.unit)

@@ -118,7 +118,7 @@ class Objective:
         refused = self._memory_refusal(cfg, params)
         if refused:
             raise optuna.TrialPruned(refused)
-        values: list[float] = []
+        values: dict[int, float] = {}  # by step
 
         def on_eval(state: Any, result: dict[str, float]) -> None:
             trial.set_user_attr("steps", state.step)
@@ -129,7 +129,7 @@ class Objective:
             value = float(result[self.spec.metric])
             if not math.isfinite(value):
                 raise LmtuneError(f"validation {self.spec.metric} is {value} at step {state.step}")
-            values.append(value)
+            values[state.step] = value
             index = max(1, round(state.step * t.batch_size * t.grad_accum / self.grid))
             trial.report(value, index)
             if trial.should_prune():
@@ -140,9 +140,11 @@ class Objective:
         result = finetune(cfg, after_eval=[on_eval], report=self._warnings)
         if not values:
             raise LmtuneError("the trial made no validation (no validation data, or no evaluation after training)")
-        early = cfg.train.early_stopping is not None
-        best = min(values) if direction_of(self.spec) == "minimize" else max(values)
-        return (best if early else values[-1]), int(result.summary.get("steps") or 0)
+        # The trial is worth what its final model is: the evaluation whose weights final/ holds (the best one by
+        # the task's metric, train.keep: best), else the last.
+        kept = (result.summary.get("final_weights") or {}).get("step")
+        value = values.get(kept, values[max(values)]) if isinstance(kept, int) else values[max(values)]
+        return value, int(result.summary.get("steps") or 0)
 
     def _memory_refusal(self, cfg: RunConfig, params: dict[str, Any]) -> str | None:
         """Why `lmtune estimate` says the trial cannot fit (None when it fits); one estimate per memory-relevant

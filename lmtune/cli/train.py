@@ -81,6 +81,14 @@ def train(
             out.print(
                 f"held-out perplexity before: {s['val_perplexity_before']:.2f}   after: {s['val_perplexity_after']:.2f}"
             )
+        chosen = s.get("final_weights") or {}
+        metric = chosen.get("metric")
+        if metric not in (None, "loss", "accuracy", "perplexity") and s.get(f"val_{metric}_before") is not None:
+            out.print(
+                f"held-out {metric} before: {s[f'val_{metric}_before']:.4f}   after: {s[f'val_{metric}_final']:.4f}"
+            )
+        if chosen.get("last_weights"):
+            out.print(f"final/ holds step {chosen['step']} of {chosen['last_step']}: {chosen['why']}")
     out.print(f"run directory: {result.run_dir}")
 
 

@@ -130,8 +130,9 @@ class DataConfig(_Section):
     max_length: int = Field(512, gt=1, description="Longest example in tokens (after rendering).")
     overlong: Literal["truncate", "drop", "chunk"] = Field(
         "truncate",
-        description="What to do with examples over max_length: truncate, drop, or (raw text only) chunk: cut into "
-        "max_length pieces that are all trained (the default for task causal_lm).",
+        description="What to do with examples over max_length: truncate, drop, or chunk: cut into max_length pieces "
+        "that are all trained (raw text, the default for task causal_lm; and task token_classification, its "
+        "default: overlapping windows in which each word is trained once, where it has the most context).",
     )
     packing: bool = Field(
         False,
@@ -139,6 +140,13 @@ class DataConfig(_Section):
         "(no cross-example attention).",
     )
     max_examples: int | None = Field(None, gt=0, description="Use only the first N training examples (quick tries).")
+    on_bad_record: Literal["error", "skip"] = Field(
+        "error",
+        description="Preference pairs (tasks reward, dpo): what a broken record does (an empty answer, a transcript "
+        "whose two sides diverge before the last answer, a missing field). 'error' refuses the file with every "
+        "problem listed by line; 'skip' trains on the good pairs and leaves the broken ones out, counted in "
+        "data.json and listed with their file, line and problem in the run directory's skipped_records.jsonl.",
+    )
 
     @field_validator("train", "validation")
     @classmethod

@@ -74,6 +74,8 @@ class RunConfig(_Section):
         classifier = isinstance(values, dict) and values.get("task") in ("classification", "token_classification")
         if classifier and isinstance(values.get("data"), dict):
             values = {**values, "data": {"format": values["task"], **values["data"]}}
+            if TASK_RULES[values["task"]].chunks:  # long sentences: every word trained, in overlapping windows
+                values["data"] = {"overlong": "chunk", **values["data"]}
         return values
 
     @field_validator("method", mode="before")
@@ -102,7 +104,7 @@ class RunConfig(_Section):
             self._alignment_checks(rules)
             return self
         self._task_checks(rules)
-        if self.data.overlong == "chunk" and self.data.format not in ("text", "auto"):
+        if self.data.overlong == "chunk" and self.data.format not in ("text", "auto") and not rules.chunks:
             raise ValueError(
                 f"data.overlong: chunk cuts raw text into pieces; {self.data.format} data would lose its "
                 "prompt/answer structure (use truncate or drop)"
@@ -189,7 +191,7 @@ class RunConfig(_Section):
             raise ValueError(
                 f"data.packing: {rules.unit_kind} examples are not packed ({rules.one_unit}); set packing: false"
             )
-        if self.data.overlong == "chunk":
+        if self.data.overlong == "chunk" and not rules.chunks:
             raise ValueError(rules.chunk_hint)
         if self.data.replay is not None:
             raise ValueError(

@@ -22,6 +22,9 @@ class TaskRules:
     one_unit: str | None = None  # e.g. "one label each"
     unit_kind: str = ""  # how the messages name the task family ("classification", "seq2seq")
     chunk_hint: str = ""
+    # data.overlong: chunk applies (token_classification: overlapping windows, each word trained once); when set,
+    # the task's default `overlong`.
+    chunks: bool = False
     class_weights: bool = False  # train.class_weights applies
     trained_by_loop: bool = True  # early stopping and L2-SP apply
     needs_reward_model: bool = False
@@ -57,7 +60,7 @@ TASK_RULES: dict[str, TaskRules] = {
         data_format="token_classification",
         format_hint="task token_classification reads sentences of tokens and tags (a CoNLL file, or records with "
         "tokens and tags lists): set data.format: token_classification (the default for this task)",
-        **_CLASSIFIER,
+        **{**_CLASSIFIER, "chunks": True},
     ),
     "reward": TaskRules(records="pairs"),
     "dpo": TaskRules(records="pairs"),

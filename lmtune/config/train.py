@@ -11,18 +11,21 @@ from lmtune.config.base import Section as _Section
 # Metrics the validation pass computes during training, and whether lower is better: every task's loss and
 # perplexity; a classifier's or tagger's accuracy and F1; a preference run's pairwise accuracy and margin.
 LOWER_IS_BETTER = {"loss": True, "perplexity": True, "accuracy": False, "f1": False, "margin": False}
+Metric = Literal["auto", "loss", "perplexity", "accuracy", "f1", "margin"]
 
 
 class EarlyStoppingConfig(_Section):
-    metric: Literal["loss", "perplexity", "accuracy", "f1", "margin"] = Field(
-        "loss",
-        description="Validation metric to watch: loss or perplexity (every task), accuracy or f1 (classification, "
-        "token_classification), accuracy or margin (reward, dpo: pairs ranked right). Early stopping is off unless "
-        "this section is set "
+    metric: Metric = Field(
+        "auto",
+        description="Validation metric to watch: 'auto' (train.best_metric: the task's own metric), loss or "
+        "perplexity (every task), accuracy or f1 (classification, token_classification), accuracy or margin "
+        "(reward, dpo: pairs ranked right). Early stopping is off unless this section is set "
         "(`train.early_stopping: true` takes the defaults); it needs validation data and train.eval_every, and "
         "the run keeps the weights of the best evaluation as its final model.",
     )
-    mode: Literal["min", "max"] = Field("min", description="'min': lower is better; 'max': higher is better.")
+    mode: Literal["auto", "min", "max"] = Field(
+        "auto", description="'min': lower is better; 'max': higher is better; 'auto': the metric's own direction."
+    )
     patience: int = Field(
         3, gt=0, description="Stop after this many evaluations in a row without an improvement of min_delta."
     )
@@ -31,7 +34,7 @@ class EarlyStoppingConfig(_Section):
     @model_validator(mode="after")
     def _mode_fits_metric(self) -> EarlyStoppingConfig:
         lower = LOWER_IS_BETTER.get(self.metric)
-        if lower is not None and (self.mode == "min") != lower:
+        if lower is not None and self.mode != "auto" and (self.mode == "min") != lower:
             raise ValueError(
                 f"train.early_stopping.mode: {self.metric} is better when {'lower' if lower else 'higher'}; "
                 f"use mode: {'min' if lower else 'max'}"
@@ -107,6 +110,20 @@ class TrainConfig(_Section):
         description="Stop when the validation metric stops improving, and keep the best evaluated weights as the "
         "final model (off by default; `early_stopping: true` uses the defaults). Needs validation data and "
         "train.eval_every.",
+    )
+    keep: Literal["best", "last"] = Field(
+        "best",
+        description="Which weights final/ holds when the run has validation data: 'best' the best evaluation's by "
+        "train.best_metric (the evaluation before training never counts; the last weights are saved beside, in "
+        "last/, when they differ; summary.json's final_weights says which step won and why), 'last' the last "
+        "step's. Every evaluation that improves on the best writes the trainable weights to "
+        "checkpoints/best-NNNNNN (one kept at a time).",
+    )
+    best_metric: Metric = Field(
+        "auto",
+        description="The validation metric that picks the best weights (and that early stopping watches unless it "
+        "names its own): 'auto' is the task's own: f1 for token_classification (entity F1), accuracy for "
+        "classification and reward (pairs ranked right), loss otherwise (dpo: its loss, as its preference accuracy saturates early); ties on the metric go to the lower loss.",
     )
     l2sp: float = Field(
         0.0,

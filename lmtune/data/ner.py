@@ -8,6 +8,11 @@ byte-level BPE or SentencePiece (GPT-2, Llama), whose `is_split_into_words` mode
 as if it started a text (without its leading space) unless the tokenizer was built with add_prefix_space=True.
 The first token of a word carries the word's tag; its other tokens and the special tokens are IGNORE (the usual
 Hugging Face recipe), so every word is one prediction.
+
+Sentences longer than max_length are never cut: `windows` covers the sentence with overlapping windows of at most
+max_length tokens (the Hugging Face token-classification pipeline's stride), and each word is predicted (and, with
+`data.overlong: chunk`, the default for this task, trained) in the window where its first token has the most
+context on both sides, so every word counts exactly once.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
@@ -60,6 +66,67 @@ def align(
     return list(enc["input_ids"]), words
 
 
+@dataclass(frozen=True)
+class Window:
+    """One model input over part of a sentence: token ids with the special tokens around them, and for each the
+    word whose prediction this window owns (None elsewhere: special tokens, overlap owned by a neighbour)."""
+
+    ids: list[int]
+    words: list[int | None]
+
+
+def windows(
+    ids: Sequence[int], words: Sequence[int | None], max_length: int, n_prefix: int, n_suffix: int
+) -> list[Window]:
+    """A sentence's tokens (as `align` gives them, special tokens included) as windows of at most max_length
+    tokens, overlapping by a quarter of a window; each word's first token belongs to the window where it is
+    furthest from an edge (the most context on both sides). One window when the sentence fits."""
+    # Only a word's first token is predicted: its other tokens, in whichever window, are never a word's.
+    seen: set[int | None] = {None}
+    firsts: list[int | None] = []
+    for w in words:
+        firsts.append(None if w in seen else w)
+        seen.add(w)
+    if len(ids) <= max_length:
+        return [Window(list(ids), firsts)]
+    head, tail = list(ids[:n_prefix]), list(ids[len(ids) - n_suffix :])
+    body, body_words = ids[n_prefix : len(ids) - n_suffix], firsts[n_prefix : len(ids) - n_suffix]
+    room = max_length - n_prefix - n_suffix
+    if room < 2:
+        raise LmtuneError(f"data.max_length {max_length} leaves no room for words between the special tokens")
+    starts = window_starts(len(body), room)
+
+    def owner(p: int) -> int:  # the window whose edges are furthest from position p
+        inside = (k for k, s in enumerate(starts) if s <= p < s + room)
+        return max(inside, key=lambda k: min(p - starts[k], starts[k] + room - 1 - p))
+
+    owners = [owner(p) for p in range(len(body))]
+    out = []
+    for k, s in enumerate(starts):
+        part = range(s, min(s + room, len(body)))
+        mine = [body_words[p] if owners[p] == k else None for p in part]
+        out.append(Window([*head, *(body[p] for p in part), *tail], [None] * n_prefix + mine + [None] * n_suffix))
+    return out
+
+
+def window_starts(length: int, room: int) -> list[int]:
+    """Where windows of `room` tokens start to cover `length` tokens, each sharing a quarter with the next (the
+    stride of the Hugging Face pipelines), the last one flush with the end."""
+    step = max(1, room - room // 4)
+    starts = list(range(0, max(length - room, 0) + 1, step))
+    if starts[-1] + room < length:
+        starts.append(length - room)
+    return starts
+
+
+def special_counts(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
+    """How many special tokens the tokenizer puts before and after a text ([CLS] ... [SEP]: 1 and 1)."""
+    mask = tokenizer("a", add_special_tokens=True, return_special_tokens_mask=True)["special_tokens_mask"]
+    n_prefix = next((i for i, m in enumerate(mask) if not m), len(mask))
+    n_suffix = next((i for i, m in enumerate(reversed(mask)) if not m), 0)
+    return n_prefix, n_suffix
+
+
 def first_piece_labels(words: Sequence[int | None], tag_ids: Sequence[int]) -> list[int]:
     """The tag id of each word on its first token; IGNORE on the word's other tokens and on special tokens."""
     labels, seen = [], set()
@@ -80,10 +147,12 @@ def tokenize_tokens(
 ) -> tuple[list[Tokenized], TokenStats]:
     """Task token_classification: each sentence's token ids with tag ids on the first piece of every word.
 
-    A sentence past max_length is truncated (its last words are not trained) or dropped, and counted; a tag
-    outside `tags` (the training set's) is a DataError at its line. `trained_tokens` counts the tagged words.
+    A sentence past max_length is cut into overlapping windows whose words are each trained once (chunk, the
+    task's default), truncated (its last words are not trained) or dropped, and counted; a tag outside `tags` (the
+    training set's) is a DataError at its line. `trained_tokens` counts the tagged words.
     """
     index = {name: i for i, name in enumerate(tags)}
+    specials = special_counts(tokenizer)
     stats = TokenStats(examples=len(examples))
     out = []
     for ex in examples:
@@ -107,18 +176,27 @@ def tokenize_tokens(
         if truncated and overlong == "drop":
             stats.dropped += 1
             continue
-        if truncated:
-            ids, words = align(ex.tokens, tokenizer, max_length)
-        labels = first_piece_labels(words, [index[t] for t in ex.tags])
-        trained = sum(label != IGNORE for label in labels)
-        if trained == 0:
+        if truncated and overlong == "chunk":
+            parts = windows(ids, words, max_length, *specials)
+        elif truncated:
+            parts = [Window(*align(ex.tokens, tokenizer, max_length))]
+        else:
+            parts = [Window(ids, words)]
+        tag_ids = [index[t] for t in ex.tags]
+        rows = [Tokenized(w.ids, first_piece_labels(w.words, tag_ids)) for w in parts]
+        rows = [row for row in rows if any(label != IGNORE for label in row.labels)]
+        if not rows:
             stats.dropped += 1  # no word left (max_length below the special tokens, or words the tokenizer drops)
             continue
-        stats.truncated += int(truncated)
+        if truncated and overlong == "chunk":
+            stats.chunked += 1
+        else:
+            stats.truncated += int(truncated)
         stats.kept += 1
-        stats.tokens += len(ids)
-        stats.trained_tokens += trained
-        out.append(Tokenized(ids, labels))
+        for row in rows:
+            stats.tokens += len(row.input_ids)
+            stats.trained_tokens += sum(label != IGNORE for label in row.labels)
+        out.extend(rows)
     return out, stats
 
 

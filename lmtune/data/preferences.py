@@ -61,6 +61,7 @@ class AlignSplits:
     validation: list[Any]
     info: dict[str, dict[str, Any]]
     warnings: list[str] = field(default_factory=list)
+    skipped: list[DataError] = field(default_factory=list)  # broken records left out (data.on_bad_record: skip)
 
 
 def split_transcript(text: str) -> tuple[str, str] | None:
@@ -73,9 +74,14 @@ def split_transcript(text: str) -> tuple[str, str] | None:
 
 
 def parse_preferences(
-    records: Sequence[Record], columns: Mapping[str, str] | None = None, *, max_errors: int = 20
+    records: Sequence[Record],
+    columns: Mapping[str, str] | None = None,
+    *,
+    max_errors: int = 20,
+    skipped: list[DataError] | None = None,
 ) -> tuple[list[PreferencePair], list[str]]:
-    """Every record as a preference pair, or one error listing the bad records; plus warnings.
+    """Every record as a preference pair, or one error listing the bad records; plus warnings. With `skipped`
+    (data.on_bad_record: skip) the bad records are left out and their problems appended there instead.
 
     A pair whose two answers are the same teaches nothing: it is left out with a warning (public preference sets
     hold a few of them), not an error.
@@ -117,9 +123,14 @@ def parse_preferences(
             ties.append(record)
             continue
         pairs.append(PreferencePair(prompt, chosen, rejected, record.source, record.line))
-    if problems:
+    if problems and skipped is None:
         raise _problems_error(problems, max_errors, "preference pairs (prompt, chosen, rejected)")
     warnings = []
+    if problems:
+        assert skipped is not None
+        skipped.extend(problems)
+        where = ", ".join(f"{p.source}:{p.line}" for p in problems[:3]) + (" ..." if len(problems) > 3 else "")
+        warnings.append(f"{len(problems)} broken records were skipped (data.on_bad_record: skip; {where})")
     if ties:
         where = ", ".join(f"{r.source}:{r.line}" for r in ties[:3]) + (" ..." if len(ties) > 3 else "")
         warnings.append(f"{len(ties)} pairs whose chosen and rejected answers are identical were left out ({where})")
@@ -161,12 +172,14 @@ def load_align_splits(cfg: DataConfig, seed: int, task: str) -> AlignSplits:
     Validation is data.validation, or data.val_fraction of train carved off the way every lmtune task carves it.
     """
     warnings: list[str] = []
+    skipped: list[DataError] = []
 
     def load(source: str, split: str) -> tuple[list[Record], list[Any]]:
         records = load_records(source, split=split, subset=cfg.subset)
         if task == "rlhf":
             return records, parse_prompts(records, cfg.columns)
-        pairs, warned = parse_preferences(records, cfg.columns)
+        keep_going = skipped if cfg.on_bad_record == "skip" else None
+        pairs, warned = parse_preferences(records, cfg.columns, skipped=keep_going)
         warnings.extend(warned)
         kept = {(p.source, p.line) for p in pairs}
         return [r for r in records if (r.source, r.line) in kept], pairs
@@ -194,7 +207,9 @@ def load_align_splits(cfg: DataConfig, seed: int, task: str) -> AlignSplits:
     for name, examples in (("train", train), ("validation", validation)):
         if name in info:
             info[name].update(examples=len(examples), fingerprint=fingerprint(examples))
-    return AlignSplits(train, validation, info, warnings)
+    for name in info:
+        info[name]["skipped_records"] = sum(e.source == info[name]["source"] for e in skipped)
+    return AlignSplits(train, validation, info, warnings, skipped)
 
 
 def is_conversational(example: AlignExample) -> bool:

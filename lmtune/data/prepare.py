@@ -37,6 +37,7 @@ class Splits:
     info: dict[str, dict[str, Any]] = field(default_factory=dict)
     replay: list[Example] = field(default_factory=list)  # general text mixed into training (data.replay)
     parts: list[Part] = field(default_factory=list)  # a mixture's sources (data.train as a list); train = theirs
+    skipped: list[Any] = field(default_factory=list)  # DataErrors of records left out (data.on_bad_record: skip)
 
 
 def fingerprint(examples: list[Example]) -> str:

@@ -60,8 +60,9 @@ def diagnose(records: Sequence[Mapping[str, Any]], thresholds: Thresholds = Thre
                     "overfitting",
                     f"validation loss rose from {best:.4f} (step {best_step}) to {end:.4f} (step {end_step}) while "
                     f"training loss kept falling ({train_at_best:.4f} -> {last:.4f})",
-                    f"train for fewer steps (the best model was at step {best_step}; train.early_stopping keeps "
-                    "it), add data, or regularise more: train.weight_decay, dropout, a smaller LoRA rank, a lower lr",
+                    f"train for fewer steps (the lowest validation loss was at step {best_step}; final/ holds the "
+                    "best evaluation by default, and train.early_stopping stops the run there), add data, or "
+                    "regularise more: train.weight_decay, dropout, a smaller LoRA rank, a lower lr",
                 )
             )
     if val:

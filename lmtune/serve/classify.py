@@ -12,7 +12,8 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from lmtune.data.ner import align, word_tags
+from lmtune.data.conll import OUTSIDE
+from lmtune.data.ner import align, special_counts, windows
 from lmtune.serve.registry import Backend
 
 MAX_INPUTS = 256
@@ -55,10 +56,14 @@ def _tag(backend: Backend, texts: list[str]) -> list[dict[str, Any]]:
     out = []
     for i, text in enumerate(texts):
         words = text.split()
-        ids, word_of = align(words, tok, backend.max_length)
-        input_ids = torch.tensor([ids], device=backend.device)
-        guess = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
-        tags = word_tags(word_of, guess.logits.argmax(-1)[0].tolist(), len(words), id2label)
+        tags = [OUTSIDE] * len(words)
+        # A text longer than max_length is tagged whole, window by window (as `lmtune eval` scores it).
+        for window in windows(*align(words, tok), backend.max_length, *special_counts(tok)):
+            input_ids = torch.tensor([window.ids], device=backend.device)
+            guess = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).logits.argmax(-1)[0]
+            for w, tag in zip(window.words, guess.tolist(), strict=True):
+                if w is not None:
+                    tags[w] = id2label[int(tag)]
         out.append({"index": i, "words": [{"word": w, "label": t} for w, t in zip(words, tags, strict=True)]})
     return out
 

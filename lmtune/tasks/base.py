@@ -61,6 +61,8 @@ class Task:
     predicts_with_head: bool = False  # evaluated by its trained head (no generation, no prompted baselines)
     class_weights: bool = False  # train.class_weights applies (a label per example or per word)
     summary_metrics: tuple[str, ...] = ()  # validation metrics summary.json reports before/after/final
+    # The validation metric that picks the best weights and that early stopping watches (train.best_metric: auto).
+    best_metric: str = "loss"
     # What the loop counts and normalises the loss by (summary.json's trained_tokens, the tokens/s shown).
     unit: Literal["tokens", "examples", "words", "pairs"] = "tokens"
     # The objective of a run when it depends on the config and the model (preference losses: beta, loss type,

@@ -53,5 +53,6 @@ CLASSIFICATION = Task(
     predicts_with_head=True,
     class_weights=True,
     summary_metrics=("accuracy", "f1"),
+    best_metric="accuracy",
     unit="examples",
 )

@@ -18,4 +18,5 @@ REWARD = Task(
     predicts_with_head=True,
     forgetting_note="not measured: task reward trains a scoring head, not next-token prediction",
     summary_metrics=("accuracy", "margin"),
+    best_metric="accuracy",
 )

@@ -47,5 +47,6 @@ TOKEN_CLASSIFICATION = Task(
     predicts_with_head=True,
     class_weights=True,
     summary_metrics=("accuracy", "f1"),
+    best_metric="f1",
     unit="words",
 )

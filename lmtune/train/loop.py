@@ -20,13 +20,12 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from lmtune.config import EarlyStoppingConfig, TrainConfig
+from lmtune.config import TrainConfig
 from lmtune.data.batching import Row, collate, epoch_batches
 from lmtune.data.streaming import RowStream
 from lmtune.errors import Interrupted
 from lmtune.train import zero
 from lmtune.train.checkpoint import is_sharded
-from lmtune.train.early_stopping import track_best
 from lmtune.train.guard import StepGuard, guarded_update
 from lmtune.train.launch import unwrap
 from lmtune.train.linear_ce import output_head
@@ -94,7 +93,6 @@ class Hooks:
     on_log: Callable[[dict[str, Any]], None] = lambda record: None
     on_eval: Callable[[LoopState], dict[str, float]] | None = None
     on_checkpoint: Callable[[LoopState], None] = lambda state: None
-    on_best: Callable[[LoopState], None] = lambda state: None  # a new best evaluation (early stopping): keep it
     after_step: Sequence[Callable[[LoopState], None]] = ()
     stop_requested: Callable[[], bool] = lambda: False
 
@@ -359,7 +357,7 @@ def _after_step(run: _Fixed, state: LoopState, hooks: Hooks, steps: int, bad: bo
     cfg = run.cfg
     last = state.step >= steps
     if hooks.on_eval is not None and (last or (cfg.eval_every and state.step % cfg.eval_every == 0)):
-        run_evaluation(state, hooks, cfg.early_stopping)
+        hooks.on_eval(state)  # (which also tracks the best evaluation, and may set state.stopped_early)
         run.model.train()
         last = last or state.stopped_early
     for hook in hooks.after_step:
@@ -372,12 +370,3 @@ def _after_step(run: _Fixed, state: LoopState, hooks: Hooks, steps: int, bad: bo
     if stop:
         raise Interrupted(state.step)
     return last
-
-
-def run_evaluation(state: LoopState, hooks: Hooks, early_stopping: EarlyStoppingConfig | None) -> dict[str, float]:
-    """Evaluate through the hook and, with early stopping, track the best evaluation (and keep its weights)."""
-    assert hooks.on_eval is not None
-    result = hooks.on_eval(state)
-    if early_stopping is not None and track_best(state, result, early_stopping):
-        hooks.on_best(state)
-    return result

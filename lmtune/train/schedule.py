@@ -55,13 +55,23 @@ def warmup_steps(cfg: TrainConfig, steps: int) -> int:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, steps: int) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW without weight decay on biases and norms (1-D tensors), plus the warmup + decay schedule."""
+    """AdamW without weight decay on biases and norms (1-D tensors), plus the warmup + decay schedule.
+
+    torch's fused AdamW kernel where the parameters allow it (CPU and CUDA floating-point tensors): one kernel for
+    all of them instead of a dozen small ops per tensor. On a CPU the per-tensor loop is what a full fine-tune of a
+    small encoder spends much of its step on (all-MiniLM-L6-v2: 0.20 s per update against 0.04 s fused, measured on
+    2 cores; a training step of 16 short sentences is about 0.5 s). The Hugging Face Trainer's default optimizer is
+    the same fused kernel."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas)
+    groups = [g for g in groups if g["params"]]
+    try:
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=True)
+    except (RuntimeError, ValueError):  # parameters the fused kernel does not take (device, dtype): the plain loop
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
     name = "constant_with_warmup" if cfg.scheduler == "constant" else cfg.scheduler
     scheduler = get_scheduler(
         name, optimizer, num_warmup_steps=warmup_steps(cfg, steps), num_training_steps=max(steps, 1)

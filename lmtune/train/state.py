@@ -17,6 +17,7 @@ class LoopState:
     # Early stopping (saved in every checkpoint, so a resumed run goes on counting where it left off):
     best_metric: float | None = None  # best value of the watched metric so far
     best_step: int | None = None  # the step it was reached at; its weights are kept in checkpoints/best-NNNNNN
+    best_loss: float | None = None  # the validation loss of that evaluation (breaks ties of the metric)
     bad_evals: int = 0  # evaluations in a row without an improvement
     stopped_early: bool = False
     # Updates skipped because the loss or gradient norm was not finite (train.max_bad_steps bounds them):

@@ -49,8 +49,9 @@ def test_a_mixture_run_reports_each_source_and_resumes_exactly(tmp_path, mixture
 
 def test_the_overall_validation_loss_is_the_token_weighted_mean_of_the_sources(tmp_path, mixture):
     """One pass over each source's validation rows gives both figures: the overall one equals a pass over all."""
+    from lmtune.api.hooks import validate
     from lmtune.api.setup import build_model, prepare_data, silent, task_of
-    from lmtune.api.steps import Session, validate
+    from lmtune.api.steps import Session
     from lmtune.config import load_config
     from lmtune.model import load_tokenizer
     from lmtune.train.launch import make_accelerator

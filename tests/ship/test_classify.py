@@ -61,7 +61,7 @@ def test_classify_labels_and_tags_as_the_runs_predict(make_run, ner_run, serving
         status, body = _post(url + "/classify", {"model": ner_run.name, "input": "john lives in rome"})
         assert status == 200, body
         tagger, ner_tok, cfg = load_tuned(ner_run)
-        (want,) = tag_sentences(tagger, ner_tok, [["john", "lives", "in", "rome"]], max_length=cfg.data.max_length)
+        (want,), _ = tag_sentences(tagger, ner_tok, [["john", "lives", "in", "rome"]], max_length=cfg.data.max_length)
         assert [w["label"] for w in body["data"][0]["words"]] == want
 
         status, body = _post(url + "/chat/completions", {"model": cls_run.name, "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
