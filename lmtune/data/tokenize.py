@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from lmtune.data.chat import CHATML_TOOLS, check_tool_template, template_messages, template_name, uses_tools
@@ -157,15 +158,33 @@ def special_affixes(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list
     return full[:start], full[start + len(bare) :]
 
 
+def trained_labels(
+    ids: Sequence[int], offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]
+) -> list[int]:
+    """Each token's id where any of its characters lies in a trained span (a zero-width token: where it sits inside
+    one), IGNORE elsewhere. Vectorised over the tokens (a megabyte field is a million of them): the spans are merged
+    into sorted, disjoint ones, so only the first span ending after a token's start can hold it."""
+    merged: list[list[int]] = []
+    for a, b in sorted(spans):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    if not merged or not len(ids):
+        return [IGNORE] * len(ids)
+    offs = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    starts, ends = offs[:, 0], np.maximum(offs[:, 1], offs[:, 0] + 1)
+    span_starts, span_ends = np.array(merged, dtype=np.int64).T
+    first = np.searchsorted(span_ends, starts, side="right")  # the first span ending after the token starts
+    inside = (first < len(merged)) & (span_starts[np.minimum(first, len(merged) - 1)] < ends)
+    return np.where(inside, np.asarray(ids, dtype=np.int64), IGNORE).tolist()
+
+
 def encode(rendered: Rendered, tokenizer: PreTrainedTokenizerBase, prefix: Sequence[int] = ()) -> Tokenized:
     """Token ids and labels (IGNORE where not trained), with EOS appended when the text does not end in it."""
     enc = tokenizer(rendered.text, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = list(enc["input_ids"])
-    # A token is trained when any of its characters is (a zero-width token: when it sits inside a span).
-    labels = [
-        tok if any(start < b and a < max(end, start + 1) for a, b in rendered.spans) else IGNORE
-        for tok, (start, end) in zip(ids, enc["offset_mapping"], strict=True)
-    ]
+    labels = trained_labels(ids, enc["offset_mapping"], rendered.spans)
     eos = tokenizer.eos_token
     if eos and not rendered.text.rstrip().endswith(eos):
         if rendered.ends_trained:
