@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from lmtune.data.augment_strategies import AugmentOptions
-from lmtune.data.check_report import render_html, write_length_png
 from lmtune.data.dedup import dedup_file
 from lmtune.data.leakage import leakage_report
 from lmtune.data.pii import redact_file
@@ -30,6 +29,9 @@ __all__ = [
 
 def write_check_files(report: CheckReport, source: str, html: Path | None, plot: Path | None) -> list[Path]:
     """The data check's self-contained HTML report and its token-length histogram, where asked; the paths written."""
+    # Here, not at the top: the report draws with matplotlib, which a check that writes no file never needs.
+    from lmtune.data.check_report import render_html, write_length_png
+
     written = []
     if html is not None:
         html.parent.mkdir(parents=True, exist_ok=True)
