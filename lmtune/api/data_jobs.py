@@ -29,10 +29,12 @@ __all__ = [
 
 def write_check_files(report: CheckReport, source: str, html: Path | None, plot: Path | None) -> list[Path]:
     """The data check's self-contained HTML report and its token-length histogram, where asked; the paths written."""
+    written: list[Path] = []
+    if html is None and plot is None:
+        return written
     # Here, not at the top: the report draws with matplotlib, which a check that writes no file never needs.
     from lmtune.data.check_report import render_html, write_length_png
 
-    written = []
     if html is not None:
         html.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(html, render_html(report, source))
