@@ -7,7 +7,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from lmtune.api.fewshot import reference_answer, render_prompt
 from lmtune.api.steps import Session
+from lmtune.data.formats import TextExample
+from lmtune.errors import LmtuneError
+from lmtune.evaluate.generate import generate_texts
+from lmtune.evaluate.metrics import compute_metrics
 from lmtune.tracking import start_trackers
 from lmtune.train.checkpoint import prune_best, save_best, save_checkpoint
 from lmtune.train.early_stopping import track_best
@@ -15,6 +20,8 @@ from lmtune.train.launch import unwrap
 from lmtune.train.loop import Hooks
 from lmtune.train.state import LoopState
 from lmtune.train.validation import evaluate_loss
+
+GENERATED = "rougeL"  # the validation metric computed from generated answers
 
 
 def make_hooks(session: Session, after_step: Any, after_eval: Any = ()) -> Hooks:
@@ -76,8 +83,17 @@ def open_trackers(session: Session) -> None:
 
 
 def validate(session: Session) -> dict[str, float]:
-    """The validation figures; for a mixture whose sources keep their own validation, each source's loss too
-    (`loss/NAME`). Without a task scorer the overall loss is the token-weighted mean of the sources' (one pass)."""
+    """The validation figures, with rougeL when the run watches it (`generated_rouge`)."""
+    result = _validation_losses(session)
+    watch = session.selection
+    if watch is not None and watch.metric == GENERATED:
+        result[GENERATED] = generated_rouge(session)
+    return result
+
+
+def _validation_losses(session: Session) -> dict[str, float]:
+    """The validation loss (and the task's scorer); for a mixture whose sources keep their own validation, each
+    source's loss too (`loss/NAME`). Without a task scorer the overall loss is the token-weighted mean of theirs."""
     p, cfg = session.prepared, session.cfg
     assert p is not None and session.built is not None and session.tokenizer is not None
     groups = [src for src in p.sources if src.val_rows] if cfg.data.validation is None else []
@@ -95,6 +111,28 @@ def validate(session: Session) -> dict[str, float]:
         mean = sum(r["loss"] * r["tokens"] for r in per.values()) / max(tokens, 1)
         result = {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "tokens": tokens}
     return {**result, **{f"loss/{name}": r["loss"] for name, r in per.items()}}
+
+
+def generated_rouge(session: Session) -> float:
+    """ROUGE-L (rouge-score) of greedy answers to the first train.eval_generate validation examples, against their
+    reference answers: the task's own measure where the answer is free text (sft, seq2seq), which the loss only
+    approximates. The prompts are rendered as training rendered them (`lmtune eval`'s generation path)."""
+    p, cfg = session.prepared, session.cfg
+    assert p is not None and session.tokenizer is not None
+    if not session.task.renders_text or not p.splits.validation or isinstance(p.splits.validation[0], TextExample):
+        raise LmtuneError(
+            f"validation rougeL scores generated answers; task {session.task.name} with {p.splits.format} data has "
+            "no answers to generate",
+            hint="watch loss or perplexity (train.best_metric, train.early_stopping.metric)",
+        )
+    examples = p.splits.validation[: cfg.train.eval_generate]
+    model = unwrap(session.accelerator, session.model)
+    prompts = [render_prompt(ex, session.tokenizer, p.chat) for ex in examples]
+    answers = generate_texts(model, session.tokenizer, prompts, max_new_tokens=cfg.eval.max_new_tokens,
+                             batch_size=cfg.train.eval_batch_size or cfg.train.batch_size, rendered=p.chat,
+                             progress=False)  # fmt: skip
+    refs = [(reference_answer(ex),) for ex in examples]
+    return float(compute_metrics([GENERATED], answers, refs)[GENERATED])
 
 
 def evaluate_before(session: Session, hooks: Hooks) -> None:

@@ -10,8 +10,8 @@ from lmtune.config.base import Section as _Section
 
 # Metrics the validation pass computes during training, and whether lower is better: every task's loss and
 # perplexity; a classifier's or tagger's accuracy and F1; a preference run's pairwise accuracy and margin.
-LOWER_IS_BETTER = {"loss": True, "perplexity": True, "accuracy": False, "f1": False, "margin": False}
-Metric = Literal["auto", "loss", "perplexity", "accuracy", "f1", "margin"]
+LOWER_IS_BETTER = {"loss": True, "perplexity": True, "accuracy": False, "f1": False, "margin": False, "rougeL": False}
+Metric = Literal["auto", "loss", "perplexity", "accuracy", "f1", "margin", "rougeL"]
 
 
 class EarlyStoppingConfig(_Section):
@@ -19,7 +19,8 @@ class EarlyStoppingConfig(_Section):
         "auto",
         description="Validation metric to watch: 'auto' (train.best_metric: the task's own metric), loss or "
         "perplexity (every task), accuracy or f1 (classification, token_classification), accuracy or margin "
-        "(reward, dpo: pairs ranked right). Early stopping is off unless this section is set "
+        "(reward, dpo: pairs ranked right), rougeL (sft, seq2seq: answers generated for train.eval_generate "
+        "validation examples and scored against theirs). Early stopping is off unless this section is set "
         "(`train.early_stopping: true` takes the defaults); it needs validation data and train.eval_every, and "
         "the run keeps the weights of the best evaluation as its final model.",
     )
@@ -105,6 +106,12 @@ class TrainConfig(_Section):
     keep_checkpoints: int = Field(2, gt=0, description="How many recent checkpoints to keep.")
     log_every: int = Field(1, gt=0, description="Append training metrics to metrics.jsonl every N steps.")
     eval_batch_size: int | None = Field(None, gt=0, description="Validation batch size (default: batch_size).")
+    eval_generate: int = Field(
+        32,
+        gt=0,
+        description="When the watched metric is rougeL: how many validation examples (the first ones) each "
+        "evaluation generates answers for, greedily, up to eval.max_new_tokens tokens each.",
+    )
     early_stopping: EarlyStoppingConfig | None = Field(
         None,
         description="Stop when the validation metric stops improving, and keep the best evaluated weights as the "

@@ -86,3 +86,33 @@ def test_final_holds_the_best_evaluation_by_accuracy_and_last_is_kept_beside(tmp
     assert again["final_weights"]["why"] == "train.keep: last"
     at_end = next(r for r in val if r["step"] == again["steps"])
     assert scored(tmp_path / "last", "final")["loss"] == pytest.approx(at_end["loss"], rel=1e-4)
+
+
+def test_rouge_l_of_generated_answers_picks_the_best_weights_of_an_sft_run(tmp_path: Path) -> None:
+    """train.best_metric: rougeL generates answers for the first train.eval_generate validation examples at each
+    evaluation and scores them against their references; final/ is the evaluation with the highest ROUGE-L."""
+    from support import chat_record, write_jsonl
+
+    from lmtune.errors import LmtuneError
+
+    data = write_jsonl(tmp_path / "chat.jsonl", [chat_record(i) for i in range(24)])
+    cfg = {
+        "model": {"name": "preset:tiny-chat"},
+        "data": {"train": str(data), "val_fraction": 0.25, "max_length": 64},
+        "method": "full",
+        "eval": {"max_new_tokens": 6},
+        "train": {"max_steps": 4, "eval_every": 2, "batch_size": 4, "lr": 3e-3, "mixed_precision": "no",
+                  "best_metric": "rougeL", "eval_generate": 3},
+    }  # fmt: skip
+    result = finetune(cfg, output_dir=str(tmp_path / "run"))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    scores = {r["step"]: r["rougeL"] for r in rows if r.get("split") == "validation"}
+    assert sorted(scores) == [0, 2, 4] and all(0.0 <= v <= 100.0 for v in scores.values())  # percent, as eval
+    weights = result.summary["final_weights"]
+    assert weights["metric"] == "rougeL" and weights["mode"] == "max"
+    assert scores[weights["step"]] == max(scores[2], scores[4]) > scores[0]  # it learns the answers' form
+    # raw text has no answers to generate: said before training, not after it
+    text = write_jsonl(tmp_path / "text.jsonl", [{"text": f"story number {i} goes on"} for i in range(12)])
+    with pytest.raises(LmtuneError, match="rougeL scores generated answers"):
+        finetune({**cfg, "task": "causal_lm", "data": {"train": str(text), "val_fraction": 0.25}},
+                 output_dir=str(tmp_path / "text"))  # fmt: skip
