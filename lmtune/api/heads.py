@@ -130,6 +130,13 @@ def predict_labels(
     return [id2label[int(j)] for j in logits.argmax(-1)], long
 
 
+def refuse_unknown_metrics(metrics: Sequence[str], known: Sequence[str], run: str, hint: str) -> None:
+    """A run that is not scored by generating has a fixed set of metrics: name the ones asked that it lacks."""
+    unknown = [m for m in metrics if m not in known]
+    if unknown:
+        raise LmtuneError(f"metrics {', '.join(unknown)}: a {run} run is scored by {', '.join(known)}", hint=hint)
+
+
 def head_result(
     run_dir: Path,
     source: str,

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lmtune.api.heads import EvalResult, head_result
+from lmtune.api.heads import EvalResult, head_result, refuse_unknown_metrics
 from lmtune.config import RunConfig
 from lmtune.data.load import load_records
 from lmtune.data.pairs import PairRow, collate_pairs
@@ -32,12 +32,9 @@ def evaluate_pairs(
     start: float,
 ) -> EvalResult:
     """A reward or DPO run scored on preference pairs (`data`, or the run's validation split)."""
-    unknown = [m for m in metrics if m not in PAIR_METRICS]
-    if unknown:
-        raise LmtuneError(
-            f"metrics {', '.join(unknown)}: a preference run is scored by {', '.join(PAIR_METRICS)}",
-            hint="accuracy: share of pairs ranked right (with a 95% bootstrap interval); margin: mean chosen - rejected",
-        )
+    refuse_unknown_metrics(metrics, PAIR_METRICS, "preference",
+                           "accuracy: share of pairs ranked right (with a 95% bootstrap interval); margin: mean chosen - "
+                           "rejected")  # fmt: skip
     model, tokenizer, cfg = load_tuned(run_dir)
     pairs, source = _pairs(cfg, data)
     pairs = pairs[:limit]
@@ -48,7 +45,7 @@ def evaluate_pairs(
     rows, stats = task.tokenize(pairs, tokenizer, opts)
     if not rows:
         raise LmtuneError(f"{source}: no preference pair to evaluate", hint="check the file and data.max_length")
-    if cfg.task == "reward":
+    if task.model == "reward":  # a score head; dpo's policy is a causal LM against its reference
         chosen, rejected = _reward_scores(model, rows, batch_size, tokenizer.pad_token_id)
         why = "reward: pairwise accuracy (chosen scored above rejected) and the mean score margin"
     else:

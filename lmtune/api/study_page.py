@@ -23,6 +23,7 @@ from lmtune.api.setup import Say
 from lmtune.config import ConfigLike, RunConfig
 from lmtune.fileio import atomic_write_text
 from lmtune.html import Markup, cards, esc, image, page, table
+from lmtune.tasks import TASKS
 
 if TYPE_CHECKING:
     from lmtune.api.search import TuneResult
@@ -79,7 +80,9 @@ def compare_best(result: TuneResult, cfg: RunConfig) -> dict[str, Any] | None:
     if best is None or start is None or start.get("value") is None:
         return None
     out: dict[str, Any] = {"start": start, "best": best, "delta": best["value"] - start["value"]}
-    if result.metric not in LABEL_METRICS or best["number"] == start["number"] or cfg.task != "classification":
+    # A per-example label to resample exists where the model predicts one label per text (a classifier head).
+    per_example = TASKS[cfg.task].model == "classifier"
+    if result.metric not in LABEL_METRICS or best["number"] == start["number"] or not per_example:
         out["note"] = "no per-example predictions for this metric: the difference has no bootstrap interval"
         return out
     from lmtune.api.heads import predict_labels, run_examples

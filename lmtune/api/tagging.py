@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from lmtune.api.heads import head_result, run_examples
+from lmtune.api.heads import head_result, refuse_unknown_metrics, run_examples
 from lmtune.data.conll import OUTSIDE, TokensExample
 from lmtune.data.ner import ENTITY_METRICS, Window, align, entity_report, entity_scores, special_counts, windows
 from lmtune.errors import LmtuneError
@@ -62,12 +62,8 @@ def evaluate_tagger(
     start: float,
 ) -> Any:
     """A token-classification run scored on `data` (default: its validation split) in the run's shape."""
-    unknown = [m for m in metrics if m not in ENTITY_METRICS]
-    if unknown:
-        raise LmtuneError(
-            f"metrics {', '.join(unknown)}: a token-classification run is scored by {', '.join(ENTITY_METRICS)}",
-            hint="f1, precision and recall are entity-level (seqeval); accuracy is tag by tag",
-        )
+    refuse_unknown_metrics(metrics, ENTITY_METRICS, "token-classification",
+                           "f1, precision and recall are entity-level (seqeval); accuracy is tag by tag")  # fmt: skip
     model, tokenizer, cfg = load_tuned(run_dir)
     examples, _, source = run_examples(cfg, data)
     sentences = [ex for ex in examples if isinstance(ex, TokensExample)][:limit]
