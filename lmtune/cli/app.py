@@ -30,8 +30,10 @@ err = Console(stderr=True, soft_wrap=True)
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config key: --set train.lr=1e-4")]
 
 
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+def _quiet_libraries(*, forks: bool = True) -> None:
+    """Silence the libraries' progress bars and notices. ``forks=False`` for a command that starts no process:
+    tokenizers may then encode a batch on every core (off otherwise, as it warns in every forked child)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false" if forks else "true")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

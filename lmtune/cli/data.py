@@ -55,7 +55,7 @@ def data_check(
         from lmtune.config import load_config
 
         load_config(source, overrides)
-    _quiet_libraries()
+    _quiet_libraries(forks=False)
     from lmtune.api.check import check_data
     from lmtune.api.data_jobs import write_check_files
 

@@ -152,7 +152,8 @@ def shingle_set(text: str, kind: Shingles = "word", size: int | None = None) -> 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     if not a and not b:
         return 1.0
-    return len(a & b) / len(a | b)
+    common = len(a & b)  # iterates the smaller set; building the union would copy the larger one
+    return common / (len(a) + len(b) - common)
 
 
 def lsh_params(threshold: float, num_perm: int = NUM_PERM) -> tuple[int, int]:
@@ -193,17 +194,62 @@ def similar_pairs(
 
     Docs whose normalised text is empty have nothing to compare and are left out. ``keys`` lets a caller
     skip pairs: docs with equal keys (e.g. in the same split) are never paired.
+
+    Two sets of sizes m <= n have a Jaccard of at most m / n, so a doc with no other doc near its size
+    cannot reach the threshold and is not hashed at all: a 5 MB line (a million shingles) took 2.7 s of
+    MinHash for nothing. When few docs are left, every pair of them is compared exactly, which is faster
+    than MinHash + LSH there and needs neither (datasketch's LSH imports scipy: 0.4-1.4 s).
     """
+    check_threshold(threshold, "the near-duplicate threshold")
+    candidates = _size_neighbours(shingles, threshold)
+    if len(candidates) <= _ALL_PAIRS:
+        return _all_pairs(shingles, candidates, threshold, keys)
+    return _lsh_pairs(shingles, candidates, threshold, keys)
+
+
+_ALL_PAIRS = 64  # up to this many docs (2,016 pairs, most ruled out by size), exact comparison beats MinHash
+
+
+def _size_neighbours(shingles: Sequence[frozenset[str]], threshold: float) -> list[int]:
+    """The non-empty docs that have another non-empty doc within the size ratio ``threshold``, in order."""
+    sized = sorted((len(group), i) for i, group in enumerate(shingles) if group != frozenset({""}))
+    keep = set()
+    for k, (size, i) in enumerate(sized):
+        before = k > 0 and sized[k - 1][0] >= threshold * size
+        after = k + 1 < len(sized) and size >= threshold * sized[k + 1][0]
+        if before or after:
+            keep.add(i)
+    return sorted(keep)
+
+
+def _all_pairs(
+    shingles: Sequence[frozenset[str]], docs: Sequence[int], threshold: float, keys: Sequence[Any] | None
+) -> dict[int, list[tuple[int, float]]]:
+    found: dict[int, list[tuple[int, float]]] = {}
+    for k, i in enumerate(docs):
+        for j in docs[:k]:
+            if keys is not None and keys[i] == keys[j]:
+                continue
+            small, large = sorted((len(shingles[i]), len(shingles[j])))
+            if small < threshold * large:
+                continue
+            similarity = jaccard(shingles[i], shingles[j])
+            if similarity >= threshold:
+                found.setdefault(i, []).append((j, similarity))
+    return found
+
+
+def _lsh_pairs(
+    shingles: Sequence[frozenset[str]], docs: Sequence[int], threshold: float, keys: Sequence[Any] | None
+) -> dict[int, list[tuple[int, float]]]:
     from datasketch import MinHashLSH
 
-    check_threshold(threshold, "the near-duplicate threshold")
     bands, rows = lsh_params(threshold)
     lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM, params=(bands, rows))
-    hashes = minhashes(shingles, total=len(shingles))
+    hashes = dict(zip(docs, minhashes((shingles[i] for i in docs), total=len(docs)), strict=True))
     found: dict[int, list[tuple[int, float]]] = {}
-    for i, (group, mh) in enumerate(zip(shingles, hashes, strict=True)):
-        if group == frozenset({""}):
-            continue
+    for i in docs:
+        mh = hashes[i]
         for j in lsh.query(mh):
             if keys is not None and keys[i] == keys[j]:
                 continue
@@ -211,7 +257,7 @@ def similar_pairs(
             # permutations) drops them before the exact, costlier set comparison. 0.25 below is > 5 sd.
             if mh.jaccard(hashes[j]) < threshold - 0.25:
                 continue
-            similarity = jaccard(group, shingles[j])
+            similarity = jaccard(shingles[i], shingles[j])
             if similarity >= threshold:
                 found.setdefault(i, []).append((j, similarity))
         lsh.insert(i, mh, check_duplication=False)

@@ -27,6 +27,7 @@ from lmtune.data.formats import (
     TextExample,
     TokensExample,
 )
+from lmtune.data.long_text import Piece, encode_pieces, encode_text
 from lmtune.data.types import IGNORE, Tokenized, TokenStats
 from lmtune.errors import DataError, LmtuneError
 
@@ -158,18 +159,24 @@ def special_affixes(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list
     return full[:start], full[start + len(bare) :]
 
 
-def trained_labels(
-    ids: Sequence[int], offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]
-) -> list[int]:
-    """Each token's id where any of its characters lies in a trained span (a zero-width token: where it sits inside
-    one), IGNORE elsewhere. Vectorised over the tokens (a megabyte field is a million of them): the spans are merged
-    into sorted, disjoint ones, so only the first span ending after a token's start can hold it."""
+def merge_spans(spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The spans sorted, with overlapping or touching ones joined."""
     merged: list[list[int]] = []
     for a, b in sorted(spans):
         if merged and a <= merged[-1][1]:
             merged[-1][1] = max(merged[-1][1], b)
         else:
             merged.append([a, b])
+    return [(a, b) for a, b in merged]
+
+
+def trained_labels(
+    ids: Sequence[int], offsets: Sequence[tuple[int, int]] | np.ndarray, spans: Sequence[tuple[int, int]]
+) -> list[int]:
+    """Each token's id where any of its characters lies in a trained span (a zero-width token: where it sits inside
+    one), IGNORE elsewhere. Vectorised over the tokens (a megabyte field is a million of them): the spans are merged
+    into sorted, disjoint ones, so only the first span ending after a token's start can hold it."""
+    merged = merge_spans(spans)
     if not merged or not len(ids):
         return [IGNORE] * len(ids)
     offs = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
@@ -180,27 +187,43 @@ def trained_labels(
     return np.where(inside, np.asarray(ids, dtype=np.int64), IGNORE).tolist()
 
 
+def piece_labels(piece: Piece, merged: Sequence[tuple[int, int]]) -> list[int]:
+    """``trained_labels`` of one piece of a text. A piece with no span edge in it (most pieces of a long text) is
+    wholly inside a span or wholly outside all, so its tokens' offsets need not be read."""
+    if not any(piece.start <= edge <= piece.end for span in merged for edge in span):
+        inside = any(a < piece.start and piece.end < b for a, b in merged)
+        return list(piece.ids) if inside else [IGNORE] * len(piece.ids)
+    return trained_labels(piece.ids, piece.offsets(), merged)
+
+
 def encode(rendered: Rendered, tokenizer: PreTrainedTokenizerBase, prefix: Sequence[int] = ()) -> Tokenized:
     """Token ids and labels (IGNORE where not trained), with EOS appended when the text does not end in it."""
-    enc = tokenizer(rendered.text, add_special_tokens=False, return_offsets_mapping=True)
-    ids: list[int] = list(enc["input_ids"])
-    labels = trained_labels(ids, enc["offset_mapping"], rendered.spans)
+    pieces = encode_pieces(tokenizer, rendered.text)
+    merged = merge_spans(rendered.spans)
+    ids = [i for piece in pieces for i in piece.ids]
+    labels = [label for piece in pieces for label in piece_labels(piece, merged)]
     eos = tokenizer.eos_token
     if eos and not rendered.text.rstrip().endswith(eos):
         if rendered.ends_trained:
-            # Whitespace a template writes after the last answer sits between it and the appended EOS: train it
-            # too, or the model never learns the step from its answer to the stop token.
-            for i in range(len(ids) - 1, -1, -1):
-                start, end = enc["offset_mapping"][i]
-                if labels[i] != IGNORE or rendered.text[start:end].strip():
-                    break
-                labels[i] = ids[i]
+            _train_trailing_space(pieces, labels, rendered.text)
         ids.append(tokenizer.eos_token_id)
         labels.append(tokenizer.eos_token_id if rendered.ends_trained else IGNORE)
     if not rendered.chat and prefix:
         ids = [*prefix, *ids]
         labels = [IGNORE] * len(prefix) + labels
     return Tokenized(ids, labels)
+
+
+def _train_trailing_space(pieces: Sequence[Piece], labels: list[int], text: str) -> None:
+    """Whitespace a template writes after the last answer sits between it and the appended EOS: train it too, or
+    the model never learns the step from its answer to the stop token."""
+    i = len(labels)
+    for piece in reversed(pieces):
+        for k, (start, end) in zip(range(len(piece.ids) - 1, -1, -1), piece.offsets()[::-1], strict=True):
+            i -= 1
+            if labels[i] != IGNORE or text[start:end].strip():
+                return
+            labels[i] = piece.ids[k]
 
 
 def tokenize_examples(
@@ -293,7 +316,7 @@ def encode_seq2seq(example: Example, tokenizer: PreTrainedTokenizerBase, max_len
     prefix, suffix = special_affixes(tokenizer)
 
     def side(text: str, end: Sequence[int]) -> tuple[list[int], bool]:
-        body = tokenizer(text, add_special_tokens=False)["input_ids"]
+        body = encode_text(tokenizer, text)
         room = max_length - len(prefix) - len(end)
         return [*prefix, *body[: max(room, 0)], *end], len(body) > room
 

@@ -9,6 +9,9 @@ import pytest
 from support import REPO, run_cli, write_jsonl
 
 from lmtune.data.dedup import (
+    _all_pairs,
+    _lsh_pairs,
+    _size_neighbours,
     dedup_file,
     find_duplicates,
     jaccard,
@@ -16,6 +19,7 @@ from lmtune.data.dedup import (
     normalized,
     record_docs,
     shingle_set,
+    similar_pairs,
 )
 from lmtune.data.load import load_records
 from lmtune.data.records_io import file_sha256
@@ -87,6 +91,53 @@ def test_one_thousand_dialogues_of_150_words_take_well_under_ten_seconds():
     found = find_duplicates(docs)
     assert time.perf_counter() - started < 5
     assert [(d.kind, d.doc.line, d.of.line) for d in found] == [("near", 501, 11)]
+
+
+def _brute_force(sets, threshold, keys=None):
+    found = {}
+    for i in range(len(sets)):
+        for j in range(i):
+            if frozenset({""}) in (sets[i], sets[j]) or (keys and keys[i] == keys[j]):
+                continue
+            if jaccard(sets[i], sets[j]) >= threshold:
+                found.setdefault(i, []).append((j, jaccard(sets[i], sets[j])))
+    return found
+
+
+def _edited_docs(count: int) -> list[frozenset[str]]:
+    """Docs of 5 to 400 words, a third of them an earlier doc with a few words changed."""
+    rng = random.Random(3)
+    words = [f"w{i}" for i in range(400)]
+    texts: list[str] = []
+    for _ in range(count):
+        if texts and rng.random() < 0.33:
+            base = rng.choice(texts).split()
+            for _ in range(rng.randint(0, 3)):
+                base[rng.randrange(len(base))] = rng.choice(words)
+            texts.append(" ".join(base))
+        else:
+            texts.append(" ".join(rng.choices(words, k=rng.randint(5, 400))))
+    texts[7] = ""
+    return [shingle_set(t) for t in texts]
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.85])
+def test_exact_pairs_and_lsh_both_find_every_pair_brute_force_finds(threshold):
+    sets = _edited_docs(150)
+    keys = [i % 3 for i in range(150)]
+    for k in (None, keys):
+        expected = _brute_force(sets, threshold, k)
+        docs = _size_neighbours(sets, threshold)
+        assert _all_pairs(sets, docs, threshold, k) == expected
+        assert {i: sorted(m) for i, m in _lsh_pairs(sets, docs, threshold, k).items()} == expected
+        assert {i: sorted(m) for i, m in similar_pairs(sets, threshold, k).items()} == expected
+
+
+def test_a_doc_with_no_other_of_its_size_is_neither_hashed_nor_compared():
+    huge = frozenset(f"w{i}" for i in range(100_000))
+    sets = [shingle_set("a b c d"), shingle_set("a b c e"), huge, frozenset(list(huge)[:84_000]), shingle_set("x")]
+    assert _size_neighbours(sets, 0.85) == [0, 1]  # 84,000 / 100,000 < 0.85: the two large ones cannot match
+    assert _size_neighbours(sets, 0.8) == [0, 1, 2, 3]
 
 
 def test_fast_normalisation_equals_normalize_text():

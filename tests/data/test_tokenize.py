@@ -308,3 +308,32 @@ def test_trained_labels_equal_the_per_token_rule_on_random_layouts() -> None:
             for t, (s, e) in zip(ids, offsets, strict=True)
         ]
         assert trained_labels(ids, offsets, spans) == rule, (offsets, spans)
+
+
+def _words(count: int, seed: int) -> str:
+    import random
+
+    rng = random.Random(seed)
+    return " ".join(rng.choice(["alpha", "beta", "gamma", "delta", "x1", "é"]) for _ in range(count))
+
+
+@pytest.mark.parametrize("kind", ["chat", "prompt_completion", "text"])
+def test_a_long_example_is_labelled_in_pieces_exactly_as_when_encoded_whole(kind, chat, prompt_completion, tokenizer):
+    """Long texts are tokenized in pieces (data.long_text), and a piece with no span edge is labelled wholesale:
+    the ids and labels must be those of one whole encoding with the per-token rule."""
+    from lmtune.data.long_text import LONG, encode_pieces
+    from lmtune.data.tokenize import trained_labels
+
+    long_a, long_b = _words(LONG // 3, 1), _words(LONG // 2, 2)
+    example = {
+        "chat": chat(("user", long_a), ("assistant", long_b), ("user", "and?"), ("assistant", long_a + " end")),
+        "prompt_completion": prompt_completion(long_a + " ", long_b),
+        "text": TextExample(long_a + "\n" + long_b, "test.jsonl", 1),
+    }[kind]
+    rendered = render(example, tokenizer)
+    assert len(encode_pieces(tokenizer, rendered.text)) > 5
+    whole = tokenizer(rendered.text, add_special_tokens=False, return_offsets_mapping=True)
+    tok = encode(rendered, tokenizer)
+    n = len(whole["input_ids"])
+    assert tok.input_ids[:n] == whole["input_ids"]
+    assert tok.labels[:n] == trained_labels(whole["input_ids"], whole["offset_mapping"], rendered.spans)
