@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from lmtune.data.chat import CHATML_TOOLS, check_tool_template, template_messages, template_name, uses_tools
@@ -27,7 +26,8 @@ from lmtune.data.formats import (
     TextExample,
     TokensExample,
 )
-from lmtune.data.long_text import Piece, encode_pieces, encode_text
+from lmtune.data.labels import merge_spans, piece_labels, train_trailing_space
+from lmtune.data.long_text import encode_pieces, encode_text
 from lmtune.data.types import IGNORE, Tokenized, TokenStats
 from lmtune.errors import DataError, LmtuneError
 
@@ -159,43 +159,6 @@ def special_affixes(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list
     return full[:start], full[start + len(bare) :]
 
 
-def merge_spans(spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The spans sorted, with overlapping or touching ones joined."""
-    merged: list[list[int]] = []
-    for a, b in sorted(spans):
-        if merged and a <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], b)
-        else:
-            merged.append([a, b])
-    return [(a, b) for a, b in merged]
-
-
-def trained_labels(
-    ids: Sequence[int], offsets: Sequence[tuple[int, int]] | np.ndarray, spans: Sequence[tuple[int, int]]
-) -> list[int]:
-    """Each token's id where any of its characters lies in a trained span (a zero-width token: where it sits inside
-    one), IGNORE elsewhere. Vectorised over the tokens (a megabyte field is a million of them): the spans are merged
-    into sorted, disjoint ones, so only the first span ending after a token's start can hold it."""
-    merged = merge_spans(spans)
-    if not merged or not len(ids):
-        return [IGNORE] * len(ids)
-    offs = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
-    starts, ends = offs[:, 0], np.maximum(offs[:, 1], offs[:, 0] + 1)
-    span_starts, span_ends = np.array(merged, dtype=np.int64).T
-    first = np.searchsorted(span_ends, starts, side="right")  # the first span ending after the token starts
-    inside = (first < len(merged)) & (span_starts[np.minimum(first, len(merged) - 1)] < ends)
-    return np.where(inside, np.asarray(ids, dtype=np.int64), IGNORE).tolist()
-
-
-def piece_labels(piece: Piece, merged: Sequence[tuple[int, int]]) -> list[int]:
-    """``trained_labels`` of one piece of a text. A piece with no span edge in it (most pieces of a long text) is
-    wholly inside a span or wholly outside all, so its tokens' offsets need not be read."""
-    if not any(piece.start <= edge <= piece.end for span in merged for edge in span):
-        inside = any(a < piece.start and piece.end < b for a, b in merged)
-        return list(piece.ids) if inside else [IGNORE] * len(piece.ids)
-    return trained_labels(piece.ids, piece.offsets(), merged)
-
-
 def encode(rendered: Rendered, tokenizer: PreTrainedTokenizerBase, prefix: Sequence[int] = ()) -> Tokenized:
     """Token ids and labels (IGNORE where not trained), with EOS appended when the text does not end in it."""
     pieces = encode_pieces(tokenizer, rendered.text)
@@ -205,25 +168,13 @@ def encode(rendered: Rendered, tokenizer: PreTrainedTokenizerBase, prefix: Seque
     eos = tokenizer.eos_token
     if eos and not rendered.text.rstrip().endswith(eos):
         if rendered.ends_trained:
-            _train_trailing_space(pieces, labels, rendered.text)
+            train_trailing_space(pieces, labels, rendered.text)
         ids.append(tokenizer.eos_token_id)
         labels.append(tokenizer.eos_token_id if rendered.ends_trained else IGNORE)
     if not rendered.chat and prefix:
         ids = [*prefix, *ids]
         labels = [IGNORE] * len(prefix) + labels
     return Tokenized(ids, labels)
-
-
-def _train_trailing_space(pieces: Sequence[Piece], labels: list[int], text: str) -> None:
-    """Whitespace a template writes after the last answer sits between it and the appended EOS: train it too, or
-    the model never learns the step from its answer to the stop token."""
-    i = len(labels)
-    for piece in reversed(pieces):
-        for k, (start, end) in zip(range(len(piece.ids) - 1, -1, -1), piece.offsets()[::-1], strict=True):
-            i -= 1
-            if labels[i] != IGNORE or text[start:end].strip():
-                return
-            labels[i] = piece.ids[k]
 
 
 def tokenize_examples(
