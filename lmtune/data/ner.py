@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from lmtune.data.conll import OUTSIDE, TokensExample, token_line
@@ -96,17 +97,36 @@ def windows(
         raise LmtuneError(f"data.max_length {max_length} leaves no room for words between the special tokens")
     starts = window_starts(len(body), room)
 
-    def owner(p: int) -> int:  # the window whose edges are furthest from position p
-        inside = (k for k, s in enumerate(starts) if s <= p < s + room)
-        return max(inside, key=lambda k: min(p - starts[k], starts[k] + room - 1 - p))
-
-    owners = [owner(p) for p in range(len(body))]
+    owners = _owners(starts, room, len(body))
     out = []
     for k, s in enumerate(starts):
         part = range(s, min(s + room, len(body)))
         mine = [body_words[p] if owners[p] == k else None for p in part]
         out.append(Window([*head, *(body[p] for p in part), *tail], [None] * n_prefix + mine + [None] * n_suffix))
     return out
+
+
+def _owners(starts: Sequence[int], room: int, length: int) -> list[int]:
+    """For each position, the window holding it whose nearer edge is furthest away (the first such on a tie).
+
+    Vectorised over the positions: a position lies in at most three windows, which start in (p - room, p], so
+    each round compares one more candidate for every position at once. One token at a time, scanning the
+    windows, a sentence of 40,000 words took 12 s.
+    """
+    first = np.asarray(starts, dtype=np.int64)
+    p = np.arange(length)
+    best = np.searchsorted(first, p - room, side="right")  # the first window that holds p
+    last = np.searchsorted(first, p, side="right") - 1
+
+    def margin(k: np.ndarray) -> np.ndarray:
+        return np.minimum(p - first[k], first[k] + room - 1 - p)
+
+    score, k = margin(best), best + 1
+    while (k <= last).any():
+        candidate = np.minimum(k, last)
+        better = (k <= last) & (margin(candidate) > score)
+        best, score, k = np.where(better, k, best), np.where(better, margin(candidate), score), k + 1
+    return best.tolist()
 
 
 def window_starts(length: int, room: int) -> list[int]:

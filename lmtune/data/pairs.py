@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from transformers import PreTrainedTokenizerBase
 
 from lmtune.data.batching import padded_width
+from lmtune.data.long_text import encode_text
 from lmtune.data.preferences import PreferencePair, is_conversational
 from lmtune.data.tokenize import special_affixes
 from lmtune.data.types import IGNORE, TokenStats
@@ -74,7 +75,7 @@ def _messages(content: Any, role: str) -> list[dict[str, str]]:
 def _chat_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], generation: bool) -> list[int]:
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
     # As apply_chat_template(tokenize=True): the rendered text already holds the template's special tokens.
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return encode_text(tokenizer, text)  # in pieces when long (data/long_text.py)
 
 
 def encode_pair(
@@ -105,7 +106,8 @@ def _plain_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, answer: str) -> 
     eos = tokenizer.eos_token_id
     if eos is None and tokenizer.sep_token_id is not None:
         return list(tokenizer(prompt, answer or None)["input_ids"])
-    ids = list(tokenizer(prompt + answer)["input_ids"])
+    prefix, suffix = special_affixes(tokenizer)  # tokenizer(text)'s own special tokens, around a long text's pieces
+    ids = [*prefix, *encode_text(tokenizer, prompt + answer), *suffix]
     if answer and eos is not None and ids[-1:] != [eos]:
         ids.append(eos)
     return ids

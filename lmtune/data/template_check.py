@@ -13,7 +13,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from lmtune.data.formats import ChatExample, Example, Message, PromptCompletionExample
+from lmtune.data.formats import ChatExample, Example, Message, PromptCompletionExample, TextExample
 from lmtune.data.quality import Finding
 from lmtune.data.tokenize import chat_text, encode, render, render_chat, special_affixes, uses_chat
 from lmtune.data.types import IGNORE
@@ -44,6 +44,8 @@ def _windowed(example: Example) -> Example:
     if isinstance(example, ChatExample):
         messages = tuple(replace(m, content=_clip(m.content, head=m.role == "assistant")) for m in example.messages)
         return replace(example, messages=messages)
+    if isinstance(example, TextExample):  # trained whole: its end, where EOS is appended, is the seam
+        return replace(example, text=_clip(example.text, head=True))
     return example
 
 

