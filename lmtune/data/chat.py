@@ -77,6 +77,24 @@ CHATML_TOOLS = (
 )
 
 
+# How a reply in CHATML_TOOLS's format is read back into a message (transformers' response_template, v1):
+# `tokenizer.parse_response` uses it, and it is saved with the tuned tokenizer beside the chat template.
+CHATML_TOOLS_RESPONSE: dict[str, Any] = {
+    "defaults": {"role": "assistant"},
+    "start_anchor": "<|im_start|>assistant\n",
+    "fields": {
+        "tool_calls": {
+            "open": "<tool_call>",
+            "close_pattern": r"</tool_call>\s*",
+            "repeats": True,
+            "content": "json",
+            "transform": {"type": "function", "function": "{content}"},
+        },
+        "content": {"close_pattern": r"<\|im_end\|>\s*", "content": "text"},
+    },
+}
+
+
 def parse_tools(value: Any, field: str, report: _Report) -> tuple[dict[str, Any], ...] | None:
     """A record's tool list in OpenAI's form (``{"type": "function", "function": {...}}``), or None when bad.
 

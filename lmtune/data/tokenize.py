@@ -16,7 +16,14 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
-from lmtune.data.chat import CHATML_TOOLS, check_tool_template, template_messages, template_name, uses_tools
+from lmtune.data.chat import (
+    CHATML_TOOLS,
+    CHATML_TOOLS_RESPONSE,
+    check_tool_template,
+    template_messages,
+    template_name,
+    uses_tools,
+)
 from lmtune.data.formats import (
     ChatExample,
     Example,
@@ -60,6 +67,8 @@ def setup_chat_template(tokenizer: PreTrainedTokenizerBase, chat_template: str |
     if chat_template is None:
         return
     tokenizer.chat_template = CHAT_TEMPLATES.get(chat_template, chat_template)
+    if chat_template == "chatml-tools":  # so `lmtune serve` can read the tuned model's tool calls back
+        tokenizer.response_template = CHATML_TOOLS_RESPONSE
 
 
 def uses_chat(example: Example, template: str) -> bool:

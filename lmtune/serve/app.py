@@ -26,6 +26,7 @@ from lmtune.serve.embed import EmbeddingRequest, embed, embedding_data
 from lmtune.serve.engine import Engine, Job, QueueFull
 from lmtune.serve.protocol import ApiError, ChatRequest, CompletionRequest
 from lmtune.serve.registry import Registry, Served
+from lmtune.serve.tools import Parser, stream_delta, tool_parser
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,10 @@ def create_app(registry: Registry, engine: Engine, limits: Limits) -> FastAPI:
         tok = served.backend.tokenizer
         if not served.backend.chat:
             raise ApiError(400, f"model {req.model} has no chat template", param="model", code="no_chat_template")
-        ids = list(tok(chat_prompt(tok, req), add_special_tokens=False)["input_ids"])
-        return await _answer(engine, served, req, [ids], limits, chat=True)
+        prompt = chat_prompt(tok, req)
+        ids = list(tok(prompt, add_special_tokens=False)["input_ids"])
+        parse = tool_parser(tok, prompt, req.tools)
+        return await _answer(engine, served, req, [ids], limits, chat=True, parse=parse)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
@@ -211,7 +214,14 @@ def _budget(req: Any, prompt_ids: list[list[int]], served: Served, limits: Limit
 
 
 async def _answer(
-    engine: Engine, served: Served, req: Any, prompt_ids: list[list[int]], limits: Limits, *, chat: bool
+    engine: Engine,
+    served: Served,
+    req: Any,
+    prompt_ids: list[list[int]],
+    limits: Limits,
+    *,
+    chat: bool,
+    parse: Parser | None = None,
 ) -> Any:
     max_tokens = _budget(req, prompt_ids, served, limits)
     loop = asyncio.get_running_loop()
@@ -229,7 +239,7 @@ async def _answer(
         engine.submit(jobs)
     except QueueFull:
         raise ApiError(503, "the server is busy: its request queue is full; retry shortly", code="queue_full") from None
-    meta = _Meta(req.model, chat, sum(len(ids) for ids in prompt_ids), jobs)
+    meta = _Meta(req.model, chat, sum(len(ids) for ids in prompt_ids), jobs, parse)
     if req.stream:
         stream = _stream(events, meta, req.include_usage())
         return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
@@ -242,6 +252,7 @@ class _Meta:
     chat: bool
     prompt_tokens: int
     jobs: list[Job]
+    parse: Parser | None = None  # reads tool calls out of a chat reply, when the request offers tools
     id: str = ""
     created: int = 0
 
@@ -267,8 +278,20 @@ class _Meta:
         if stream:
             delta = {"role": "assistant", "content": text} if first else ({"content": text} if text else {})
             return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
-        message = {"role": "assistant", "content": text}
+        message = self.parse(text) if self.parse else None
+        if message is not None:
+            finish = "tool_calls" if finish == "stop" else finish
+        else:
+            message = {"role": "assistant", "content": text}
         return {"index": index, "message": message, "logprobs": None, "finish_reason": finish}
+
+    def tool_chunks(self, index: int, text: str, finish: str) -> list[dict[str, Any]]:
+        """A streamed reply that may call tools is held back until it ends, then sent as one delta and a finish."""
+        message = self.parse(text) if self.parse else None
+        if message is None:
+            return [self.choice(index, text, None, stream=True), self.choice(index, "", finish, stream=True)]
+        data = {"index": index, "delta": stream_delta(message), "logprobs": None, "finish_reason": None}
+        return [data, self.choice(index, "", "tool_calls" if finish == "stop" else finish, stream=True)]
 
 
 async def _collect(events: asyncio.Queue, meta: _Meta) -> dict[str, Any]:
@@ -293,17 +316,23 @@ async def _stream(events: asyncio.Queue, meta: _Meta, include_usage: bool) -> As
         for i in sorted(open_):
             yield _sse(meta.envelope([meta.choice(i, "", None, stream=True, first=True)], stream=True))
             started.add(i)
+    held = [""] * len(meta.jobs)
     while open_:
         index, kind, payload = await events.get()
+        if kind == "text" and meta.parse:
+            held[index] += payload
+            continue
         if kind == "text":
-            choice = meta.choice(index, payload, None, stream=True)
+            choices = [meta.choice(index, payload, None, stream=True)]
         elif kind == "done":
             open_.discard(index)
-            choice = meta.choice(index, "", payload, stream=True)
+            finish = [meta.choice(index, "", payload, stream=True)]
+            choices = meta.tool_chunks(index, held[index], payload) if meta.parse else finish
         else:
             yield _sse({"error": ApiError(500, payload).body()["error"]})
             break
-        yield _sse(meta.envelope([choice], stream=True))
+        for choice in choices:
+            yield _sse(meta.envelope([choice], stream=True))
     if include_usage:
         yield _sse({**meta.envelope([], stream=True), "usage": meta.usage()})
     yield "data: [DONE]\n\n"
