@@ -99,6 +99,11 @@ def prepare_data(
     if cfg.data.streaming:
         return prepare_stream(cfg, task, tokenizer)
     splits = splits or load_splits(cfg.data, cfg.seed)
+    if splits.skipped:
+        first = splits.skipped[0]
+        say(f"{len({(e.source, e.line) for e in splits.skipped})} broken records were skipped (data.on_bad_record: "
+            f"skip), the first {first.source}:{first.line}; the run directory's skipped_records.jsonl lists them",
+            warning=True)  # fmt: skip
     leakage = check_leakage(cfg, splits, say)
     labels = task.labels(splits.train) if task.labels else []
     opts = TokenizeOptions(cfg.data.max_length, cfg.data.overlong, cfg.data.template, labels)

@@ -142,10 +142,11 @@ class DataConfig(_Section):
     max_examples: int | None = Field(None, gt=0, description="Use only the first N training examples (quick tries).")
     on_bad_record: Literal["error", "skip"] = Field(
         "error",
-        description="Preference pairs (tasks reward, dpo): what a broken record does (an empty answer, a transcript "
-        "whose two sides diverge before the last answer, a missing field). 'error' refuses the file with every "
-        "problem listed by line; 'skip' trains on the good pairs and leaves the broken ones out, counted in "
-        "data.json and listed with their file, line and problem in the run directory's skipped_records.jsonl.",
+        description="What a broken record does (a missing or mistyped field, bad roles; for preference pairs an "
+        "empty answer or a transcript whose two sides diverge before the last answer). 'error' refuses the file "
+        "with every problem listed by line; 'skip' trains on the good records and leaves the broken ones out, "
+        "counted in data.json and listed with their file, line and problem in the run directory's "
+        "skipped_records.jsonl (a file with no good record is still refused).",
     )
 
     @field_validator("train", "validation")
@@ -158,6 +159,9 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _mixture_checks(self) -> DataConfig:
+        if self.streaming and self.on_bad_record == "skip":
+            raise ValueError("data.on_bad_record: skip is not available with data.streaming (a streamed file is "
+                             "read as it trains: fix its records, or set streaming: false to skip them)")  # fmt: skip
         if not isinstance(self.train, list):
             return self
         if not self.train:

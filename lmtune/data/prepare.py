@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.config import DataConfig, DataSource, ReplayConfig
-from lmtune.data.formats import AUGMENTATION_FIELD, Example, TextExample, detect_format, normalize
+from lmtune.data.formats import AUGMENTATION_FIELD, Example, TextExample, convert_records, detect_format, normalize
 from lmtune.data.load import load_records
 from lmtune.data.mixture import Part, mix, source_rng, take_part
 from lmtune.data.split import carve_validation
 from lmtune.data.streaming import describe as describe_stream
 from lmtune.data.streaming import open_examples
 from lmtune.data.types import Record
-from lmtune.errors import LmtuneError
+from lmtune.errors import DataError, LmtuneError
 from lmtune.fileio import file_sha256
 
 # General reference texts shipped with lmtune (written for it; no third-party text): the default for the
@@ -84,11 +84,32 @@ def carve_records(
     return pick(train), pick(sorted(val_set))
 
 
-def _load(cfg: DataConfig, source: str, split: str) -> tuple[list[Record], list[Example], str]:
+def _load(
+    cfg: DataConfig, source: str, split: str, skipped: list[DataError]
+) -> tuple[list[Record], list[Example], str]:
+    """The records of one split and their examples. A broken record is an error listing every one of them, or
+    with data.on_bad_record: skip, left out and its problems appended to ``skipped`` (unless all are broken)."""
     records = load_records(source, split=split, subset=cfg.subset)
     fmt = cfg.format if cfg.format != "auto" else detect_format(records[0], cfg.columns)
-    examples = normalize(records, format=fmt, columns=cfg.columns, prompt_template=cfg.prompt_template)
-    return records, examples, fmt
+    return (*_examples(cfg, records, fmt, skipped), fmt)
+
+
+def _examples(
+    cfg: DataConfig, records: list[Record], fmt: str, skipped: list[DataError]
+) -> tuple[list[Record], list[Example]]:
+    """The records as examples of shape ``fmt``, the broken ones refused or skipped (data.on_bad_record)."""
+    options: dict[str, Any] = {"format": fmt, "columns": cfg.columns, "prompt_template": cfg.prompt_template}
+    if cfg.on_bad_record == "skip":
+        converted, problems = convert_records(records, **options)
+        kept = [i for i, example in enumerate(converted) if example is not None]
+        if kept:
+            skipped.extend(problems)
+            return [records[i] for i in kept], [converted[i] for i in kept]  # type: ignore[misc]
+    return records, normalize(records, **options)
+
+
+def _records_in(problems: Sequence[DataError]) -> int:
+    return len({(p.source, p.line) for p in problems})  # a record may have several problems
 
 
 def load_splits(cfg: DataConfig, seed: int) -> Splits:
@@ -97,16 +118,18 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
     if cfg.streaming:
         return stream_sample(cfg, seed)
     assert isinstance(cfg.train, str)
-    train_records, train, fmt = _load(cfg, cfg.train, cfg.split)
-    n_train = len(train_records)
+    skipped: list[DataError] = []
+    train_records, train, fmt = _load(cfg, cfg.train, cfg.split, skipped)
+    n_train = len(train_records) + _records_in(skipped)
     if cfg.max_examples is not None:
         train_records, train = train_records[: cfg.max_examples], train[: cfg.max_examples]
     info: dict[str, dict[str, Any]] = {
         "train": {"source": cfg.train, "file_sha256": source_sha256(cfg.train), "records": n_train}
     }
     if cfg.validation is not None:
-        val_records, validation, val_fmt = _load(cfg, cfg.validation, cfg.validation_split)
-        n_val = len(val_records)
+        bad_train = _records_in(skipped)
+        val_records, validation, val_fmt = _load(cfg, cfg.validation, cfg.validation_split, skipped)
+        n_val = len(val_records) + _records_in(skipped) - bad_train
         if val_fmt != fmt:
             # Each shape renders differently (chat vs raw text): the validation loss would measure something else.
             raise LmtuneError(
@@ -127,7 +150,9 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
     if cfg.replay is not None:
         picked, info["replay"] = replay_examples(cfg.replay, len(train), seed)
         replay.extend(picked)
-    return Splits(train, validation, fmt, info, replay)
+    if skipped:
+        info["train"]["skipped_records"] = _records_in(skipped)  # all splits' (skipped_records.jsonl lists them)
+    return Splits(train, validation, fmt, info, replay, skipped=skipped)
 
 
 STREAM_SAMPLE = 1000  # examples a streamed config's train split shows to previews and few-shot demonstrations
@@ -149,7 +174,7 @@ def stream_sample(cfg: DataConfig, seed: int, n: int = STREAM_SAMPLE) -> Splits:
 def load_validation(cfg: DataConfig, seed: int) -> list[Example]:
     """The examples of data.validation alone (a streamed run's validation split: the train stream is not read)."""
     assert cfg.validation is not None
-    return _load(cfg, cfg.validation, cfg.validation_split)[1]
+    return _load(cfg, cfg.validation, cfg.validation_split, [])[1]  # streaming refuses on_bad_record: skip
 
 
 def source_config(cfg: DataConfig, src: DataSource) -> DataConfig:
@@ -158,7 +183,7 @@ def source_config(cfg: DataConfig, src: DataSource) -> DataConfig:
     return cfg.model_copy(update={k: v for k, v in own.items() if v is not None})
 
 
-def load_part(cfg: DataConfig, src: DataSource, seed: int) -> Part:
+def load_part(cfg: DataConfig, src: DataSource, seed: int, skipped: list[DataError]) -> Part:
     """One source of a mixture: loaded and normalised with its own shape, sized (max_examples, fraction), its
     validation read from its own file or carved off (data.val_fraction) unless data.validation serves all."""
     own, name = source_config(cfg, src), src.label
@@ -167,7 +192,7 @@ def load_part(cfg: DataConfig, src: DataSource, seed: int) -> Part:
     # max_examples before normalising: only the records used must be valid (as a quick try on a big file expects).
     records = records[: src.max_examples] if src.max_examples is not None else records
     fmt = own.format if own.format != "auto" else detect_format(records[0], own.columns)
-    examples = normalize(records, format=fmt, columns=own.columns, prompt_template=own.prompt_template)
+    records, examples = _examples(own, records, fmt, skipped)
     pairs = take_part(list(zip(records, examples, strict=True)), fraction=src.fraction, max_examples=None,
                       rng=source_rng(seed, name, "fraction"))  # fmt: skip
     records, examples = [r for r, _ in pairs], [e for _, e in pairs]
@@ -175,7 +200,7 @@ def load_part(cfg: DataConfig, src: DataSource, seed: int) -> Part:
     info.update(format=fmt, used=len(examples))
     validation: list[Example] = []
     if src.validation is not None:
-        _, validation, val_fmt = _load(own, src.validation, own.validation_split)
+        _, validation, val_fmt = _load(own, src.validation, own.validation_split, skipped)
         if val_fmt != fmt:
             raise LmtuneError(f"data.train source {name}: validation {src.validation} holds {val_fmt} records, the "
                               f"source {fmt} records", hint="give both the same record shape")  # fmt: skip
@@ -189,12 +214,13 @@ def load_mixture(cfg: DataConfig, seed: int) -> Splits:
     """data.train as a list of sources: each loaded as `load_part` says, then mixed by weight (`lmtune.data.mixture`);
     train and validation are the sources' in their order, with per-source counts and fingerprints in `info`."""
     sources = cfg.sources()
-    parts = [load_part(cfg, src, seed) for src in sources]
+    skipped: list[DataError] = []
+    parts = [load_part(cfg, src, seed, skipped) for src in sources]
     weights = [s.weight for s in sources if s.weight is not None] or None
     sizes = mix(parts, weights, cfg.max_examples, seed)
     train = [ex for p in parts for ex in p.train]
     if cfg.validation is not None:
-        _, validation, _ = _load(cfg, cfg.validation, cfg.validation_split)
+        _, validation, _ = _load(cfg, cfg.validation, cfg.validation_split, skipped)
     else:
         validation = [ex for p in parts for ex in p.validation]
     formats = sorted({p.format for p in parts})
@@ -212,7 +238,7 @@ def load_mixture(cfg: DataConfig, seed: int) -> Splits:
         info["validation"] = {"source": source, "examples": len(validation), "fingerprint": fingerprint(validation)}
         if cfg.validation is None:
             info["validation"]["sources"] = by_source
-    return Splits(train, validation, fmt, info, parts=parts)
+    return Splits(train, validation, fmt, info, parts=parts, skipped=skipped)
 
 
 def general_text(source: str) -> tuple[str, Path]:

@@ -181,15 +181,18 @@ def _file_body(store: Store, f: dict[str, Any], model: str) -> list[str]:
     cfg = {"model": {"name": model}, "data": {"train": str(store.file_path(f["id"]))}}
     try:
         report = check_data(cfg)
-        items = preview(cfg, n=3)
     except LmtuneError as e:
         return [f'<p class="error">{esc(e)}</p>']
+    try:  # the check lists the bad records above; the preview shows the first sound ones
+        items, unrendered = preview({**cfg, "data": {**cfg["data"], "on_bad_record": "skip"}}, n=3), ""
+    except LmtuneError as e:
+        items, unrendered = [], f'<p class="error">{esc(e.message)}</p>'
     rows = [(x.severity, x.check, x.line or "", x.field or "", x.message) for x in report.findings[:100]]
     split = report.splits["train"]
     out = [f"<p>{split.records} records · {len(report.errors)} errors · {len(report.warnings)} warnings "
            f"(checked for {esc(model)})</p>", table(["severity", "check", "line", "field", "message"], rows, cls="wide"),
            "<h2>First examples as training renders them</h2><p class='muted'>highlighted: the tokens trained on "
-           "(the loss mask)</p>"]  # fmt: skip
+           "(the loss mask)</p>", unrendered]  # fmt: skip
     for item in items:
         text = "".join(f"<mark>{esc(s)}</mark>" if trained else esc(s) for s, trained in item.segments)
         out.append(f"<p>line {item.line}: {item.trained} of {item.tokens} tokens trained</p><pre>{text}</pre>")

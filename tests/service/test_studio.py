@@ -74,3 +74,59 @@ def test_first_paint_with_50_runs_under_a_second(browser, tmp_path) -> None:
         assert page.locator("a[href^='/studio/jobs/']").count() == 50, page.content()[:1500]
         print(f"studio with 50 runs: load {seconds:.3f} s, first contentful paint {paint} ms")
         assert seconds < 1.0 and (paint is None or paint < 1000)
+
+
+def _finished_run(store, run_dir: Path, data: Path, lr: float) -> str:
+    """A real tiny run (lmtune.finetune), entered in the store as a succeeded job, as the worker would."""
+    from lmtune.api import finetune
+    from lmtune.service.store import new_id
+
+    finetune({
+        "model": {"name": "preset:tiny-chat"}, "output_dir": str(run_dir), "method": {"name": "lora", "r": 4},
+        "data": {"train": str(data), "validation": str(data), "max_length": 64},
+        "forgetting": {"measure": False}, "train": {"lr": lr, "batch_size": 8, "max_steps": 4, "eval_every": 2},
+    })  # fmt: skip
+    job_id = new_id("ftjob")
+    store.add_job(job_id, "preset:tiny-chat", {"training_file": "file-x"}, {"output_dir": str(run_dir)})
+    store.finish_job(job_id, "succeeded", fine_tuned_model=f"ft:preset:tiny-chat:{job_id[6:]}")
+    return job_id
+
+
+def test_key_login_then_a_files_check_and_two_runs_compared(browser, tmp_path) -> None:
+    """With an API key the studio shows a login form; the key typed there opens it (a cookie the server reads).
+    A file's page shows its data check and the loss mask; the compare page draws both runs' curves."""
+    from lmtune.service.store import Store, new_id
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    store = Store(tmp_path / "store")
+    data = write_jsonl(tmp_path / "adder.jsonl", [chat_record(i) for i in range(16)])
+    a, b = (_finished_run(store, tmp_path / name, data, lr) for name, lr in (("a", 1e-3), ("b", 1e-2)))
+    flawed, file_id = data.read_text(encoding="utf-8") + '{"messages": "oops"}\n', new_id("file")
+    store.add_file(file_id, len(flawed), "adder.jsonl", "fine-tune")
+    store.file_path(file_id).write_text(flawed, encoding="utf-8")
+    with running_service(tmp_path / "store", api_key="s3cret") as service:
+        page = browser.new_page(viewport={"width": 1000, "height": 760})
+        response = page.goto(service.url + "/")
+        assert response.status == 401 and page.locator("#login").count() == 1
+        assert "Start a job" not in page.content()
+        page.fill("#login input[name=key]", "wrong")
+        page.click("#login button")
+        page.wait_for_load_state()
+        assert page.locator("#login").count() == 1  # a wrong key opens nothing
+        page.fill("#login input[name=key]", "s3cret")
+        page.click("#login button")
+        page.wait_for_selector("text=Start a job")
+
+        page.goto(service.url + f"/studio/files/{file_id}")
+        body = page.text_content("body")
+        assert " records · 1 errors · " in body  # the train split's count: a validation share is held out
+        assert page.locator("table.wide tr:has(td:text-is('17')):has(td:text-is('messages'))").count() == 1
+        assert page.locator("pre mark").count() >= 3  # each previewed example shows its trained tokens
+        page.screenshot(path=str(ARTIFACTS / "file-check.png"))
+
+        page.goto(service.url + f"/studio/compare?a={a}&b={b}")
+        page.wait_for_function("[...document.querySelectorAll('svg.static-curve')].every(s => s.dataset.points >= 2)")
+        assert page.locator("svg.static-curve polyline").count() == 4  # train and validation, both runs
+        rows = page.locator("table tr:has-text('val_loss_after') td").all_text_contents()
+        assert len(rows) == 3 and all(float(x) > 0 for x in rows[1:])
+        page.screenshot(path=str(ARTIFACTS / "compare.png"))
