@@ -62,3 +62,31 @@ def test_trackers_receive_the_runs_figures(tmp_path: Path, monkeypatch) -> None:
 def test_unknown_tracker_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(LmtuneError, match=r"train\.report_to"):
         load_config({"data": {"train": "x.jsonl"}, "train": {"report_to": ["neptune"]}})
+
+
+def test_trackio_receives_the_runs_figures_and_config(tmp_path: Path, monkeypatch) -> None:
+    """Trackio keeps a project per report group in a local SQLite database (TRACKIO_DIR): read it back."""
+    pytest.importorskip("trackio")
+    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
+    train = write_jsonl(tmp_path / "train.jsonl", [chat_record(i) for i in range(12)])
+    val = write_jsonl(tmp_path / "val.jsonl", [chat_record(i) for i in range(50, 54)])
+    cfg = {
+        "name": "tracked",
+        "data": {"train": str(train), "validation": str(val), "max_length": 64},
+        "method": "full",
+        "train": {"max_steps": 3, "batch_size": 4, "eval_every": 3, "mixed_precision": "no", "report_to": ["trackio"],
+                  "report_group": "study-x"},
+        "forgetting": {"measure": False},
+    }  # fmt: skip
+    run = finetune(cfg, output_dir=str(tmp_path / "run")).run_dir
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+    from trackio.sqlite_storage import SQLiteStorage
+
+    assert SQLiteStorage.get_runs("study-x") == ["tracked"]
+    logs = SQLiteStorage.get_logs("study-x", "tracked")
+    train_losses = [r["loss"] for r in logged if r["split"] == "train"]
+    assert [r["train/loss"] for r in logs if "train/loss" in r] == pytest.approx(train_losses, rel=1e-5)
+    assert [r["step"] for r in logs if "validation/loss" in r] == [0, 3]
+    config = SQLiteStorage.get_run_config("study-x", "tracked")
+    assert config["name"] == "tracked" and config["train.lr"] == pytest.approx(2e-4)
