@@ -49,7 +49,7 @@ def piece_labels(piece: Piece, merged: Sequence[tuple[int, int]]) -> list[int]:
     if not any(piece.start <= edge <= piece.end for span in merged for edge in span):
         inside = any(a < piece.start and piece.end < b for a, b in merged)
         return list(piece.ids) if inside else [IGNORE] * len(piece.ids)
-    return trained_labels(piece.ids, piece.offsets(), merged)
+    return trained_labels(piece.ids, piece.offsets, merged)
 
 
 def train_trailing_space(pieces: Sequence[Piece], labels: list[int], text: str) -> None:
@@ -57,7 +57,7 @@ def train_trailing_space(pieces: Sequence[Piece], labels: list[int], text: str) 
     the model never learns the step from its answer to the stop token."""
     i = len(labels)
     for piece in reversed(pieces):
-        for k, (start, end) in zip(range(len(piece.ids) - 1, -1, -1), piece.offsets()[::-1], strict=True):
+        for k, (start, end) in zip(range(len(piece.ids) - 1, -1, -1), piece.offsets[::-1], strict=True):
             i -= 1
             if labels[i] != IGNORE or text[start:end].strip():
                 return

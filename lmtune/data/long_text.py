@@ -17,6 +17,7 @@ pairs costs about a quarter of a second, and most pieces of a long text are whol
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,8 +44,9 @@ class Piece:
     ids: list[int]
     encoding: Any  # tokenizers.Encoding; None from a slow tokenizer
 
+    @functools.cached_property
     def offsets(self) -> np.ndarray:
-        """Each token's (start, end) character offsets in the whole text, as an (n, 2) array."""
+        """Each token's (start, end) character offsets in the whole text, as an (n, 2) array (read once)."""
         if self.encoding is None:
             raise LmtuneError("character offsets need a fast tokenizer", hint="install `tokenizers` or convert it")
         return np.asarray(self.encoding.offsets, dtype=np.int64).reshape(-1, 2) + self.start
@@ -55,7 +57,7 @@ def encode_pieces(tokenizer: PreTrainedTokenizerBase, text: str) -> list[Piece]:
     cuts = cut_points(text) if len(text) >= LONG and tokenizer.is_fast else []
     pieces = _checked_pieces(tokenizer, text, cuts) if cuts else None
     if pieces is None:
-        enc = tokenizer(text, add_special_tokens=False, return_attention_mask=False)
+        enc = tokenizer(text, add_special_tokens=False, return_attention_mask=False, verbose=False)
         pieces = [Piece(0, len(text), list(enc["input_ids"]), enc.encodings[0] if enc.encodings else None)]
     return pieces
 
@@ -89,7 +91,7 @@ def _checked_pieces(tokenizer: PreTrainedTokenizerBase, text: str, cuts: Sequenc
         left, right = max(0, cut - WINDOW), min(len(text), cut + WINDOW)
         checks += [text[left:right], text[left:cut], text[cut:right]]
     texts = [text[a:b] for a, b in itertools.pairwise(bounds)]
-    enc = tokenizer(texts + checks, add_special_tokens=False, return_attention_mask=False)
+    enc = tokenizer(texts + checks, add_special_tokens=False, return_attention_mask=False, verbose=False)
     ids = enc["input_ids"]
     for k in range(len(texts), len(ids), 3):
         if ids[k] != ids[k + 1] + ids[k + 2]:

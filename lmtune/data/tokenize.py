@@ -172,8 +172,11 @@ def encode(rendered: Rendered, tokenizer: PreTrainedTokenizerBase, prefix: Seque
     """Token ids and labels (IGNORE where not trained), with EOS appended when the text does not end in it."""
     pieces = encode_pieces(tokenizer, rendered.text)
     merged = merge_spans(rendered.spans)
-    ids = [i for piece in pieces for i in piece.ids]
-    labels = [label for piece in pieces for label in piece_labels(piece, merged)]
+    if len(pieces) == 1:  # a text of ordinary length
+        ids, labels = list(pieces[0].ids), piece_labels(pieces[0], merged)
+    else:
+        ids = [i for piece in pieces for i in piece.ids]
+        labels = [label for piece in pieces for label in piece_labels(piece, merged)]
     eos = tokenizer.eos_token
     if eos and not rendered.text.rstrip().endswith(eos):
         if rendered.ends_trained:

@@ -60,7 +60,7 @@ def test_a_long_text_in_pieces_has_exactly_the_tokens_and_offsets_of_the_whole(n
     pieces = _checked_pieces(tokenizer, text, cut_points(text))
     assert pieces is not None and len(pieces) > 3, "every seam here is a word boundary: the pieces must be used"
     assert [i for p in pieces for i in p.ids] == whole["input_ids"] == encode_text(tokenizer, text)
-    assert np.concatenate([p.offsets() for p in pieces]).tolist() == [list(o) for o in whole["offset_mapping"]]
+    assert np.concatenate([p.offsets for p in pieces]).tolist() == [list(o) for o in whole["offset_mapping"]]
     assert [(p.start, p.end) for p in encode_pieces(tokenizer, text)] == [(p.start, p.end) for p in pieces]
 
 
@@ -88,6 +88,6 @@ def test_a_short_text_is_one_piece():
     tokenizer = load_tokenizer(ModelConfig(name="preset:tiny-chat"), light=True)
     (piece,) = encode_pieces(tokenizer, "Hello there, world.")
     assert piece.ids == tokenizer("Hello there, world.", add_special_tokens=False)["input_ids"]
-    assert piece.offsets().tolist() == [
+    assert piece.offsets.tolist() == [
         list(o) for o in tokenizer("Hello there, world.", return_offsets_mapping=True)["offset_mapping"]
     ]

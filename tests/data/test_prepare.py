@@ -73,5 +73,5 @@ def test_a_run_that_skips_warns_and_writes_skipped_records_jsonl(tmp_path):
 
 
 def test_skip_is_refused_with_streaming_which_reads_records_as_it_trains(tmp_path):
-    with pytest.raises(ValueError, match="not available with data.streaming"):
+    with pytest.raises(ValueError, match=r"not available with data\.streaming"):
         DataConfig(train=str(tmp_path / "t.jsonl"), streaming=True, on_bad_record="skip")
