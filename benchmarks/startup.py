@@ -6,7 +6,8 @@ Times, as a user would see them (a fresh `lmtune` process each run, the median o
 - `lmtune data check` on a 10-line chat file, target < 3 s;
 - `lmtune data check` on a chat file with one 5 MB line, target < 5 s, in two kinds: one word repeated, and
   random words of 2-9 letters (a million tokens more for the preset's small vocabulary);
-- the same 5 MB of random words as raw text, a classification text, a seq2seq prompt and a DPO chosen answer.
+- the same 5 MB of random words as raw text, a classification text, a seq2seq prompt and a DPO chosen answer;
+- a chat answer of 5 MB of minified code (lines without a space: cut after newlines; 4.7M tokens).
 
 The baseline beside each 5 MB check is what a tutorial does with the same line and the same tokenizer:
 `AutoTokenizer.from_pretrained(...)` and one `tokenizer(text)` call, in a fresh process. The check reads,
@@ -56,6 +57,7 @@ def write_files(folder: Path) -> dict[str, tuple[Path, list[str]]]:
     rng = random.Random(0)
     words = ["".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(2, 9))) for _ in range(5000)]
     big = " ".join(rng.choices(words, k=900_000))[:5_000_000]
+    code = "\n".join(f"for(i=0;i<n;i++){{x[i]=y[i]*{k};}}" for k in range(200_000))[:5_000_000]
     small = [chat(f"What is {i} plus {i}?", f"{i} plus {i} is {2 * i}.") for i in range(10)]
     files = {
         "10 lines": (small, []),
@@ -69,6 +71,10 @@ def write_files(folder: Path) -> dict[str, tuple[Path, list[str]]]:
         "5 MB seq2seq prompt": (
             [json.dumps({"prompt": p, "completion": c}) for p, c in ((big, "short"), ("q", "a"), ("r", "b"))],
             ["--task", "seq2seq"],
+        ),
+        "5 MB answer of code lines, no spaces": (
+            [chat("Write it.", code) if i == 0 else chat("q", "a") for i in range(3)],
+            [],
         ),
         "5 MB chosen answer (dpo)": (
             [json.dumps({"prompt": "q", "chosen": c, "rejected": "no"}) for c in (big, "yes", "sure")],

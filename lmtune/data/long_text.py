@@ -1,15 +1,16 @@
-"""Tokenize a very long text in pieces, checking at every seam that the pieces give the tokens of the whole.
+"""Tokenize a very long text in pieces, each cut checked to give the tokens of the whole text.
 
 Why our own code: a fast (Rust) tokenizer slows down on one huge string. A 5 MB line took 4.4 s as one string
 and 0.9 s cut into pieces of 8,000 characters encoded as one batch (the batch also uses every core, but the cut
 alone made it 2.5x faster on one). Neither transformers nor tokenizers cut a long text for you, because a cut is
 exact only where the tokenizer splits anyway: a cut inside a word or a special token changes the tokens.
 
-So pieces are cut before a space that follows a non-space and precedes a letter or digit (where the GPT-2,
-Llama-3, WordPiece and SentencePiece splitters all start a new word), and every seam is checked: a window of
-text around it is encoded whole and as its two halves, which must give the same ids. Both encodings share the
-window's edges, so the only difference between them is the cut. A seam that changes the tokens (a tokenizer that
-merges across spaces, or adds a marker to every piece) sends the text back to one whole encoding.
+So a cut falls before a space that follows a non-space and precedes a letter or digit, or after a newline before
+one: where the GPT-2, Llama-3 and WordPiece splitters start a new word (SentencePiece at the space only). Each cut
+is checked first: a window of text around it is encoded whole and as its two halves, which must give the same
+ids. Both share the window's edges, so the only difference between them is the cut. A cut that changes the tokens
+(a tokenizer that merges across spaces, or marks the first word of every piece) is not made; with none left, the
+text is encoded whole.
 
 Character offsets are read from a piece only when asked for (``Piece.offsets``): building a million offset
 pairs costs about a quarter of a second, and most pieces of a long text are wholly trained or wholly not.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -67,33 +69,37 @@ def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return [i for piece in encode_pieces(tokenizer, text) for i in piece.ids]
 
 
+# Where a cut may fall: before a space that ends a word and starts another, or after a newline that starts a word
+# (code and logs have lines without spaces). Every cut is still checked; these are where the check passes.
+_CUT = re.compile(r"(?<=\S) (?=[^\W_])|(?<=\n)(?=[^\W_])")
+
+
 def cut_points(text: str, piece: int = PIECE) -> list[int]:
-    """Where to cut: about every ``piece`` characters, just before a space between a word's end and a word."""
+    """Where to cut: about every ``piece`` characters, at the first word boundary (``_CUT``) after that."""
     cuts: list[int] = []
     at = piece
     while at < len(text) - piece:
-        space = text.find(" ", at)
-        if space < 0 or space >= len(text) - piece:
+        found = _CUT.search(text, at, len(text) - piece)
+        if found is None:
             break
-        if space > 0 and not text[space - 1].isspace() and text[space + 1].isalnum():
-            cuts.append(space)
-            at = space + piece
-        else:
-            at = space + 1
+        cuts.append(found.start())
+        at = found.start() + piece
     return cuts
 
 
 def _checked_pieces(tokenizer: PreTrainedTokenizerBase, text: str, cuts: Sequence[int]) -> list[Piece] | None:
-    """The pieces between the cuts, or None when a cut changes the tokens around it."""
-    bounds = [0, *cuts, len(text)]
+    """The pieces between the cuts that keep the tokens around them, or None when no cut does."""
     checks = []
     for cut in cuts:
         left, right = max(0, cut - WINDOW), min(len(text), cut + WINDOW)
         checks += [text[left:right], text[left:cut], text[cut:right]]
+    ids = tokenizer(checks, add_special_tokens=False, return_attention_mask=False, verbose=False)["input_ids"]
+    # A cut that changes the tokens is dropped (a SentencePiece tokenizer marks a piece's first word, which a
+    # newline before it does not): the others were checked on their own, so they still hold.
+    kept = [cut for k, cut in enumerate(cuts) if ids[3 * k] == ids[3 * k + 1] + ids[3 * k + 2]]
+    if not kept:
+        return None
+    bounds = [0, *kept, len(text)]
     texts = [text[a:b] for a, b in itertools.pairwise(bounds)]
-    enc = tokenizer(texts + checks, add_special_tokens=False, return_attention_mask=False, verbose=False)
-    ids = enc["input_ids"]
-    for k in range(len(texts), len(ids), 3):
-        if ids[k] != ids[k + 1] + ids[k + 2]:
-            return None
-    return [Piece(a, b, ids[i], enc.encodings[i]) for i, (a, b) in enumerate(itertools.pairwise(bounds))]
+    enc = tokenizer(texts, add_special_tokens=False, return_attention_mask=False, verbose=False)
+    return [Piece(a, b, enc["input_ids"][i], enc.encodings[i]) for i, (a, b) in enumerate(itertools.pairwise(bounds))]

@@ -50,11 +50,20 @@ def _real_text() -> str:
     return "\n\n".join(json.loads(line)["dialogue"] for line in lines)
 
 
+def _code_text() -> str:
+    """Code Alpaca's answers (real code: indentation, operators, newlines) and minified lines without a space."""
+    path = SHARED / "data" / "instruct" / "code_alpaca_2k.json"
+    if not path.is_file():
+        pytest.skip("../shared/data is not beside the checkout")
+    answers = "\n\n".join(row["output"] for row in json.loads(path.read_text(encoding="utf-8"))[:400])
+    return answers + "\n" + "\n".join(f"for(i=0;i<n;i++){{x[i]=y[i]*{k};}}" for k in range(3000))
+
+
 @pytest.mark.parametrize("name", TOKENIZERS)
-@pytest.mark.parametrize("kind", ["awkward", "dialogsum"])
+@pytest.mark.parametrize("kind", ["awkward", "dialogsum", "code"])
 def test_a_long_text_in_pieces_has_exactly_the_tokens_and_offsets_of_the_whole(name, kind):
     tokenizer = load_tokenizer(ModelConfig(name=TOKENIZERS[name]()), light=True)
-    text = _awkward_text(120_000) if kind == "awkward" else _real_text()
+    text = {"awkward": lambda: _awkward_text(120_000), "dialogsum": _real_text, "code": _code_text}[kind]()
     assert len(text) >= LONG
     whole = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     pieces = _checked_pieces(tokenizer, text, cut_points(text))
@@ -75,12 +84,15 @@ def test_a_tokenizer_that_merges_across_spaces_is_caught_at_the_seams_and_encode
     assert piece.ids == encode_text(tokenizer, text) == tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def test_cuts_fall_before_a_space_that_ends_a_word_and_starts_another():
+def test_cuts_fall_between_words_at_a_space_or_after_a_newline():
     text = ("x" * 5000 + "  y z" + "w" * 5000 + " 7 " + "v" * 5000) * 2
     cuts = cut_points(text, piece=4000)
     assert cuts
     for cut in cuts:
         assert text[cut] == " " and not text[cut - 1].isspace() and text[cut + 1].isalnum()
+    code = ";\n".join(f"x{i}=f(y{i})" for i in range(3000))  # lines without a space: cut after a newline
+    cuts = cut_points(code, piece=4000)
+    assert cuts and all(code[cut - 1] == "\n" and code[cut].isalnum() for cut in cuts)
     assert cut_points("x" * 100_000) == []  # no word boundary: the text stays whole
 
 

@@ -91,3 +91,28 @@ def test_cli_redact_json(tmp_path: Path) -> None:
     assert payload["redactions"][0]["line"] == 1
     bad = run_cli("data", "redact", src, "--out", tmp_path / "o2.jsonl", "--kinds", "email,ssn")
     assert bad.returncode == 2 and "unknown personal-data kind" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_phones_are_found_as_the_matcher_finds_them_over_the_whole_text() -> None:
+    """_phones runs libphonenumber on the stretches with seven digits close together: on texts mixing numbers,
+    code, dates and prose it must find exactly what the matcher finds on the whole text."""
+    import random
+
+    import phonenumbers
+
+    from lmtune.data.pii import _PHONE_REGION, _phones
+
+    rng = random.Random(0)
+    parts = ["(415) 555-2671", "+44 20 7946 0958", "415.555.0199", "call 212-555-0147 now", "x[i]=y[i]*123;",
+             "2026-12-06", "ISBN 978-3-16-148410-0", " ", "\n", "order 55512345", "ext. 42", "tel:+1-202-555-0123",
+             "a1b2c3d4e5f6g7", "(0) 30 1234567", "12 34 56 78 90"]  # fmt: skip
+    found = 0
+    for _ in range(200):
+        text = "".join(rng.choice(parts) for _ in range(rng.randint(1, 40)))
+        whole = [
+            (m.start, m.end)
+            for m in phonenumbers.PhoneNumberMatcher(text, _PHONE_REGION, leniency=phonenumbers.Leniency.VALID)
+        ]
+        assert [(m.start, m.end) for m in _phones(text)] == whole, text
+        found += len(whole)
+    assert found > 200  # the texts do hold phone numbers
