@@ -11,6 +11,7 @@ prefix-stable chat template works, and the end-of-turn marker is trained so the 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -175,8 +176,8 @@ def encode(rendered: Rendered, tokenizer: PreTrainedTokenizerBase, prefix: Seque
     if len(pieces) == 1:  # a text of ordinary length
         ids, labels = list(pieces[0].ids), piece_labels(pieces[0], merged)
     else:
-        ids = [i for piece in pieces for i in piece.ids]
-        labels = [label for piece in pieces for label in piece_labels(piece, merged)]
+        ids = list(itertools.chain.from_iterable(piece.ids for piece in pieces))
+        labels = list(itertools.chain.from_iterable(piece_labels(piece, merged) for piece in pieces))
     eos = tokenizer.eos_token
     if eos and not rendered.text.rstrip().endswith(eos):
         if rendered.ends_trained:
