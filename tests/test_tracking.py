@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from support import chat_record, write_jsonl
+from support import chat_record, run_cli, write_jsonl
 
 from lmtune.api import finetune
 from lmtune.config import load_config
@@ -64,8 +66,18 @@ def test_unknown_tracker_is_a_config_error(tmp_path: Path) -> None:
         load_config({"data": {"train": "x.jsonl"}, "train": {"report_to": ["neptune"]}})
 
 
+_READ_TRACKIO = """
+import json, sys
+from trackio.sqlite_storage import SQLiteStorage
+project, run = sys.argv[1:]
+print(json.dumps({"runs": SQLiteStorage.get_runs(project), "logs": SQLiteStorage.get_logs(project, run),
+                  "config": SQLiteStorage.get_run_config(project, run)}))
+"""
+
+
 def test_trackio_receives_the_runs_figures_and_config(tmp_path: Path, monkeypatch) -> None:
-    """Trackio keeps a project per report group in a local SQLite database (TRACKIO_DIR): read it back."""
+    """Trackio keeps a project per report group in a local SQLite database under TRACKIO_DIR, which it reads when
+    imported: the run and the reader are separate processes, so neither writes to the user's own store."""
     pytest.importorskip("trackio")
     monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
     train = write_jsonl(tmp_path / "train.jsonl", [chat_record(i) for i in range(12)])
@@ -78,15 +90,16 @@ def test_trackio_receives_the_runs_figures_and_config(tmp_path: Path, monkeypatc
                   "report_group": "study-x"},
         "forgetting": {"measure": False},
     }  # fmt: skip
-    run = finetune(cfg, output_dir=str(tmp_path / "run")).run_dir
-    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-    from trackio.sqlite_storage import SQLiteStorage
-
-    assert SQLiteStorage.get_runs("study-x") == ["tracked"]
-    logs = SQLiteStorage.get_logs("study-x", "tracked")
+    config = tmp_path / "tracked.yaml"
+    config.write_text(json.dumps(cfg), encoding="utf-8")  # JSON is YAML
+    done = run_cli("train", config, "--output-dir", tmp_path / "run")
+    assert done.returncode == 0, done.stderr[-2000:]
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    read = subprocess.run([sys.executable, "-c", _READ_TRACKIO, "study-x", "tracked"], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    stored = json.loads(read.stdout.strip().splitlines()[-1])
+    assert stored["runs"] == ["tracked"]
     train_losses = [r["loss"] for r in logged if r["split"] == "train"]
-    assert [r["train/loss"] for r in logs if "train/loss" in r] == pytest.approx(train_losses, rel=1e-5)
-    assert [r["step"] for r in logs if "validation/loss" in r] == [0, 3]
-    config = SQLiteStorage.get_run_config("study-x", "tracked")
-    assert config["name"] == "tracked" and config["train.lr"] == pytest.approx(2e-4)
+    assert [r["train/loss"] for r in stored["logs"] if "train/loss" in r] == pytest.approx(train_losses, rel=1e-5)
+    assert [r["step"] for r in stored["logs"] if "validation/loss" in r] == [0, 3]
+    assert stored["config"]["name"] == "tracked" and stored["config"]["train.lr"] == pytest.approx(2e-4)
