@@ -26,7 +26,7 @@ from lmtune.serve.embed import EmbeddingRequest, embed, embedding_data
 from lmtune.serve.engine import Engine, Job, QueueFull
 from lmtune.serve.protocol import ApiError, ChatRequest, CompletionRequest
 from lmtune.serve.registry import Registry, Served
-from lmtune.serve.tools import Parser, stream_delta, tool_parser
+from lmtune.serve.tools import Holdback, ToolReader, stream_delta, tool_reader
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,8 @@ def create_app(registry: Registry, engine: Engine, limits: Limits) -> FastAPI:
             raise ApiError(400, f"model {req.model} has no chat template", param="model", code="no_chat_template")
         prompt = chat_prompt(tok, req)
         ids = list(tok(prompt, add_special_tokens=False)["input_ids"])
-        parse = tool_parser(tok, prompt, req.tools)
-        return await _answer(engine, served, req, [ids], limits, chat=True, parse=parse)
+        tools = tool_reader(tok, prompt, req.tools)
+        return await _answer(engine, served, req, [ids], limits, chat=True, tools=tools)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
@@ -221,7 +221,7 @@ async def _answer(
     limits: Limits,
     *,
     chat: bool,
-    parse: Parser | None = None,
+    tools: ToolReader | None = None,
 ) -> Any:
     max_tokens = _budget(req, prompt_ids, served, limits)
     loop = asyncio.get_running_loop()
@@ -239,7 +239,7 @@ async def _answer(
         engine.submit(jobs)
     except QueueFull:
         raise ApiError(503, "the server is busy: its request queue is full; retry shortly", code="queue_full") from None
-    meta = _Meta(req.model, chat, sum(len(ids) for ids in prompt_ids), jobs, parse)
+    meta = _Meta(req.model, chat, sum(len(ids) for ids in prompt_ids), jobs, tools)
     if req.stream:
         stream = _stream(events, meta, req.include_usage())
         return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
@@ -252,7 +252,7 @@ class _Meta:
     chat: bool
     prompt_tokens: int
     jobs: list[Job]
-    parse: Parser | None = None  # reads tool calls out of a chat reply, when the request offers tools
+    tools: ToolReader | None = None  # reads tool calls out of a chat reply, when the request offers tools
     id: str = ""
     created: int = 0
 
@@ -278,19 +278,21 @@ class _Meta:
         if stream:
             delta = {"role": "assistant", "content": text} if first else ({"content": text} if text else {})
             return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
-        message = self.parse(text) if self.parse else None
+        message = self.tools.parse(text) if self.tools else None
         if message is not None:
             finish = "tool_calls" if finish == "stop" else finish
         else:
             message = {"role": "assistant", "content": text}
         return {"index": index, "message": message, "logprobs": None, "finish_reason": finish}
 
-    def tool_chunks(self, index: int, text: str, finish: str) -> list[dict[str, Any]]:
-        """A streamed reply that may call tools is held back until it ends, then sent as one delta and a finish."""
-        message = self.parse(text) if self.parse else None
+    def tool_chunks(self, index: int, held: Holdback, finish: str) -> list[dict[str, Any]]:
+        """The end of a streamed reply that may call tools: its calls as one delta, or the text it held back."""
+        message = self.tools.parse(held.text) if self.tools else None
         if message is None:
-            return [self.choice(index, text, None, stream=True), self.choice(index, "", finish, stream=True)]
-        data = {"index": index, "delta": stream_delta(message), "logprobs": None, "finish_reason": None}
+            rest = held.text[held.sent :]
+            return [self.choice(index, rest, None, stream=True), self.choice(index, "", finish, stream=True)]
+        delta = stream_delta(message, content=not held.text[: held.sent].strip())
+        data = {"index": index, "delta": delta, "logprobs": None, "finish_reason": None}
         return [data, self.choice(index, "", "tool_calls" if finish == "stop" else finish, stream=True)]
 
 
@@ -316,18 +318,19 @@ async def _stream(events: asyncio.Queue, meta: _Meta, include_usage: bool) -> As
         for i in sorted(open_):
             yield _sse(meta.envelope([meta.choice(i, "", None, stream=True, first=True)], stream=True))
             started.add(i)
-    held = [""] * len(meta.jobs)
+    held = [meta.tools.holdback() for _ in meta.jobs] if meta.tools else []
     while open_:
         index, kind, payload = await events.get()
-        if kind == "text" and meta.parse:
-            held[index] += payload
-            continue
+        if kind == "text" and held:
+            payload = held[index].feed(payload)  # the text before a possible tool call
+            if not payload:
+                continue
         if kind == "text":
             choices = [meta.choice(index, payload, None, stream=True)]
         elif kind == "done":
             open_.discard(index)
             finish = [meta.choice(index, "", payload, stream=True)]
-            choices = meta.tool_chunks(index, held[index], payload) if meta.parse else finish
+            choices = meta.tool_chunks(index, held[index], payload) if held else finish
         else:
             yield _sse({"error": ApiError(500, payload).body()["error"]})
             break

@@ -71,23 +71,36 @@ def test_chatml_tools_saves_the_response_template_that_reads_its_calls_back(tmp_
 
 
 def test_a_reply_with_calls_becomes_openai_tool_calls_and_anything_else_stays_text():
-    from lmtune.serve.tools import tool_parser
+    from lmtune.serve.tools import tool_reader
 
     tok = tokenizer("chatml-tools")
     prompt = chat_prompt(
         tok, ChatRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "?"}]})
     )
-    parse = tool_parser(tok, prompt, TOOLS)
+    reader = tool_reader(tok, prompt, TOOLS)
+    assert reader.tag == "<tool_call>"
     call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
-    message = parse("Let me look.\n" + call + "\n" + call.replace("Oslo", "Rome"))
+    message = reader.parse("Let me look.\n" + call + "\n" + call.replace("Oslo", "Rome"))
     assert message["content"] == "Let me look." and [c["function"] for c in message["tool_calls"]] == [
         {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
         {"name": "get_weather", "arguments": '{"city": "Rome"}'},
     ]
     assert all(c["type"] == "function" and c["id"].startswith("call_") for c in message["tool_calls"])
-    assert parse("It is sunny.") is None
-    assert parse('<tool_call>\n{"name": "get_weather", "argu') is None  # cut off by max_tokens: the text stands
-    assert tool_parser(tok, prompt, None) is None and tool_parser(tokenizer("chatml"), prompt, TOOLS) is None
+    assert reader.parse("It is sunny.") is None
+    assert reader.parse('<tool_call>\n{"name": "get_weather", "argu') is None  # cut off by max_tokens: text stands
+    assert tool_reader(tok, prompt, None) is None and tool_reader(tokenizer("chatml"), prompt, TOOLS) is None
+
+
+def test_a_stream_sends_the_text_before_a_call_as_it_comes_and_holds_the_call():
+    from lmtune.serve.tools import Holdback
+
+    held = Holdback("<tool_call>")
+    sent = [held.feed(chunk) for chunk in ["Let me ", "look.\n<to", "ol_call>\n{", '"name": 1}', "</tool_call>"]]
+    assert sent == ["Let me ", "look.\n", "", "", ""]  # "<to" could open a call: held until it is clear
+    assert held.text[held.sent :].startswith("<tool_call>")
+    plain = Holdback("<tool_call>")
+    assert [plain.feed(c) for c in ["a <", "b and <t", "c"]] == ["a ", "<b and ", "<tc"]
+    assert [Holdback(None).feed(c) for c in ["x", "y"]] == ["", ""]  # a pattern opens calls: all is held
 
 
 def test_a_model_tuned_to_call_a_tool_answers_the_openai_client_with_tool_calls(tmp_path, serving):
