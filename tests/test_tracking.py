@@ -1,4 +1,4 @@
-"""`train.report_to`: what a run sends to TensorBoard, MLflow and W&B, read back with each library's own reader."""
+"""`train.report_to`: what a run sends to TensorBoard, MLflow, W&B and Trackio, read back with each library's own reader."""
 
 from __future__ import annotations
 
@@ -15,6 +15,21 @@ from lmtune.config import load_config
 from lmtune.errors import LmtuneError
 
 
+def tracked_config(tmp_path: Path, trackers: list[str]) -> dict:
+    """Three steps of the preset on chat records, validated at steps 0 and 3, sent to `trackers` as "tracked" in
+    the group "study-x"."""
+    train = write_jsonl(tmp_path / "train.jsonl", [chat_record(i) for i in range(12)])
+    val = write_jsonl(tmp_path / "val.jsonl", [chat_record(i) for i in range(50, 54)])
+    return {
+        "name": "tracked",
+        "data": {"train": str(train), "validation": str(val), "max_length": 64},
+        "method": "full",
+        "train": {"max_steps": 3, "batch_size": 4, "eval_every": 3, "mixed_precision": "no", "report_to": trackers,
+                  "report_group": "study-x"},
+        "forgetting": {"measure": False},
+    }  # fmt: skip
+
+
 def test_trackers_receive_the_runs_figures(tmp_path: Path, monkeypatch) -> None:
     pytest.importorskip("tensorboard")
     pytest.importorskip("mlflow")
@@ -23,16 +38,7 @@ def test_trackers_receive_the_runs_figures(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # the file store the issue asks to read back
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    train = write_jsonl(tmp_path / "train.jsonl", [chat_record(i) for i in range(12)])
-    val = write_jsonl(tmp_path / "val.jsonl", [chat_record(i) for i in range(50, 54)])
-    cfg = {
-        "name": "tracked",
-        "data": {"train": str(train), "validation": str(val), "max_length": 64},
-        "method": "full",
-        "train": {"max_steps": 3, "batch_size": 4, "eval_every": 3, "mixed_precision": "no", "report_to":
-                  ["tensorboard", "mlflow", "wandb"], "report_group": "study-x"},
-        "forgetting": {"measure": False},
-    }  # fmt: skip
+    cfg = tracked_config(tmp_path, ["tensorboard", "mlflow", "wandb"])
     run = finetune(cfg, output_dir=str(tmp_path / "run")).run_dir
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     train_losses = [r["loss"] for r in logged if r["split"] == "train"]
@@ -80,18 +86,8 @@ def test_trackio_receives_the_runs_figures_and_config(tmp_path: Path, monkeypatc
     imported: the run and the reader are separate processes, so neither writes to the user's own store."""
     pytest.importorskip("trackio")
     monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
-    train = write_jsonl(tmp_path / "train.jsonl", [chat_record(i) for i in range(12)])
-    val = write_jsonl(tmp_path / "val.jsonl", [chat_record(i) for i in range(50, 54)])
-    cfg = {
-        "name": "tracked",
-        "data": {"train": str(train), "validation": str(val), "max_length": 64},
-        "method": "full",
-        "train": {"max_steps": 3, "batch_size": 4, "eval_every": 3, "mixed_precision": "no", "report_to": ["trackio"],
-                  "report_group": "study-x"},
-        "forgetting": {"measure": False},
-    }  # fmt: skip
     config = tmp_path / "tracked.yaml"
-    config.write_text(json.dumps(cfg), encoding="utf-8")  # JSON is YAML
+    config.write_text(json.dumps(tracked_config(tmp_path, ["trackio"])), encoding="utf-8")  # JSON is YAML
     done = run_cli("train", config, "--output-dir", tmp_path / "run")
     assert done.returncode == 0, done.stderr[-2000:]
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -15,7 +15,7 @@ from lmtune.config import RunConfig
 from lmtune.data.batching import Row, pack, unpacked
 from lmtune.data.leakage import cheap_leaks
 from lmtune.data.preferences import load_align_splits, pairs_use_chat
-from lmtune.data.prepare import Splits, fingerprint, load_splits, load_validation
+from lmtune.data.prepare import Splits, fingerprint, load_splits, load_validation, records_in
 from lmtune.data.streaming import RowStream
 from lmtune.data.streaming import describe as describe_stream
 from lmtune.data.tokenize import tokenize_examples, uses_chat
@@ -101,7 +101,7 @@ def prepare_data(
     splits = splits or load_splits(cfg.data, cfg.seed)
     if splits.skipped:
         first = splits.skipped[0]
-        say(f"{len({(e.source, e.line) for e in splits.skipped})} broken records were skipped (data.on_bad_record: "
+        say(f"{records_in(splits.skipped)} broken records were skipped (data.on_bad_record: "
             f"skip), the first {first.source}:{first.line}; the run directory's skipped_records.jsonl lists them",
             warning=True)  # fmt: skip
     leakage = check_leakage(cfg, splits, say)

@@ -70,9 +70,24 @@ def encode_pieces(tokenizer: PreTrainedTokenizerBase, text: str, edges: Sequence
     return pieces
 
 
-def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    """``tokenizer(text, add_special_tokens=False)["input_ids"]``, in pieces when the text is long."""
-    return list(itertools.chain.from_iterable(piece.ids for piece in encode_pieces(tokenizer, text)))
+def encode_text(tokenizer: PreTrainedTokenizerBase, text: str, *, special_tokens: bool = False) -> list[int]:
+    """``tokenizer(text, add_special_tokens=special_tokens)["input_ids"]``, in pieces when the text is long (the
+    special tokens then put around them, as the tokenizer puts them around any text)."""
+    if len(text) < LONG:
+        return list(tokenizer(text, add_special_tokens=special_tokens, verbose=False)["input_ids"])
+    ids = list(itertools.chain.from_iterable(piece.ids for piece in encode_pieces(tokenizer, text)))
+    if not special_tokens:
+        return ids
+    prefix, suffix = special_affixes(tokenizer)
+    return [*prefix, *ids, *suffix]
+
+
+def special_affixes(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+    """The token ids the tokenizer adds around raw text (e.g. Llama's BOS), found by asking it."""
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    start = full.index(bare[0]) if bare and bare[0] in full else 0
+    return full[:start], full[start + len(bare) :]
 
 
 # Where a cut may fall: before a space that ends a word and starts another, or after a newline that starts a word

@@ -23,9 +23,8 @@ from typing import TYPE_CHECKING, Any
 from transformers import PreTrainedTokenizerBase
 
 from lmtune.data.batching import padded_width
-from lmtune.data.long_text import encode_text
+from lmtune.data.long_text import encode_text, special_affixes
 from lmtune.data.preferences import PreferencePair, is_conversational
-from lmtune.data.tokenize import special_affixes
 from lmtune.data.types import IGNORE, TokenStats
 from lmtune.errors import LmtuneError
 
@@ -106,8 +105,7 @@ def _plain_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, answer: str) -> 
     eos = tokenizer.eos_token_id
     if eos is None and tokenizer.sep_token_id is not None:
         return list(tokenizer(prompt, answer or None)["input_ids"])
-    prefix, suffix = special_affixes(tokenizer)  # tokenizer(text)'s own special tokens, around a long text's pieces
-    ids = [*prefix, *encode_text(tokenizer, prompt + answer), *suffix]
+    ids = encode_text(tokenizer, prompt + answer, special_tokens=True)
     if answer and eos is not None and ids[-1:] != [eos]:
         ids.append(eos)
     return ids

@@ -108,7 +108,7 @@ def _examples(
     return records, normalize(records, **options)
 
 
-def _records_in(problems: Sequence[DataError]) -> int:
+def records_in(problems: Sequence[DataError]) -> int:
     return len({(p.source, p.line) for p in problems})  # a record may have several problems
 
 
@@ -120,16 +120,16 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
     assert isinstance(cfg.train, str)
     skipped: list[DataError] = []
     train_records, train, fmt = _load(cfg, cfg.train, cfg.split, skipped)
-    n_train = len(train_records) + _records_in(skipped)
+    n_train = len(train_records) + records_in(skipped)
     if cfg.max_examples is not None:
         train_records, train = train_records[: cfg.max_examples], train[: cfg.max_examples]
     info: dict[str, dict[str, Any]] = {
         "train": {"source": cfg.train, "file_sha256": source_sha256(cfg.train), "records": n_train}
     }
     if cfg.validation is not None:
-        bad_train = _records_in(skipped)
+        bad_train = records_in(skipped)
         val_records, validation, val_fmt = _load(cfg, cfg.validation, cfg.validation_split, skipped)
-        n_val = len(val_records) + _records_in(skipped) - bad_train
+        n_val = len(val_records) + records_in(skipped) - bad_train
         if val_fmt != fmt:
             # Each shape renders differently (chat vs raw text): the validation loss would measure something else.
             raise LmtuneError(
@@ -151,7 +151,7 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
         picked, info["replay"] = replay_examples(cfg.replay, len(train), seed)
         replay.extend(picked)
     if skipped:
-        info["train"]["skipped_records"] = _records_in(skipped)  # all splits' (skipped_records.jsonl lists them)
+        info["train"]["skipped_records"] = records_in(skipped)  # all splits' (skipped_records.jsonl lists them)
     return Splits(train, validation, fmt, info, replay, skipped=skipped)
 
 

