@@ -95,6 +95,21 @@ CHATML_TOOLS_RESPONSE: dict[str, Any] = {
 }
 
 
+UNREADABLE = object()  # what `decoded` returns for text that is not JSON
+
+
+def decoded(value: Any, path: str, problem: str, report: _Report) -> Any:
+    """``value``, or what its JSON text holds when it is a string (datasets store lists and objects both ways);
+    UNREADABLE, reported as ``problem`` with the JSON error, when the text is not JSON."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as error:
+        report(path, f"{problem}: {error.msg} (column {error.colno})")
+        return UNREADABLE
+
+
 def parse_tools(value: Any, field: str, report: _Report) -> tuple[dict[str, Any], ...] | None:
     """A record's tool list in OpenAI's form (``{"type": "function", "function": {...}}``), or None when bad.
 
@@ -103,14 +118,11 @@ def parse_tools(value: Any, field: str, report: _Report) -> tuple[dict[str, Any]
     """
     if value is None:
         return ()
-    if isinstance(value, str):
-        if not value.strip():
-            return ()
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as error:
-            report(field, f"is a string but not valid JSON: {error.msg} (column {error.colno})")
-            return None
+    if isinstance(value, str) and not value.strip():
+        return ()
+    value = decoded(value, field, "is a string but not valid JSON", report)
+    if value is UNREADABLE:
+        return None
     if not isinstance(value, list):
         report(field, f"must be a list of function definitions, got {json_type(value)}")
         return None
@@ -271,12 +283,9 @@ def _arguments(value: Any, path: str, report: _Report) -> str | None:
     """A call's arguments as JSON text of an object: OpenAI writes a string, many datasets an object."""
     if value is None:
         return "{}"
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as error:
-            report(path, f"are not valid JSON: {error.msg} (column {error.colno})")
-            return None
+    value = decoded(value, path, "are not valid JSON", report)
+    if value is UNREADABLE:
+        return None
     if not isinstance(value, dict):
         report(path, f"must be a JSON object of argument values, got {json_type(value)}")
         return None

@@ -10,11 +10,10 @@ record's own instruction and output. Both become the same messages an OpenAI rec
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from lmtune.data.chat import Message, parse_messages, parse_tools
+from lmtune.data.chat import UNREADABLE, Message, decoded, parse_messages, parse_tools
 from lmtune.data.types import Record, json_type
 
 _Report = Callable[[str, str], None]
@@ -74,12 +73,9 @@ def _turn(turn: Any, path: str, index: int, report: _Report) -> dict[str, Any] |
         return None
     if speaker != "function_call":
         return {"role": SHAREGPT_ROLES[speaker], "content": value}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as error:
-            report(f"{path}.value", f"a function_call's value must be the JSON of {{name, arguments}}: {error.msg}")
-            return None
+    value = decoded(value, f"{path}.value", "a function_call's value must be the JSON of {name, arguments}", report)
+    if value is UNREADABLE:
+        return None
     calls = value if isinstance(value, list) else [value]
     if not calls or not all(isinstance(call, dict) for call in calls):
         report(f"{path}.value", f"a function_call's value must be {{name, arguments}} or a list of them, got {value!r}")
